@@ -1,0 +1,111 @@
+"""Helpers shared by the tests: waiting on conditions, worker subprocesses, side-effect counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Steps of the test apps insert one row here per run of their body: counting rows counts side effects.
+EFFECTS_TABLE_SQL = """
+CREATE TABLE IF NOT EXISTS test_effects (
+    id bigserial PRIMARY KEY,
+    execution_id text NOT NULL,
+    step_key text NOT NULL,
+    pid integer NOT NULL,
+    value json
+)
+"""
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def scalar(url: str, statement: str, params: Any = None) -> Any:
+    rows = query(url, statement, params)
+    return rows[0][0] if rows else None
+
+
+def zart_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "zart", *args]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        zart_command(*args),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=timeout,
+    )
+
+
+class WorkerProcess:
+    """A real `zart worker` subprocess."""
+
+    def __init__(self, env: dict[str, str], *extra: str, app: str = "tests.apps.core_app") -> None:
+        self.log_path = (
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"zart-worker-{os.getpid()}-{time.monotonic_ns()}.log"
+        )
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            zart_command("worker", "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_started(self, timeout: float = 30) -> None:
+        wait_until(
+            lambda: "started" in self.log() or self.process.poll() is not None,
+            timeout,
+            what="the worker to start",
+        )
+        assert self.process.poll() is None, f"worker exited early:\n{self.log()}"
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode

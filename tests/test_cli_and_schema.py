@@ -1,0 +1,117 @@
+"""The CLI's happy paths against a real worker, migrations, and the embedded default."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+
+import orjson
+import psycopg
+
+import zart
+from zart.schema import available_migrations, migrate
+
+from .helpers import WorkerProcess, run_cli, scalar
+
+
+def test_cli_start_wait_status_and_migrate(database_url, subprocess_env):
+    assert run_cli("migrate", env=subprocess_env).stdout.strip() == "schema is up to date"
+    worker = WorkerProcess(subprocess_env)
+    try:
+        worker.wait_started()
+        execution_id = f"cli-{uuid.uuid4()}"
+        started = run_cli(
+            "start",
+            "three-steps",
+            "--input",
+            '{"n": 5}',
+            "--id",
+            execution_id,
+            "--wait",
+            "--timeout",
+            "30",
+            env=subprocess_env,
+        )
+        assert started.returncode == 0, started.stderr
+        assert orjson.loads(started.stdout) == {
+            "value": 12,
+            "context": f"{execution_id}/describe#1",
+        }
+        status = run_cli("status", execution_id, env=subprocess_env)
+        assert status.returncode == 0
+        assert status.stdout.splitlines()[0] == "completed"
+        as_json = orjson.loads(run_cli("status", execution_id, "--json", env=subprocess_env).stdout)
+        assert (as_json["id"], as_json["workflow"], as_json["status"]) == (
+            execution_id,
+            "three-steps",
+            "completed",
+        )
+        # Starting the same id again prints the same id and runs nothing again.
+        again = run_cli(
+            "start", "three-steps", "--input", '{"n": 5}', "--id", execution_id, env=subprocess_env
+        )
+        assert again.stdout.strip() == execution_id
+    finally:
+        assert worker.stop() == 0
+
+
+def test_migrate_is_idempotent_and_safe_concurrently(fresh_database_url):
+    # The fixture migrated once; run it again from 4 threads at once.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(migrate, [fresh_database_url] * 4))
+    assert results == [[], [], [], []]
+    versions = [m.version for m in available_migrations()]
+    with psycopg.connect(fresh_database_url) as conn:
+        applied = [row[0] for row in conn.execute("SELECT version FROM zart_schema_migrations ORDER BY 1")]
+    assert applied == versions
+
+
+def test_concurrent_first_migrations_on_an_empty_database(server_url):
+    from .conftest import _create_database, _drop_database
+
+    name, url = _create_database(server_url)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(migrate, [url] * 3))
+        assert sorted(len(r) for r in results) == [0, 0, len(available_migrations())]
+        assert scalar(url, "SELECT count(*) FROM zart_tasks") == 0
+    finally:
+        _drop_database(server_url, name)
+
+
+def test_demo_runs_on_the_embedded_database(tmp_path, subprocess_env):
+    env = dict(subprocess_env, ZART_EMBEDDED_DIR=str(tmp_path / "pgdata"))
+    env.pop("ZART_DATABASE_URL")
+    result = run_cli("demo", "--runs", "60", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "completed" in result.stdout and "60" in result.stdout
+    assert (tmp_path / "pgdata" / "PG_VERSION").exists()
+
+
+def test_without_a_url_or_the_embedded_extra_the_message_says_what_to_do(subprocess_env, tmp_path):
+    env = dict(subprocess_env)
+    env.pop("ZART_DATABASE_URL")
+    # Simulate an install without the `embedded` extra: importing pgserver fails.
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['pgserver'] = None\n")
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    result = run_cli("status", "anything", env=env)
+    assert result.returncode == 1
+    assert "set ZART_DATABASE_URL" in result.stderr and "zart[embedded]" in result.stderr
+
+
+def test_public_api_is_what_the_contract_names():
+    for name in (
+        "workflow",
+        "step",
+        "start",
+        "astart",
+        "get",
+        "context",
+        "Worker",
+        "SerializationError",
+        "NonDeterminismError",
+        "StepFailed",
+        "WorkflowFailed",
+    ):
+        assert hasattr(zart, name), name

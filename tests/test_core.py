@@ -1,0 +1,125 @@
+"""Acceptance 1 and the basics: workflows complete with the right result, each side effect once."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+import zart
+
+from .apps import core_app
+from .helpers import query, scalar
+
+
+def effects(url: str, execution_id: str) -> list[tuple[str, int]]:
+    return query(
+        url,
+        "SELECT step_key, count(*) FROM test_effects WHERE execution_id = %s"
+        " GROUP BY step_key ORDER BY step_key",
+        (execution_id,),
+    )
+
+
+def test_three_step_workflow_completes_with_each_side_effect_once(database_url, worker):
+    handle = zart.start(core_app.three_steps, {"n": 4}, database_url=database_url)
+    result = handle.result(timeout=30)
+    assert result == {"value": 10, "context": f"{handle.id}/describe#1"}
+    assert handle.status() == "completed"
+    assert effects(database_url, handle.id) == [
+        ("add-one#1", 1),
+        ("describe#1", 1),
+        ("double#1", 1),
+    ]
+    steps = query(
+        database_url,
+        "SELECT step_key, seq, status, output::text FROM zart_steps WHERE execution_id = %s ORDER BY seq",
+        (handle.id,),
+    )
+    assert steps == [
+        ("add-one#1", 0, "completed", "5"),
+        ("double#1", 1, "completed", "10"),
+        ("describe#1", 2, "completed", f'{{"value":10,"context":"{handle.id}/describe#1"}}'),
+    ]
+    attempts = query(
+        database_url,
+        "SELECT step_key, attempt, outcome FROM zart_step_attempts WHERE execution_id = %s"
+        " ORDER BY started_at",
+        (handle.id,),
+    )
+    assert attempts == [
+        ("add-one#1", 1, "succeeded"),
+        ("double#1", 1, "succeeded"),
+        ("describe#1", 1, "succeeded"),
+    ]
+    # The finished execution leaves no task behind.
+    assert scalar(database_url, "SELECT count(*) FROM zart_tasks WHERE execution_id = %s", (handle.id,)) == 0
+
+
+def test_workflow_started_by_name_and_fetched_by_id(database_url, worker):
+    execution_id = f"by-name-{uuid.uuid4()}"
+    handle = zart.start("three-steps", {"n": 1}, id=execution_id, database_url=database_url)
+    assert handle.id == execution_id
+    assert handle.result(timeout=30)["value"] == 4
+    again = zart.get(execution_id, database_url=database_url)
+    info = again.info()
+    assert (info.workflow, info.status, info.input) == ("three-steps", "completed", {"n": 1})
+    assert info.started_at is not None and info.finished_at >= info.started_at
+
+
+def test_workflow_without_input(database_url, worker):
+    assert zart.start(core_app.no_input, database_url=database_url).result(timeout=30) == "nothing needed"
+
+
+def test_uncaught_exception_fails_the_execution(database_url, worker):
+    handle = zart.start(core_app.fails, {"why": "bad luck"}, database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed, match="RuntimeError: boom: bad luck") as failure:
+        handle.result(timeout=30)
+    assert "Traceback" in failure.value.traceback
+    assert handle.status() == "failed"
+
+
+def test_failed_step_raises_step_failed_which_the_workflow_may_catch(database_url, worker):
+    handle = zart.start(core_app.catches, {}, database_url=database_url)
+    assert handle.result(timeout=30) == {"caught": "KeyError", "message": "'missing-thing'"}
+    row = query(
+        database_url,
+        "SELECT status, error->>'type' FROM zart_steps WHERE execution_id = %s",
+        (handle.id,),
+    )
+    assert row == [("failed", "KeyError")]
+
+
+@zart.step("square")
+def square(x: int) -> int:
+    return x * x
+
+
+@zart.step("async-square")
+async def async_square(x: int) -> int:
+    return x * x
+
+
+def test_steps_outside_a_workflow_are_plain_calls():
+    import trio
+
+    assert square(3) == 9
+    assert trio.run(async_square, 4) == 16
+    with pytest.raises(zart.ZartError, match="only available inside a workflow or step"):
+        zart.context()
+
+
+async def _async_start(url: str) -> tuple[str, object]:
+    handle = await zart.astart(core_app.three_steps, {"n": 2}, database_url=url)
+    return await handle.astatus(), await handle.aresult(timeout=30)
+
+
+def test_async_twins_work_under_trio_and_asyncio(database_url, worker):
+    import asyncio
+
+    import trio
+
+    for outcome in (trio.run(_async_start, database_url), asyncio.run(_async_start(database_url))):
+        status, result = outcome
+        assert status in {"pending", "running", "completed"}
+        assert result["value"] == 6

@@ -1,0 +1,5 @@
+"""`python -m zart` is the `zart` command."""
+
+from .cli import main
+
+main()

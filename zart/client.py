@@ -1,0 +1,242 @@
+"""Starting, finding and waiting for executions, from any process.
+
+Every function has an async twin that runs the same code in a worker thread, through whichever
+async library is running (trio or asyncio), so it never blocks an event loop.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import attrs
+import sniffio
+
+from . import registry, serde, sql
+from .db import resolve_url, transaction
+from .errors import (
+    Cancelled,
+    DuplicateExecution,
+    ExecutionNotFound,
+    ResultTimeout,
+    UnknownWorkflow,
+    WorkflowFailed,
+    WorkflowTimedOut,
+)
+from .registry import Workflow
+
+T = TypeVar("T")
+
+TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
+MAX_ID_LENGTH = 255
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking client code off the event loop, under trio or asyncio alike."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+@attrs.frozen
+class ExecutionInfo:
+    """A snapshot of one execution's row."""
+
+    id: str
+    workflow: str
+    status: str
+    input: Any
+    result: Any
+    error: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@attrs.frozen
+class ExecutionHandle:
+    """A reference to one execution: ask its status, wait for its result."""
+
+    id: str
+    workflow: str
+    database_url: str = attrs.field(repr=False)
+    created: bool = True  # False when start() found the id already there
+
+    def status(self) -> str:
+        with transaction(self.database_url) as conn:
+            row = conn.execute(sql.SELECT_EXECUTION_STATUS, {"id": self.id}).fetchone()
+        if row is None:
+            raise ExecutionNotFound(f"no execution with id {self.id!r}")
+        return row[0]
+
+    def info(self) -> ExecutionInfo:
+        return _fetch(self.database_url, self.id)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the end; the value, or WorkflowFailed / WorkflowTimedOut / Cancelled."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            with transaction(self.database_url) as conn:
+                row = conn.execute(sql.SELECT_EXECUTION_STATUS, {"id": self.id}).fetchone()
+            if row is None:
+                raise ExecutionNotFound(f"no execution with id {self.id!r}")
+            status, result, error = row
+            if status in TERMINAL:
+                return _outcome(self.id, status, result, error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeout(
+                    f"execution {self.id!r} is still {status} after {timeout} s; it goes on running"
+                )
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 1.5, 0.1)
+
+    async def astatus(self) -> str:
+        return await _in_thread(self.status)
+
+    async def ainfo(self) -> ExecutionInfo:
+        return await _in_thread(self.info)
+
+    async def aresult(self, timeout: float | None = None) -> Any:
+        return await _in_thread(self.result, timeout)
+
+
+def _outcome(execution_id: str, status: str, result: str | None, error: str | None) -> Any:
+    if status == "completed":
+        return serde.loads(result)
+    details = serde.loads(error) or {}
+    if status == "failed":
+        raise WorkflowFailed(execution_id, details)
+    if status == "timed_out":
+        raise WorkflowTimedOut(f"execution {execution_id!r} timed out")
+    raise Cancelled(f"execution {execution_id!r} was cancelled")
+
+
+def _workflow_name(workflow: Workflow | str, url: str) -> str:
+    if isinstance(workflow, Workflow):
+        return workflow.name
+    if not isinstance(workflow, str):
+        raise TypeError(f"workflow must be a @zart.workflow function or its name, not {workflow!r}")
+    if registry.get_workflow(workflow) is not None:
+        return workflow
+    with transaction(url) as conn:
+        known_remote = [row[0] for row in conn.execute(sql.SELECT_WORKFLOW_NAMES)]
+    if workflow in known_remote:
+        return workflow
+    known = sorted(set(known_remote) | set(registry.workflow_names()))
+    listing = ", ".join(repr(name) for name in known) if known else "none"
+    raise UnknownWorkflow(
+        f"unknown workflow {workflow!r}; known workflows: {listing} "
+        "(import the module that defines it, or pass --app to the CLI)"
+    )
+
+
+def _check_id(execution_id: Any) -> str:
+    if not isinstance(execution_id, str):
+        raise TypeError(f"execution id must be a string, not {type(execution_id).__name__}")
+    if not execution_id or len(execution_id) > MAX_ID_LENGTH:
+        raise ValueError(f"execution id must be 1 to {MAX_ID_LENGTH} characters, got {len(execution_id)}")
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in execution_id):
+        raise ValueError(f"execution id {execution_id!r} contains control characters")
+    return execution_id
+
+
+def start(
+    workflow: Workflow | str,
+    input: Any = None,
+    *,
+    id: str | None = None,
+    database_url: str | None = None,
+) -> ExecutionHandle:
+    """Start an execution (one transaction: the execution, its first task, the wake-up).
+
+    Starting an id that exists returns that execution and runs nothing again; it raises
+    DuplicateExecution only when the id belongs to another workflow.
+    """
+    url = resolve_url(database_url)
+    execution_id = str(uuid.uuid4()) if id is None else _check_id(id)
+    name = _workflow_name(workflow, url)
+    data = serde.dumps(input, f"the input of workflow {name!r}")
+    with transaction(url) as conn:
+        created = conn.execute(
+            sql.INSERT_EXECUTION, {"id": execution_id, "workflow": name, "input": data.decode()}
+        ).fetchone()
+        if created is None:
+            row = conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone()
+            existing = row[0] if row else None
+            if existing != name:
+                raise DuplicateExecution(
+                    f"execution id {execution_id!r} already exists for workflow {existing!r}, not {name!r}"
+                )
+            return ExecutionHandle(execution_id, name, url, created=False)
+        conn.execute(sql.INSERT_WORKFLOW_TASK, {"id": execution_id})
+        conn.execute(sql.NOTIFY_TASKS)
+    return ExecutionHandle(execution_id, name, url)
+
+
+def _fetch(url: str, execution_id: str) -> ExecutionInfo:
+    with transaction(url) as conn:
+        row = conn.execute(sql.SELECT_EXECUTION, {"id": execution_id}).fetchone()
+    if row is None:
+        raise ExecutionNotFound(f"no execution with id {execution_id!r}")
+    ident, workflow, status, input_json, result, error, created, started, finished = row
+    return ExecutionInfo(
+        ident,
+        workflow,
+        status,
+        serde.loads(input_json),
+        serde.loads(result),
+        serde.loads(error),
+        created,
+        started,
+        finished,
+    )
+
+
+def get(execution_id: str, *, database_url: str | None = None) -> ExecutionHandle:
+    """The handle of an existing execution; ExecutionNotFound otherwise."""
+    url = resolve_url(database_url)
+    info = _fetch(url, execution_id)
+    return ExecutionHandle(info.id, info.workflow, url, created=False)
+
+
+def list_executions(
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int = 50,
+    database_url: str | None = None,
+) -> list[ExecutionInfo]:
+    """The newest executions, optionally of one status and/or workflow."""
+    url = resolve_url(database_url)
+    with transaction(url) as conn:
+        rows = conn.execute(
+            sql.LIST_EXECUTIONS, {"status": status, "workflow": workflow, "limit": limit}
+        ).fetchall()
+    return [
+        ExecutionInfo(ident, wf, st, None, None, None, created, None, finished)
+        for ident, wf, st, created, finished in rows
+    ]
+
+
+async def astart(
+    workflow: Workflow | str,
+    input: Any = None,
+    *,
+    id: str | None = None,
+    database_url: str | None = None,
+) -> ExecutionHandle:
+    return await _in_thread(start, workflow, input, id=id, database_url=database_url)
+
+
+async def aget(execution_id: str, *, database_url: str | None = None) -> ExecutionHandle:
+    return await _in_thread(get, execution_id, database_url=database_url)

@@ -1,0 +1,79 @@
+"""Every exception Zart raises on purpose.
+
+Each carries a message that names the problem (the unknown workflow, the offending type, both step keys
+of a replay mismatch) so that callers never need a traceback from deep inside the engine to understand
+what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class ZartError(Exception):
+    """Base class of all Zart errors."""
+
+
+class ConfigurationError(ZartError):
+    """The database URL, the embedded server or an option is missing or wrong."""
+
+
+class DatabaseUnavailable(ZartError):
+    """PostgreSQL could not be reached at the configured URL."""
+
+
+class SerializationError(ZartError, TypeError):
+    """A value cannot be stored as JSON (raised at the call that passed it)."""
+
+
+class UnknownWorkflow(ZartError, LookupError):
+    """A workflow name that neither this process nor any registered worker knows."""
+
+
+class DuplicateExecution(ZartError):
+    """An execution id already exists and belongs to another workflow."""
+
+
+class ExecutionNotFound(ZartError, LookupError):
+    """No execution has this id."""
+
+
+class NonDeterminismError(ZartError):
+    """Replaying a workflow reached a step that differs from the recorded history."""
+
+
+class StepFailed(ZartError):
+    """A step failed its last attempt; raised inside the workflow, which may catch it.
+
+    Carries the original exception's type name, message and traceback text, since the original
+    exception object itself may have been raised in another process or before a restart.
+    """
+
+    def __init__(self, step_key: str, error_type: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"step {step_key!r} failed: {error_type}: {message}")
+        self.step_key = step_key
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+
+
+class WorkflowFailed(ZartError):
+    """`result()` of an execution that ended `failed`."""
+
+    def __init__(self, execution_id: str, error: dict | None) -> None:
+        error = error or {}
+        self.execution_id = execution_id
+        self.error_type = error.get("type", "Error")
+        self.message = error.get("message", "")
+        self.traceback = error.get("traceback", "")
+        super().__init__(f"execution {execution_id!r} failed: {self.error_type}: {self.message}")
+
+
+class WorkflowTimedOut(ZartError):
+    """`result()` of an execution that ended `timed_out`."""
+
+
+class Cancelled(ZartError):
+    """`result()` of an execution that was cancelled."""
+
+
+class ResultTimeout(ZartError, TimeoutError):
+    """`result(timeout=...)` gave up waiting; the execution goes on."""

@@ -1,0 +1,120 @@
+"""`@zart.workflow` and `@zart.step`: what they register and what calling them does.
+
+A step called inside a running workflow returns a `StepCall` (an awaitable that checkpoints); called
+anywhere else it is the plain function, so steps stay unit-testable without a database.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from . import replay
+from .durations import parse_duration
+
+_workflows: dict[str, Workflow] = {}
+_steps: dict[str, Step] = {}
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a {kind} needs a non-empty name, e.g. @zart.{kind}('send-email')")
+    if any(ch in name for ch in "#[]") or len(name) > 200:
+        raise ValueError(
+            f"invalid {kind} name {name!r}: at most 200 characters, without '#', '[' or ']' "
+            "(they delimit checkpoint keys)"
+        )
+    return name
+
+
+@attrs.frozen
+class Workflow:
+    """A registered workflow. Calling it directly runs the body as a plain coroutine."""
+
+    name: str
+    fn: Callable[..., Any]
+    timeout: float | None = None
+    takes_input: bool = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+@attrs.frozen
+class Step:
+    """A registered step; see the module docstring for what a call does."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    timeout: float | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        execution = replay.current_execution()
+        if execution is None:
+            return self.fn(*args, **kwargs)
+        return execution.call_step(self, args, kwargs)
+
+
+def workflow(name: str, *, timeout: Any = None) -> Callable[[Callable[..., Any]], Workflow]:
+    """Register an `async def` as a durable workflow taking one JSON value (or nothing)."""
+    _check_name("workflow", name)
+    seconds = None if timeout is None else parse_duration(timeout, f"timeout of workflow {name!r}")
+
+    def decorate(fn: Callable[..., Any]) -> Workflow:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError(f"workflow {name!r} must be an 'async def' function, got {fn!r}")
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        required = [p for p in params if p.default is p.empty]
+        if len(required) > 1:
+            raise TypeError(
+                f"workflow {name!r} must take one argument (its input) or none, "
+                f"got {len(required)} required ones"
+            )
+        existing = _workflows.get(name)
+        if existing is not None and _origin(existing.fn) != _origin(fn):
+            raise ValueError(f"workflow name {name!r} is already registered by {_origin(existing.fn)}")
+        registered = Workflow(name, fn, seconds, takes_input=bool(params))
+        _workflows[name] = registered
+        return registered
+
+    return decorate
+
+
+def step(name: str, *, timeout: Any = None, retry: Any = None) -> Callable[[Callable[..., Any]], Step]:
+    """Register an `async def` or plain `def` as a checkpointed step."""
+    _check_name("step", name)
+    seconds = None if timeout is None else parse_duration(timeout, f"timeout of step {name!r}")
+    if retry not in (None, "none"):
+        raise NotImplementedError("retry policies are not available yet; use retry='none'")
+
+    def decorate(fn: Callable[..., Any]) -> Step:
+        if not callable(fn):
+            raise TypeError(f"step {name!r} must decorate a function, got {fn!r}")
+        existing = _steps.get(name)
+        if existing is not None and _origin(existing.fn) != _origin(fn):
+            raise ValueError(f"step name {name!r} is already registered by {_origin(existing.fn)}")
+        registered = Step(name, fn, inspect.iscoroutinefunction(fn), seconds)
+        _steps[name] = registered
+        return registered
+
+    return decorate
+
+
+def get_workflow(name: str) -> Workflow | None:
+    return _workflows.get(name)
+
+
+def workflow_names() -> list[str]:
+    return sorted(_workflows)

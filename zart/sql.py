@@ -1,0 +1,188 @@
+"""Every SQL statement Zart runs, in one place.
+
+All statements are parameterised. Batched writes take arrays and `unnest` them, so one statement
+writes the rows of many executions: the completer's cost per batch is a fixed handful of statements
+whatever the batch size.
+"""
+
+from __future__ import annotations
+
+TASKS_CHANNEL = "zart_tasks"
+
+# -- starting and reading executions ---------------------------------------------------------------
+
+INSERT_EXECUTION = """
+INSERT INTO zart_execution_runs (id, workflow, input)
+VALUES (%(id)s, %(workflow)s, %(input)s::json)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+INSERT_WORKFLOW_TASK = """
+INSERT INTO zart_tasks (execution_id, kind) VALUES (%(id)s, 'workflow')
+"""
+
+NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', '')"
+
+SELECT_EXECUTION = """
+SELECT id, workflow, status, input::text, result::text, error::text,
+       created_at, started_at, finished_at
+FROM zart_execution_runs WHERE id = %(id)s
+"""
+
+SELECT_EXECUTION_WORKFLOW = "SELECT workflow FROM zart_execution_runs WHERE id = %(id)s"
+
+SELECT_EXECUTION_STATUS = """
+SELECT status, result::text, error::text FROM zart_execution_runs WHERE id = %(id)s
+"""
+
+LIST_EXECUTIONS = """
+SELECT id, workflow, status, created_at, finished_at
+FROM zart_execution_runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+ORDER BY created_at DESC, id
+LIMIT %(limit)s
+"""
+
+SELECT_STEPS = """
+SELECT step_key, seq, kind, status, output::text, error::text, attempts, started_at, finished_at
+FROM zart_steps WHERE execution_id = %(id)s ORDER BY seq
+"""
+
+SELECT_ATTEMPTS = """
+SELECT step_key, attempt, worker_id, started_at, finished_at, outcome,
+       error_type, error_message
+FROM zart_step_attempts WHERE execution_id = %(id)s ORDER BY started_at, step_key, attempt
+"""
+
+# -- workflow registry -------------------------------------------------------------------------------
+
+REGISTER_WORKFLOWS = """
+INSERT INTO zart_workflows (name)
+SELECT unnest(%(names)s::text[])
+ON CONFLICT (name) DO UPDATE SET last_seen_at = now()
+"""
+
+SELECT_WORKFLOW_NAMES = "SELECT name FROM zart_workflows ORDER BY name"
+
+# -- claiming ------------------------------------------------------------------------------------------
+
+# One index range scan on zart_tasks_run_at_idx. Claiming moves run_at to the end of the lease, so
+# the claimed rows leave the ready range at once and a lapsed lease makes them ready again.
+CLAIM_TASKS = """
+WITH ready AS (
+    SELECT id FROM zart_tasks
+    WHERE run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE zart_tasks t
+SET run_at = now() + make_interval(secs => %(lease)s),
+    claimed_by = %(worker)s,
+    claims = t.claims + 1
+FROM ready, zart_execution_runs r
+WHERE t.id = ready.id AND r.id = t.execution_id
+RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow, r.status, r.input::text,
+          r.created_at
+"""
+
+# Tasks whose execution row is gone (pruned or never written): nothing can run them.
+DELETE_ORPHAN_TASKS = """
+DELETE FROM zart_tasks t
+WHERE t.run_at <= now()
+  AND NOT EXISTS (SELECT 1 FROM zart_execution_runs r WHERE r.id = t.execution_id)
+"""
+
+NEXT_RUN_AT = "SELECT min(run_at) FROM zart_tasks"
+
+# History of the claimed executions, loaded once per claim (never per step).
+SELECT_HISTORY = """
+SELECT execution_id, step_key, seq, status, output::text, error::text
+FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
+ORDER BY execution_id, seq
+"""
+
+# The last attempt of every step that has no checkpoint yet: its number, and whether it is still
+# open (the worker running it died).
+SELECT_OPEN_ATTEMPTS = """
+SELECT DISTINCT ON (a.execution_id, a.step_key)
+       a.execution_id, a.step_key, a.attempt, a.outcome IS NULL
+FROM zart_step_attempts a
+WHERE a.execution_id = ANY(%(ids)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM zart_steps s
+                  WHERE s.execution_id = a.execution_id AND s.step_key = a.step_key)
+ORDER BY a.execution_id, a.step_key, a.attempt DESC
+"""
+
+# -- leases --------------------------------------------------------------------------------------------
+
+# Extends the leases of tasks this worker still holds; a task missing from RETURNING was taken over
+# (its lease lapsed and another worker claimed it): the fencing token `claims` no longer matches.
+EXTEND_LEASES = """
+UPDATE zart_tasks t
+SET run_at = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims)
+WHERE t.id = held.id AND t.claims = held.claims
+RETURNING t.id
+"""
+
+RELEASE_TASKS = """
+UPDATE zart_tasks t
+SET run_at = now() + make_interval(secs => %(delay)s), claimed_by = NULL
+FROM unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims)
+WHERE t.id = held.id AND t.claims = held.claims
+"""
+
+# -- the completer's batch -----------------------------------------------------------------------------
+
+FINISH_ATTEMPTS = """
+UPDATE zart_step_attempts a
+SET finished_at = f.finished_at, outcome = f.outcome, error_type = f.error_type,
+    error_message = f.error_message, traceback = f.traceback
+FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempts)s::int[],
+            %(finished_ats)s::timestamptz[], %(outcomes)s::text[], %(error_types)s::text[],
+            %(error_messages)s::text[], %(tracebacks)s::text[])
+     AS f(execution_id, step_key, attempt, finished_at, outcome, error_type, error_message,
+          traceback)
+WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt = f.attempt
+"""
+
+START_ATTEMPTS = """
+INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at)
+SELECT * FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempts)s::int[],
+                     %(worker_ids)s::text[], %(started_ats)s::timestamptz[])
+ON CONFLICT DO NOTHING
+"""
+
+INSERT_STEPS = """
+INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
+                        started_at, finished_at)
+SELECT f.execution_id, f.step_key, f.seq, f.kind, f.status, f.output::json, f.error::json,
+       f.attempts, f.started_at, f.finished_at
+FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(seqs)s::int[], %(kinds)s::text[],
+            %(statuses)s::text[], %(outputs)s::text[], %(errors)s::text[], %(attempts)s::int[],
+            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[])
+     AS f(execution_id, step_key, seq, kind, status, output, error, attempts, started_at,
+          finished_at)
+ON CONFLICT DO NOTHING
+"""
+
+# Status changes of executions. started_at is set once; result, error and finished_at only by the
+# final transition.
+UPDATE_EXECUTIONS = """
+UPDATE zart_execution_runs r
+SET status = f.status,
+    result = coalesce(f.result::json, r.result),
+    error = coalesce(f.error::json, r.error),
+    started_at = coalesce(r.started_at, f.started_at),
+    finished_at = coalesce(f.finished_at, r.finished_at),
+    updated_at = now()
+FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(results)s::text[], %(errors)s::text[],
+            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[])
+     AS f(id, status, result, error, started_at, finished_at)
+WHERE r.id = f.id
+"""
+
+DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"

@@ -1,0 +1,389 @@
+"""The worker: one trio loop that claims tasks in batches and runs their executions.
+
+Pieces, each a task in one nursery:
+
+* the listener waits on the LISTEN connection's socket (`trio.lowlevel.wait_readable`) and sets the
+  wake-up event when a task became ready somewhere;
+* the claimer claims up to `batch` ready tasks at a time (`FOR UPDATE SKIP LOCKED`), loads their
+  histories in the same thread hop, and starts one runner per task. When there is nothing to claim it
+  sleeps until a notification, the earliest future `run_at`, or the poll interval, whichever is first;
+* the runners replay and run the executions (`zart.replay`); a runner keeps its execution until the
+  workflow ends, running every step inline, so a step never pays for a task round trip;
+* the completer commits the runners' checkpoints in batches (`zart.completer`);
+* the heartbeat extends the leases of held tasks and cancels runners whose lease was lost.
+
+psycopg's sync API is driven from threads, one hop per whole transaction, through a CapacityLimiter
+sized to the connection pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import attrs
+import psycopg
+import trio
+from psycopg_pool import ConnectionPool
+
+from . import registry, sql
+from .completer import Completer, Fragment
+from .db import connect, open_pool, resolve_url
+from .durations import parse_duration
+from .replay import Checkpoint, ExecutionContext, LastAttempt, LeaseLost, Services
+from .schema import ensure_migrated
+
+log = logging.getLogger("zart.worker")
+T = TypeVar("T")
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
+
+
+@attrs.frozen
+class ClaimedTask:
+    id: int
+    claims: int
+    execution_id: str
+    kind: str
+    workflow: str
+    status: str
+    input_json: str | None
+    created_at: datetime
+    history: list[Checkpoint]
+    last_attempts: dict[str, LastAttempt]
+
+
+@attrs.define
+class _Held:
+    task: ClaimedTask
+    scope: trio.CancelScope
+
+
+class Worker:
+    """A worker process's engine; `run()` in the foreground, or `start()`/`stop()` in a thread.
+
+    `concurrency` bounds the executions in flight, `batch` the tasks taken per claim, `lease` how
+    long a claimed task stays with this worker without a heartbeat, `poll_interval` the fallback
+    when no notification arrives.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        concurrency: int = 100,
+        batch: int = 50,
+        lease: Any = "30s",
+        poll_interval: Any = "5s",
+        listen: bool = True,
+    ) -> None:
+        if concurrency < 1 or batch < 1:
+            raise ValueError("concurrency and batch must be at least 1")
+        self.database_url = database_url
+        self.concurrency = concurrency
+        self.batch = batch
+        self.lease = parse_duration(lease, "lease")
+        self.poll_interval = parse_duration(poll_interval, "poll interval")
+        self.listen = listen
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held: dict[int, _Held] = {}
+        self._wake = trio.Event()
+        self._pool: ConnectionPool | None = None
+        self._db_limiter: trio.CapacityLimiter | None = None
+        self._completer: Completer | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel_scope: trio.CancelScope | None = None
+        self.executions_finished = 0
+        self._stopping = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run in the foreground until SIGINT or SIGTERM (the `zart worker` command)."""
+        trio.run(self._main_with_signals)
+
+    def start(self, timeout: float = 30.0) -> Worker:
+        """Run in a background thread (tests, embedding); returns once the worker is claiming."""
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the worker did not start in time")
+        if self._startup_error is not None:
+            raise self._startup_error
+        return self
+
+    def stop(self) -> None:
+        """Stop the background worker: in-flight executions are handed back for another claim."""
+        if self._thread is None:
+            return
+        if self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):  # it already ended by itself
+                trio.from_thread.run_sync(self._request_stop, trio_token=self._token)
+        self._thread.join()
+        self._thread = None
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _main_with_signals(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
+            await self._main()
+            nursery.cancel_scope.cancel()
+
+    async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("worker %s stopping on %s", self.worker_id, signal.Signals(signum).name)
+                self._request_stop()
+                scope.cancel()
+                return
+
+    def _request_stop(self) -> None:
+        # Runners cancelled from here on keep their entry in _held, so that _release_held can
+        # hand their tasks back.
+        self._stopping = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._wake = trio.Event()
+        try:
+            await trio.to_thread.run_sync(self._setup)
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            if self._thread is None:
+                raise
+            return
+        assert self._pool is not None
+        try:
+            with trio.CancelScope() as self._cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    self._completer = Completer(self._pool, self._db_limiter, self.worker_id, self.lease)
+                    nursery.start_soon(self._completer.run)
+                    if self.listen:
+                        nursery.start_soon(self._listen)
+                    nursery.start_soon(self._heartbeat)
+                    nursery.start_soon(self._claim_loop, nursery)
+                    log.info("worker %s started", self.worker_id)
+                    self._ready.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._release_held()
+                await trio.to_thread.run_sync(self._pool.close)
+            log.info("worker %s stopped", self.worker_id)
+
+    def _setup(self) -> None:
+        url = resolve_url(self.database_url)
+        self.database_url = url
+        ensure_migrated(url)
+        size = 6
+        self._pool = open_pool(url, min_size=2, max_size=size, name="zart-worker")
+        self._db_limiter = trio.CapacityLimiter(size)
+        self._step_limiter = trio.CapacityLimiter(self.concurrency)
+        names = registry.workflow_names()
+        if names:
+            with self._pool.connection() as conn:
+                conn.execute(sql.REGISTER_WORKFLOWS, {"names": names})
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on a pooled connection in a thread: one hop per transaction."""
+        assert self._pool is not None
+        pool = self._pool
+
+        def call() -> T:
+            with pool.connection() as conn:
+                return fn(conn, *args)
+
+        return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+
+    # -- wake-ups ---------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Set the wake-up event whenever a NOTIFY arrives; reconnect if the connection drops."""
+        while True:
+            conn: psycopg.Connection | None = None
+            try:
+                conn = await trio.to_thread.run_sync(partial(connect, self.database_url))
+                conn.execute(f"LISTEN {sql.TASKS_CHANNEL}")
+                self._wake.set()  # anything that happened while we were not listening
+                while True:
+                    await trio.lowlevel.wait_readable(conn.fileno())
+                    conn.pgconn.consume_input()
+                    got = False
+                    while conn.pgconn.notifies() is not None:
+                        got = True
+                    if got:
+                        self._wake.set()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting", exc)
+                await trio.sleep(1.0)
+            finally:
+                if conn is not None:
+                    conn.close()
+
+    # -- claiming ---------------------------------------------------------------------------------
+
+    async def _claim_loop(self, nursery: trio.Nursery) -> None:
+        while True:
+            self._wake = trio.Event()
+            free = self.concurrency - len(self._held)
+            wait = self.poll_interval
+            if free > 0:
+                limit = min(free, self.batch)
+                tasks, next_due = await self._db(self._claim, limit)
+                for task in tasks:
+                    scope = trio.CancelScope()
+                    self._held[task.id] = _Held(task, scope)
+                    nursery.start_soon(self._run_task, task, scope)
+                if len(tasks) == limit:
+                    continue  # there may be more ready right now
+                if next_due is not None:
+                    wait = min(wait, max(next_due, 0.0))
+            with trio.move_on_after(wait):
+                await self._wake.wait()
+
+    def _claim(self, conn: psycopg.Connection, limit: int) -> tuple[list[ClaimedTask], float | None]:
+        with conn.transaction():
+            rows = conn.execute(
+                sql.CLAIM_TASKS, {"limit": limit, "lease": self.lease, "worker": self.worker_id}
+            ).fetchall()
+        if not rows:
+            conn.execute(sql.DELETE_ORPHAN_TASKS)
+            due = conn.execute(
+                "SELECT extract(epoch FROM min(run_at) - now())::float8 FROM zart_tasks"
+            ).fetchone()
+            return [], (due[0] if due else None)
+        ids = [row[2] for row in rows]
+        history: dict[str, list[Checkpoint]] = {}
+        for execution_id, key, seq, status, output, error in conn.execute(sql.SELECT_HISTORY, {"ids": ids}):
+            history.setdefault(execution_id, []).append(Checkpoint(key, seq, status, output, error))
+        attempts: dict[str, dict[str, LastAttempt]] = {}
+        for execution_id, key, attempt, still_open in conn.execute(sql.SELECT_OPEN_ATTEMPTS, {"ids": ids}):
+            attempts.setdefault(execution_id, {})[key] = LastAttempt(attempt, still_open)
+        tasks = [
+            ClaimedTask(
+                id=task_id,
+                claims=claims,
+                execution_id=execution_id,
+                kind=kind,
+                workflow=workflow,
+                status=status,
+                input_json=input_json,
+                created_at=created_at,
+                history=history.get(execution_id, []),
+                last_attempts=attempts.get(execution_id, {}),
+            )
+            for task_id, claims, execution_id, kind, workflow, status, input_json, created_at in rows
+        ]
+        return tasks, None
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def _run_task(self, task: ClaimedTask, scope: trio.CancelScope) -> None:
+        assert self._completer is not None
+        was_full = len(self._held) >= self.concurrency
+        try:
+            with scope:
+                await self._run_execution(task)
+        except LeaseLost:
+            log.warning("lost the lease on execution %s; another worker has it", task.execution_id)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("execution %s interrupted by a database error: %s", task.execution_id, exc)
+        finally:
+            if not self._stopping:
+                self._held.pop(task.id, None)
+            if was_full:
+                self._wake.set()
+
+    async def _run_execution(self, task: ClaimedTask) -> None:
+        assert self._completer is not None
+        if task.status in TERMINAL_STATUSES:
+            await self._completer.commit(Fragment(task.execution_id, task.id, task.claims, finish_task=True))
+            return
+        workflow = registry.get_workflow(task.workflow)
+        if workflow is None:
+            log.warning(
+                "execution %s needs workflow %r, which this worker does not have; handing it back",
+                task.execution_id,
+                task.workflow,
+            )
+            await self._completer.commit(
+                Fragment(task.execution_id, task.id, task.claims, release_after=self.poll_interval)
+            )
+            return
+        execution = ExecutionContext(
+            execution_id=task.execution_id,
+            workflow=workflow,
+            task_id=task.id,
+            claims=task.claims,
+            history=task.history,
+            last_attempts=task.last_attempts,
+            services=Services(self._completer, self._step_limiter, self.worker_id),
+            already_started=task.status != "pending",
+        )
+        await execution.run(task.input_json)
+        self.executions_finished += 1
+
+    # -- leases -----------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await trio.sleep(self.lease / 3)
+            held = list(self._held.values())
+            if not held:
+                continue
+            kept = await self._db(self._extend, [h.task for h in held])
+            for entry in held:
+                if entry.task.id not in kept and entry.task.id in self._held:
+                    log.warning("lease lost on execution %s", entry.task.execution_id)
+                    entry.scope.cancel()
+
+    def _extend(self, conn: psycopg.Connection, tasks: Iterable[ClaimedTask]) -> set[int]:
+        tasks = sorted(tasks, key=lambda t: t.id)
+        rows = conn.execute(
+            sql.EXTEND_LEASES,
+            {
+                "lease": self.lease,
+                "ids": [t.id for t in tasks],
+                "claims": [t.claims for t in tasks],
+            },
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    async def _release_held(self) -> None:
+        """Hand in-flight tasks back at shutdown so another worker resumes them at once."""
+        held = [h.task for h in self._held.values()]
+        self._held.clear()
+        if not held or self._pool is None:
+            return
+
+        def release(conn: psycopg.Connection) -> None:
+            with conn.transaction():
+                conn.execute(
+                    sql.RELEASE_TASKS,
+                    {"delay": 0, "ids": [t.id for t in held], "claims": [t.claims for t in held]},
+                )
+                conn.execute(sql.NOTIFY_TASKS)
+
+        try:
+            await self._db(release)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("could not hand back %d tasks at shutdown: %s", len(held), exc)
