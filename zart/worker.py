@@ -45,6 +45,8 @@ from .schema import ensure_migrated
 log = logging.getLogger("zart.worker")
 T = TypeVar("T")
 
+_DB_RETRY_SECONDS = 1.0
+
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
 
 
@@ -175,6 +177,8 @@ class Worker:
         assert self._pool is not None
         try:
             with trio.CancelScope() as self._cancel_scope:
+                if self._stopping:  # stop() came while we were connecting
+                    self._cancel_scope.cancel()
                 async with trio.open_nursery() as nursery:
                     self._completer = Completer(self._pool, self._db_limiter, self.worker_id, self.lease)
                     nursery.start_soon(self._completer.run)
@@ -248,7 +252,12 @@ class Worker:
             wait = self.poll_interval
             if free > 0:
                 limit = min(free, self.batch)
-                tasks, next_due = await self._db(self._claim, limit)
+                try:
+                    tasks, next_due = await self._db(self._claim, limit)
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("claiming failed (%s); retrying in %.1f s", exc, _DB_RETRY_SECONDS)
+                    await trio.sleep(_DB_RETRY_SECONDS)
+                    continue
                 for task in tasks:
                     scope = trio.CancelScope()
                     self._held[task.id] = _Held(task, scope)
@@ -350,7 +359,11 @@ class Worker:
             held = list(self._held.values())
             if not held:
                 continue
-            kept = await self._db(self._extend, [h.task for h in held])
+            try:
+                kept = await self._db(self._extend, [h.task for h in held])
+            except (psycopg.Error, OSError) as exc:
+                log.warning("lease renewal failed (%s); retrying", exc)
+                continue
             for entry in held:
                 if entry.task.id not in kept and entry.task.id in self._held:
                     log.warning("lease lost on execution %s", entry.task.execution_id)
