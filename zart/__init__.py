@@ -19,9 +19,11 @@ from .errors import (
     DuplicateExecution,
     ExecutionNotFound,
     NonDeterminismError,
+    NonRetryable,
     ResultTimeout,
     SerializationError,
     StepFailed,
+    StepTimeout,
     UnknownWorkflow,
     WorkflowFailed,
     WorkflowTimedOut,
@@ -29,6 +31,7 @@ from .errors import (
 )
 from .registry import Step, Workflow, step, workflow
 from .replay import Context, context
+from .retry import Retry
 from .schema import migrate
 from .worker import Worker
 
@@ -44,10 +47,13 @@ __all__ = [
     "ExecutionInfo",
     "ExecutionNotFound",
     "NonDeterminismError",
+    "NonRetryable",
     "ResultTimeout",
+    "Retry",
     "SerializationError",
     "Step",
     "StepFailed",
+    "StepTimeout",
     "UnknownWorkflow",
     "Worker",
     "Workflow",

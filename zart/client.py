@@ -121,18 +121,20 @@ def _outcome(execution_id: str, status: str, result: str | None, error: str | No
     raise Cancelled(f"execution {execution_id!r} was cancelled")
 
 
-def _workflow_name(workflow: Workflow | str, url: str) -> str:
+def _resolve_workflow(workflow: Workflow | str, url: str) -> tuple[str, float | None]:
+    """The workflow's name and timeout, from this process's registry or the workers' one."""
     if isinstance(workflow, Workflow):
-        return workflow.name
+        return workflow.name, workflow.timeout
     if not isinstance(workflow, str):
         raise TypeError(f"workflow must be a @zart.workflow function or its name, not {workflow!r}")
-    if registry.get_workflow(workflow) is not None:
-        return workflow
+    local = registry.get_workflow(workflow)
+    if local is not None:
+        return local.name, local.timeout
     with transaction(url) as conn:
-        known_remote = [row[0] for row in conn.execute(sql.SELECT_WORKFLOW_NAMES)]
-    if workflow in known_remote:
-        return workflow
-    known = sorted(set(known_remote) | set(registry.workflow_names()))
+        registered = dict(conn.execute(sql.SELECT_REGISTERED_WORKFLOWS).fetchall())
+    if workflow in registered:
+        return workflow, registered[workflow]
+    known = sorted(set(registered) | set(registry.workflow_names()))
     listing = ", ".join(repr(name) for name in known) if known else "none"
     raise UnknownWorkflow(
         f"unknown workflow {workflow!r}; known workflows: {listing} "
@@ -164,11 +166,12 @@ def start(
     """
     url = resolve_url(database_url)
     execution_id = str(uuid.uuid4()) if id is None else _check_id(id)
-    name = _workflow_name(workflow, url)
+    name, timeout = _resolve_workflow(workflow, url)
     data = serde.dumps(input, f"the input of workflow {name!r}")
     with transaction(url) as conn:
         created = conn.execute(
-            sql.INSERT_EXECUTION, {"id": execution_id, "workflow": name, "input": data.decode()}
+            sql.INSERT_EXECUTION,
+            {"id": execution_id, "workflow": name, "input": data.decode(), "timeout": timeout},
         ).fetchone()
         if created is None:
             row = conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone()

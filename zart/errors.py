@@ -40,6 +40,14 @@ class NonDeterminismError(ZartError):
     """Replaying a workflow reached a step that differs from the recorded history."""
 
 
+class NonRetryable(ZartError):
+    """Raise it in a step to fail the step at once, whatever its retry policy allows."""
+
+
+class StepTimeout(ZartError):
+    """An attempt of a step ran longer than the step's `timeout=` (recorded as `timed_out`)."""
+
+
 class StepFailed(ZartError):
     """A step failed its last attempt; raised inside the workflow, which may catch it.
 

@@ -14,6 +14,7 @@ import attrs
 
 from . import replay
 from .durations import parse_duration
+from .retry import Retry
 
 _workflows: dict[str, Workflow] = {}
 _steps: dict[str, Step] = {}
@@ -55,6 +56,7 @@ class Step:
     fn: Callable[..., Any]
     is_async: bool
     timeout: float | None = None
+    retry: Retry = attrs.field(factory=Retry)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         execution = replay.current_execution()
@@ -93,11 +95,17 @@ def workflow(name: str, *, timeout: Any = None) -> Callable[[Callable[..., Any]]
 
 
 def step(name: str, *, timeout: Any = None, retry: Any = None) -> Callable[[Callable[..., Any]], Step]:
-    """Register an `async def` or plain `def` as a checkpointed step."""
+    """Register an `async def` or plain `def` as a checkpointed step.
+
+    `retry` is a policy (see `zart.Retry`); `timeout` bounds each attempt. Both are validated here, at
+    decoration time, so a typo fails when the module is imported.
+    """
     _check_name("step", name)
     seconds = None if timeout is None else parse_duration(timeout, f"timeout of step {name!r}")
-    if retry not in (None, "none"):
-        raise NotImplementedError("retry policies are not available yet; use retry='none'")
+    try:
+        policy = Retry.parse(retry)
+    except ValueError as exc:
+        raise ValueError(f"step {name!r}: {exc}") from None
 
     def decorate(fn: Callable[..., Any]) -> Step:
         if not callable(fn):
@@ -105,7 +113,7 @@ def step(name: str, *, timeout: Any = None, retry: Any = None) -> Callable[[Call
         existing = _steps.get(name)
         if existing is not None and _origin(existing.fn) != _origin(fn):
             raise ValueError(f"step name {name!r} is already registered by {_origin(existing.fn)}")
-        registered = Step(name, fn, inspect.iscoroutinefunction(fn), seconds)
+        registered = Step(name, fn, inspect.iscoroutinefunction(fn), seconds, policy)
         _steps[name] = registered
         return registered
 
@@ -118,3 +126,7 @@ def get_workflow(name: str) -> Workflow | None:
 
 def workflow_names() -> list[str]:
     return sorted(_workflows)
+
+
+def workflows() -> list[Workflow]:
+    return [_workflows[name] for name in sorted(_workflows)]

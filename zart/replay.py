@@ -14,10 +14,12 @@ after a crash, and every attempt that started is on record.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import math
 import traceback as traceback_module
 from collections import defaultdict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,7 +30,7 @@ import trio
 
 from . import serde
 from .completer import Completer, Fragment
-from .errors import NonDeterminismError, SerializationError, StepFailed, ZartError
+from .errors import NonDeterminismError, SerializationError, StepFailed, StepTimeout, ZartError
 
 if TYPE_CHECKING:
     from .registry import Step, Workflow
@@ -76,6 +78,13 @@ class LeaseLost(BaseException):
     """
 
 
+class Suspended(BaseException):
+    """The execution was rescheduled in the database (a retry back-off, a sleep): stop running it here.
+
+    A BaseException for the same reason as LeaseLost; the runner treats it as a normal end.
+    """
+
+
 @attrs.frozen
 class Checkpoint:
     """One recorded history entry."""
@@ -93,6 +102,7 @@ class LastAttempt:
 
     attempt: int
     still_open: bool
+    failures: int = 0  # attempts that failed or timed out: the retry budget already spent
 
 
 @attrs.frozen
@@ -102,6 +112,7 @@ class Services:
     completer: Completer
     step_limiter: trio.CapacityLimiter
     worker_id: str
+    wake_claimer: Callable[[], None]  # called after a reschedule, so the worker's timer sees it
 
 
 def utcnow() -> datetime:
@@ -156,6 +167,7 @@ class ExecutionContext:
         last_attempts: dict[str, LastAttempt],
         services: Services,
         already_started: bool,
+        deadline: float | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow = workflow
@@ -165,6 +177,8 @@ class ExecutionContext:
         self.last_attempts = last_attempts
         self.services = services
         self.nondeterminism: NonDeterminismError | None = None
+        self.deadline = deadline  # trio clock; the workflow's timeout measured from its start
+        self._in_flight: tuple[str, int] | None = None  # (step key, attempt) running right now
         self._started = already_started
         self._started_at = utcnow()
         self._position = 0
@@ -212,9 +226,9 @@ class ExecutionContext:
         key = call.key
         pending = self._pending
         previous = self.last_attempts.get(key)
-        attempt = 1
+        attempt, failures = 1, 0
         if previous is not None:
-            attempt = previous.attempt + 1
+            attempt, failures = previous.attempt + 1, previous.failures
             if previous.still_open:
                 pending.attempt_ends.append(
                     (
@@ -232,15 +246,21 @@ class ExecutionContext:
         self._mark_running()
         await self.flush()  # the attempt is on record before the step's side effects begin
 
+        self._in_flight = (key, attempt)
         info = Context(self.execution_id, self.workflow.name, key, attempt)
         try:
             result = await self._invoke(call, info)
-        except Exception as exc:
-            raise self._record_failure(key, position, attempt, started, exc) from None
-        try:
             data = serde.dumps(result, f"the result of step {key!r}")
-        except SerializationError as exc:
+        except Exception as exc:
+            self._in_flight = None
+            failures += 1
+            policy = call.step.retry
+            if policy.should_retry(failures, exc):
+                self._record_attempt_end(key, attempt, exc)
+                await self.suspend(policy.delay_before_retry(failures))
+            self._record_attempt_end(key, attempt, exc)
             raise self._record_failure(key, position, attempt, started, exc) from None
+        self._in_flight = None
         finished = utcnow()
         pending = self._pending
         pending.attempt_ends.append((key, attempt, finished, "succeeded", None, None, None))
@@ -250,38 +270,41 @@ class ExecutionContext:
         return orjson.loads(data)
 
     async def _invoke(self, call: StepCall, info: Context) -> Any:
+        """Run the step's body once, bounded by its timeout (an abandoned thread for a sync step)."""
         step = call.step
         execution_token = _current_execution.set(None)  # a step called inside a step is plain
         info_token = _current_info.set(info)
         try:
-            if step.is_async:
-                return await step.fn(*call.args, **call.kwargs)
-            return await trio.to_thread.run_sync(
-                partial(contextvars.copy_context().run, step.fn, *call.args, **call.kwargs),
-                limiter=self.services.step_limiter,
+            with trio.move_on_after(step.timeout if step.timeout is not None else math.inf) as scope:
+                if step.is_async:
+                    return await step.fn(*call.args, **call.kwargs)
+                return await trio.to_thread.run_sync(
+                    partial(contextvars.copy_context().run, step.fn, *call.args, **call.kwargs),
+                    limiter=self.services.step_limiter,
+                    abandon_on_cancel=True,
+                )
+            assert scope.cancelled_caught
+            raise StepTimeout(
+                f"attempt {info.attempt} of step {info.step_key!r} exceeded the step's timeout "
+                f"of {step.timeout:g} s"
             )
         finally:
             _current_info.reset(info_token)
             _current_execution.reset(execution_token)
 
+    def _record_attempt_end(self, key: str, attempt: int, exc: BaseException) -> None:
+        record = error_record(exc)
+        outcome = "timed_out" if isinstance(exc, StepTimeout) else "failed"
+        self._pending.attempt_ends.append(
+            (key, attempt, utcnow(), outcome, record["type"], record["message"], record["traceback"])
+        )
+
     def _record_failure(
         self, key: str, position: int, attempt: int, started: datetime, exc: BaseException
     ) -> StepFailed:
-        finished = utcnow()
+        """The step's final failure: its checkpoint, and the StepFailed the workflow sees."""
         record = error_record(exc)
-        pending = self._pending
-        pending.attempt_ends.append(
-            (
-                key,
-                attempt,
-                finished,
-                "failed",
-                record["type"],
-                record["message"],
-                record["traceback"],
-            )
-        )
-        pending.steps.append(
+        self._pending.steps.append(
             (
                 key,
                 position,
@@ -291,7 +314,7 @@ class ExecutionContext:
                 orjson.dumps(record).decode(),
                 attempt,
                 started,
-                finished,
+                utcnow(),
             )
         )
         return StepFailed(key, record["type"], record["message"], record["traceback"])
@@ -304,23 +327,61 @@ class ExecutionContext:
             self._pending.execution = ("running", None, None, self._started_at, None)
 
     async def flush(self) -> None:
-        """Commit the pending writes (grouped with other executions' by the completer)."""
+        """Commit the pending writes (grouped with other executions' by the completer).
+
+        Shielded: once handed over, a commit runs to its end, so a timeout or a shutdown never
+        leaves the execution unsure of what is durable.
+        """
         fragment = self._pending
         if fragment.is_empty():
             return
         self._pending = self._new_fragment()
-        if not await self.services.completer.commit(fragment):
+        with trio.CancelScope(shield=True):
+            committed = await self.services.completer.commit(fragment)
+        if not committed:
             raise LeaseLost(f"lost the lease on execution {self.execution_id!r}")
+
+    async def suspend(self, delay: float) -> None:
+        """Hand the task back to run again in `delay` seconds (never past the deadline), and stop."""
+        if self.deadline is not None:
+            delay = min(delay, max(0.0, self.deadline - trio.current_time()))
+        self._pending.release_after = delay
+        await self.flush()
+        self.services.wake_claimer()
+        raise Suspended
 
     async def finish(self, status: str, result: str | None, error: str | None) -> None:
         self._pending.execution = (status, result, error, self._started_at, utcnow())
         self._pending.finish_task = True
         await self.flush()
 
+    async def time_out(self) -> None:
+        """End the execution `timed_out`; the attempt in flight, if any, is recorded as cut short."""
+        message = "the execution exceeded its workflow timeout"
+        if self.workflow.timeout is not None:
+            message += f" of {self.workflow.timeout:g} s"
+        if self._in_flight is not None:
+            key, attempt = self._in_flight
+            self._pending.attempt_ends.append(
+                (key, attempt, utcnow(), "timed_out", "WorkflowTimedOut", message, None)
+            )
+        error = orjson.dumps({"type": "WorkflowTimedOut", "message": message, "traceback": ""})
+        await self.finish("timed_out", None, error.decode())
+
     # -- the body ---------------------------------------------------------------------------------
 
     async def run(self, input_json: str | None) -> None:
-        """Run (or resume) the workflow body to its end and record the outcome."""
+        """Run (or resume) the workflow body until it ends, suspends, or its deadline passes."""
+        deadline = math.inf if self.deadline is None else self.deadline
+        if trio.current_time() >= deadline:
+            await self.time_out()
+            return
+        with trio.move_on_at(deadline) as scope, contextlib.suppress(Suspended):
+            await self._run_body(input_json)
+        if scope.cancelled_caught:
+            await self.time_out()
+
+    async def _run_body(self, input_json: str | None) -> None:
         workflow = self.workflow
         execution_token = _current_execution.set(self)
         info_token = _current_info.set(Context(self.execution_id, workflow.name))

@@ -12,8 +12,9 @@ TASKS_CHANNEL = "zart_tasks"
 # -- starting and reading executions ---------------------------------------------------------------
 
 INSERT_EXECUTION = """
-INSERT INTO zart_execution_runs (id, workflow, input)
-VALUES (%(id)s, %(workflow)s, %(input)s::json)
+INSERT INTO zart_execution_runs (id, workflow, input, deadline_at)
+VALUES (%(id)s, %(workflow)s, %(input)s::json,
+        now() + make_interval(secs => %(timeout)s::float8))
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
@@ -59,12 +60,13 @@ FROM zart_step_attempts WHERE execution_id = %(id)s ORDER BY started_at, step_ke
 # -- workflow registry -------------------------------------------------------------------------------
 
 REGISTER_WORKFLOWS = """
-INSERT INTO zart_workflows (name)
-SELECT unnest(%(names)s::text[])
-ON CONFLICT (name) DO UPDATE SET last_seen_at = now()
+INSERT INTO zart_workflows (name, timeout_seconds)
+SELECT * FROM unnest(%(names)s::text[], %(timeouts)s::float8[])
+ON CONFLICT (name) DO UPDATE
+SET last_seen_at = now(), timeout_seconds = excluded.timeout_seconds
 """
 
-SELECT_WORKFLOW_NAMES = "SELECT name FROM zart_workflows ORDER BY name"
+SELECT_REGISTERED_WORKFLOWS = "SELECT name, timeout_seconds FROM zart_workflows ORDER BY name"
 
 # -- claiming ------------------------------------------------------------------------------------------
 
@@ -85,7 +87,7 @@ SET run_at = now() + make_interval(secs => %(lease)s),
 FROM ready, zart_execution_runs r
 WHERE t.id = ready.id AND r.id = t.execution_id
 RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow, r.status, r.input::text,
-          r.created_at
+          extract(epoch FROM r.deadline_at - now())::float8
 """
 
 # Tasks whose execution row is gone (pruned or never written): nothing can run them.
@@ -104,16 +106,17 @@ FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
 ORDER BY execution_id, seq
 """
 
-# The last attempt of every step that has no checkpoint yet: its number, and whether it is still
-# open (the worker running it died).
+# The last attempt of every step that has no checkpoint yet: its number, whether it is still open
+# (the worker running it died), and how many attempts failed (the retry budget spent; attempts
+# abandoned by a dying worker do not count).
 SELECT_OPEN_ATTEMPTS = """
-SELECT DISTINCT ON (a.execution_id, a.step_key)
-       a.execution_id, a.step_key, a.attempt, a.outcome IS NULL
+SELECT a.execution_id, a.step_key, max(a.attempt), bool_or(a.outcome IS NULL),
+       count(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out'))
 FROM zart_step_attempts a
 WHERE a.execution_id = ANY(%(ids)s::text[])
   AND NOT EXISTS (SELECT 1 FROM zart_steps s
                   WHERE s.execution_id = a.execution_id AND s.step_key = a.step_key)
-ORDER BY a.execution_id, a.step_key, a.attempt DESC
+GROUP BY a.execution_id, a.step_key
 """
 
 # -- leases --------------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -59,7 +58,7 @@ class ClaimedTask:
     workflow: str
     status: str
     input_json: str | None
-    created_at: datetime
+    seconds_to_deadline: float | None
     history: list[Checkpoint]
     last_attempts: dict[str, LastAttempt]
 
@@ -202,10 +201,13 @@ class Worker:
         self._pool = open_pool(url, min_size=2, max_size=size, name="zart-worker")
         self._db_limiter = trio.CapacityLimiter(size)
         self._step_limiter = trio.CapacityLimiter(self.concurrency)
-        names = registry.workflow_names()
-        if names:
+        workflows = registry.workflows()
+        if workflows:
             with self._pool.connection() as conn:
-                conn.execute(sql.REGISTER_WORKFLOWS, {"names": names})
+                conn.execute(
+                    sql.REGISTER_WORKFLOWS,
+                    {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
+                )
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` on a pooled connection in a thread: one hop per transaction."""
@@ -285,8 +287,10 @@ class Worker:
         for execution_id, key, seq, status, output, error in conn.execute(sql.SELECT_HISTORY, {"ids": ids}):
             history.setdefault(execution_id, []).append(Checkpoint(key, seq, status, output, error))
         attempts: dict[str, dict[str, LastAttempt]] = {}
-        for execution_id, key, attempt, still_open in conn.execute(sql.SELECT_OPEN_ATTEMPTS, {"ids": ids}):
-            attempts.setdefault(execution_id, {})[key] = LastAttempt(attempt, still_open)
+        for execution_id, key, attempt, still_open, failures in conn.execute(
+            sql.SELECT_OPEN_ATTEMPTS, {"ids": ids}
+        ):
+            attempts.setdefault(execution_id, {})[key] = LastAttempt(attempt, still_open, failures)
         tasks = [
             ClaimedTask(
                 id=task_id,
@@ -296,11 +300,11 @@ class Worker:
                 workflow=workflow,
                 status=status,
                 input_json=input_json,
-                created_at=created_at,
+                seconds_to_deadline=seconds_left,
                 history=history.get(execution_id, []),
                 last_attempts=attempts.get(execution_id, {}),
             )
-            for task_id, claims, execution_id, kind, workflow, status, input_json, created_at in rows
+            for task_id, claims, execution_id, kind, workflow, status, input_json, seconds_left in rows
         ]
         return tasks, None
 
@@ -345,11 +349,18 @@ class Worker:
             claims=task.claims,
             history=task.history,
             last_attempts=task.last_attempts,
-            services=Services(self._completer, self._step_limiter, self.worker_id),
+            services=Services(self._completer, self._step_limiter, self.worker_id, self._wake_claimer),
             already_started=task.status != "pending",
+            deadline=None
+            if task.seconds_to_deadline is None
+            else trio.current_time() + task.seconds_to_deadline,
         )
         await execution.run(task.input_json)
         self.executions_finished += 1
+
+    def _wake_claimer(self) -> None:
+        """An execution was rescheduled: re-read the earliest run_at so its timer is not missed."""
+        self._wake.set()
 
     # -- leases -----------------------------------------------------------------------------------
 
