@@ -7,8 +7,10 @@ from .client import (
     ExecutionHandle,
     ExecutionInfo,
     aget,
+    asend_event,
     astart,
     get,
+    send_event,
     start,
 )
 from .client import list_executions as list
@@ -17,6 +19,8 @@ from .errors import (
     ConfigurationError,
     DatabaseUnavailable,
     DuplicateExecution,
+    EventTimeout,
+    ExecutionFinished,
     ExecutionNotFound,
     NonDeterminismError,
     NonRetryable,
@@ -30,7 +34,7 @@ from .errors import (
     ZartError,
 )
 from .registry import Step, Workflow, step, workflow
-from .replay import Context, context
+from .replay import Context, context, sleep, wait_for_event
 from .retry import Retry
 from .schema import migrate
 from .worker import Worker
@@ -43,6 +47,8 @@ __all__ = [
     "Context",
     "DatabaseUnavailable",
     "DuplicateExecution",
+    "EventTimeout",
+    "ExecutionFinished",
     "ExecutionHandle",
     "ExecutionInfo",
     "ExecutionNotFound",
@@ -62,12 +68,16 @@ __all__ = [
     "ZartError",
     "__version__",
     "aget",
+    "asend_event",
     "astart",
     "context",
     "get",
     "list",
     "migrate",
+    "send_event",
+    "sleep",
     "start",
     "step",
+    "wait_for_event",
     "workflow",
 ]

@@ -156,6 +156,22 @@ def start(
     click.echo(_json(handle.result(timeout=timeout)))
 
 
+@main.command("send-event")
+@click.argument("execution_id")
+@click.argument("event")
+@click.option("--payload", "payload_json", default=None, metavar="JSON", help="The event's payload.")
+@click.option("--key", default=None, help="Idempotency key: a repeated key is delivered once.")
+@database_url_option
+@_handle_errors
+def send_event(
+    execution_id: str, event: str, payload_json: str | None, key: str | None, database_url: str | None
+) -> None:
+    """Deliver EVENT to an execution (waking it if it waits for it)."""
+    payload = _parse_json(payload_json, "--payload")
+    delivered = client.send_event(execution_id, event, payload, key=key, database_url=database_url)
+    click.echo("delivered" if delivered else f"already delivered (key {key!r})")
+
+
 @main.command()
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution as JSON.")

@@ -20,6 +20,7 @@ from .db import resolve_url, transaction
 from .errors import (
     Cancelled,
     DuplicateExecution,
+    ExecutionFinished,
     ExecutionNotFound,
     ResultTimeout,
     UnknownWorkflow,
@@ -229,6 +230,59 @@ def list_executions(
         ExecutionInfo(ident, wf, st, None, None, None, created, None, finished)
         for ident, wf, st, created, finished in rows
     ]
+
+
+def send_event(
+    execution_id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    key: str | None = None,
+    database_url: str | None = None,
+) -> bool:
+    """Deliver event `name` to an execution; True when stored, False when `key` was seen before.
+
+    Delivery and the wake-up of a waiting execution are one transaction. An event sent before the
+    workflow reaches its wait is kept until a wait takes it (oldest first). Raises ExecutionNotFound
+    for an unknown id and ExecutionFinished for an execution that already ended (nothing is stored).
+    """
+    url = resolve_url(database_url)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an event needs a non-empty name, got {name!r}")
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"an event key must be a string, not {type(key).__name__}")
+    data = serde.dumps(payload, f"the payload of event {name!r}")
+    with transaction(url) as conn:
+        # Lock order matters: the task row first (see sql.LOCK_EXECUTION_TASK).
+        conn.execute(sql.LOCK_EXECUTION_TASK, {"id": execution_id})
+        row = conn.execute(sql.SELECT_EXECUTION_FOR_EVENT, {"id": execution_id}).fetchone()
+        if row is None:
+            raise ExecutionNotFound(f"cannot send event {name!r}: no execution with id {execution_id!r}")
+        status = row[0]
+        if status in TERMINAL:
+            raise ExecutionFinished(
+                f"cannot send event {name!r} to execution {execution_id!r}: it is already {status}; "
+                "the event was not stored"
+            )
+        stored = conn.execute(
+            sql.INSERT_EVENT, {"id": execution_id, "name": name, "payload": data.decode(), "key": key}
+        ).fetchone()
+        if stored is None:
+            return False  # this key was delivered before
+        if status == "waiting" and conn.execute(sql.WAKE_EXECUTION_TASK, {"id": execution_id}).fetchone():
+            conn.execute(sql.NOTIFY_TASKS)
+    return True
+
+
+async def asend_event(
+    execution_id: str,
+    name: str,
+    payload: Any = None,
+    *,
+    key: str | None = None,
+    database_url: str | None = None,
+) -> bool:
+    return await _in_thread(send_event, execution_id, name, payload, key=key, database_url=database_url)
 
 
 async def astart(

@@ -41,20 +41,25 @@ class Fragment:
     attempt_starts: list[tuple[str, int, datetime]] = attrs.field(factory=list)
     # (step_key, attempt, finished_at, outcome, error_type, error_message, traceback)
     attempt_ends: list[tuple[Any, ...]] = attrs.field(factory=list)
-    # (step_key, seq, kind, status, output, error, attempts, started_at, finished_at)
+    # (step_key, seq, kind, status, output, error, attempts, started_at, finished_at, wake_in)
     steps: list[tuple[Any, ...]] = attrs.field(factory=list)
+    # (event_id, step_key): events taken by waits
+    consumed_events: list[tuple[int, str]] = attrs.field(factory=list)
     # (status, result, error, started_at, finished_at)
     execution: tuple[Any, ...] | None = None
     # The execution is over: delete its task.
     finish_task: bool = False
-    # Give the task back, claimable again after this many seconds.
+    # Give the task back, claimable again after this many seconds (math.inf: only an event wakes it)...
     release_after: float | None = None
+    # ...or at once if an event of this name is already waiting for it.
+    wake_on_event: str | None = None
 
     def is_empty(self) -> bool:
         return not (
             self.attempt_starts
             or self.attempt_ends
             or self.steps
+            or self.consumed_events
             or self.execution
             or self.finish_task
             or self.release_after is not None
@@ -161,18 +166,21 @@ class Completer:
         finished = [f.task_id for f in fragments if f.finish_task]
         if finished:
             conn.execute(sql.DELETE_TASKS, {"ids": finished})
+        consumed = [event for f in fragments for event in f.consumed_events]
+        if consumed:
+            conn.execute(sql.CONSUME_EVENTS, _columns(consumed, ("ids", "step_keys")))
         released = [f for f in fragments if f.release_after is not None and not f.finish_task]
-        for delay in sorted({f.release_after for f in released}):
-            group = [f for f in released if f.release_after == delay]
-            conn.execute(
+        if released:
+            ready_now = conn.execute(
                 sql.RELEASE_TASKS,
                 {
-                    "delay": delay,
-                    "ids": [f.task_id for f in group],
-                    "claims": [f.claims for f in group],
+                    "ids": [f.task_id for f in released],
+                    "claims": [f.claims for f in released],
+                    "delays": [f.release_after for f in released],
+                    "events": [f.wake_on_event for f in released],
                 },
-            )
-            if delay == 0:
+            ).fetchall()
+            if any(row[0] for row in ready_now):
                 conn.execute(sql.NOTIFY_TASKS)
 
 
@@ -198,6 +206,7 @@ _STEP_COLUMNS = (
     "attempts",
     "started_ats",
     "finished_ats",
+    "wake_ins",
 )
 _EXECUTION_COLUMNS = ("ids", "statuses", "results", "errors", "started_ats", "finished_ats")
 

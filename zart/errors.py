@@ -48,6 +48,14 @@ class StepTimeout(ZartError):
     """An attempt of a step ran longer than the step's `timeout=` (recorded as `timed_out`)."""
 
 
+class EventTimeout(ZartError, TimeoutError):
+    """`zart.wait_for_event` reached its timeout before the event arrived (catchable)."""
+
+
+class ExecutionFinished(ZartError):
+    """The execution already ended, so it cannot take an event (the event is not stored)."""
+
+
 class StepFailed(ZartError):
     """A step failed its last attempt; raised inside the workflow, which may catch it.
 

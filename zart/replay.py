@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import attrs
 import orjson
@@ -30,7 +30,14 @@ import trio
 
 from . import serde
 from .completer import Completer, Fragment
-from .errors import NonDeterminismError, SerializationError, StepFailed, StepTimeout, ZartError
+from .errors import (
+    EventTimeout,
+    NonDeterminismError,
+    SerializationError,
+    StepFailed,
+    StepTimeout,
+    ZartError,
+)
 
 if TYPE_CHECKING:
     from .registry import Step, Workflow
@@ -87,13 +94,24 @@ class Suspended(BaseException):
 
 @attrs.frozen
 class Checkpoint:
-    """One recorded history entry."""
+    """One recorded history entry: a step, a sleep or an event wait."""
 
     key: str
     seq: int
-    status: str
+    status: str  # completed | failed | waiting (a sleep or event wait not over yet)
     output: str | None
     error: str | None
+    kind: str = "step"
+    wake_in: float | None = None  # seconds from the claim to the wait's deadline
+
+
+@attrs.frozen
+class PendingEvent:
+    """An event delivered to the execution and not consumed yet."""
+
+    id: int
+    name: str
+    payload: str | None
 
 
 @attrs.frozen
@@ -166,8 +184,9 @@ class ExecutionContext:
         history: list[Checkpoint],
         last_attempts: dict[str, LastAttempt],
         services: Services,
-        already_started: bool,
+        status: str = "pending",
         deadline: float | None = None,
+        events: list[PendingEvent] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow = workflow
@@ -179,10 +198,12 @@ class ExecutionContext:
         self.nondeterminism: NonDeterminismError | None = None
         self.deadline = deadline  # trio clock; the workflow's timeout measured from its start
         self._in_flight: tuple[str, int] | None = None  # (step key, attempt) running right now
-        self._started = already_started
+        self._status = status  # the execution's status as last written
+        self._claimed_at = trio.current_time()
+        self._events = list(events or ())
         self._started_at = utcnow()
         self._position = 0
-        self._calls: defaultdict[str, int] = defaultdict(int)
+        self._calls: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._pending = self._new_fragment()
 
     def _new_fragment(self) -> Fragment:
@@ -190,9 +211,36 @@ class ExecutionContext:
 
     # -- step calls -------------------------------------------------------------------------------
 
+    def _next_key(self, kind: str, name: str) -> str:
+        """`name#k` for the k-th step `name`; sleeps and waits get their own `sleep:`/`event:` keys."""
+        self._calls[(kind, name)] += 1
+        count = self._calls[(kind, name)]
+        return f"{name}#{count}" if kind == "step" else f"{kind}:{name}#{count}"
+
+    def _next_entry(self, key: str) -> tuple[int, Checkpoint | None]:
+        """This call's position, and what the history recorded there (None: past the history)."""
+        position = self._position
+        self._position += 1
+        if position >= len(self.history):
+            return position, None
+        recorded = self.history[position]
+        if recorded.key != key:
+            self.nondeterminism = NonDeterminismError(
+                f"execution {self.execution_id!r}: replay reached {key!r} at position {position + 1}, "
+                f"but the history recorded {recorded.key!r} there; the workflow's code changed its "
+                "steps since this execution started"
+            )
+            raise self.nondeterminism
+        return position, recorded
+
+    def _remaining(self, recorded: Checkpoint) -> float:
+        """Seconds left before a recorded wait's deadline (inf when it has none)."""
+        if recorded.wake_in is None:
+            return math.inf
+        return recorded.wake_in - (trio.current_time() - self._claimed_at)
+
     def call_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall:
-        self._calls[step.name] += 1
-        key = f"{step.name}#{self._calls[step.name]}"
+        key = self._next_key("step", step.name)
         for index, arg in enumerate(args):
             serde.dumps(arg, f"argument {index + 1} of step {key!r}")
         for name, arg in kwargs.items():
@@ -200,27 +248,79 @@ class ExecutionContext:
         return StepCall(self, step, key, args, kwargs)
 
     async def run_step(self, call: StepCall) -> Any:
-        position = self._position
-        self._position += 1
-        if position < len(self.history):
-            recorded = self.history[position]
-            if recorded.key != call.key:
-                self.nondeterminism = NonDeterminismError(
-                    f"execution {self.execution_id!r}: replay reached step {call.key!r} at "
-                    f"position {position + 1}, but the history recorded {recorded.key!r} there; "
-                    "the workflow's code changed its steps since this execution started"
-                )
-                raise self.nondeterminism
-            if recorded.status == "completed":
-                return serde.loads(recorded.output)
-            error = serde.loads(recorded.error) or {}
-            raise StepFailed(
-                recorded.key,
-                error.get("type", "Error"),
-                error.get("message", ""),
-                error.get("traceback", ""),
+        position, recorded = self._next_entry(call.key)
+        if recorded is None:
+            return await self._run_new_step(call, position)
+        if recorded.status == "completed":
+            return serde.loads(recorded.output)
+        error = serde.loads(recorded.error) or {}
+        raise StepFailed(
+            recorded.key,
+            error.get("type", "Error"),
+            error.get("message", ""),
+            error.get("traceback", ""),
+        )
+
+    # -- sleeps and events --------------------------------------------------------------------------
+
+    async def sleep(self, name: str, seconds: float) -> None:
+        key = self._next_key("sleep", name)
+        position, recorded = self._next_entry(key)
+        if recorded is None:  # first time here: the deadline becomes durable, then we suspend
+            self._pending.steps.append(
+                (key, position, "sleep", "waiting", None, None, 0, utcnow(), None, seconds)
             )
-        return await self._run_new_step(call, position)
+            await self._suspend_as("sleeping", seconds)
+        if recorded.status == "completed":
+            return
+        remaining = self._remaining(recorded)
+        if remaining > 0:  # woken before the deadline (a stray claim): back to sleep
+            await self._suspend_as("sleeping", remaining)
+        self._pending.steps.append((key, position, "sleep", "completed", None, None, 0, None, utcnow(), None))
+
+    async def wait_for_event(self, name: str, timeout: float | None) -> Any:
+        key = self._next_key("event", name)
+        position, recorded = self._next_entry(key)
+        if recorded is not None and recorded.status == "completed":
+            return serde.loads(recorded.output)
+        if recorded is not None and recorded.status == "failed":
+            error = serde.loads(recorded.error) or {}
+            raise EventTimeout(error.get("message", f"no event {name!r} arrived in time"))
+        event = next((e for e in self._events if e.name == name), None)
+        if event is not None:  # delivered before (or while) we waited: take it, oldest first
+            self._events.remove(event)
+            now = utcnow()
+            self._pending.consumed_events.append((event.id, key))
+            self._pending.steps.append(
+                (key, position, "event", "completed", event.payload, None, 0, now, now, None)
+            )
+            return serde.loads(event.payload)
+        if recorded is None:
+            self._pending.steps.append(
+                (key, position, "event", "waiting", None, None, 0, utcnow(), None, timeout)
+            )
+            remaining = math.inf if timeout is None else timeout
+        else:
+            remaining = self._remaining(recorded)
+        if remaining <= 0:
+            message = f"no event {name!r} arrived before the wait's timeout"
+            record = {"type": "EventTimeout", "message": message, "traceback": ""}
+            self._pending.steps.append(
+                (
+                    key,
+                    position,
+                    "event",
+                    "failed",
+                    None,
+                    orjson.dumps(record).decode(),
+                    0,
+                    None,
+                    utcnow(),
+                    None,
+                )
+            )
+            raise EventTimeout(message)
+        await self._suspend_as("waiting", remaining, event=name)
 
     async def _run_new_step(self, call: StepCall, position: int) -> Any:
         key = call.key
@@ -265,7 +365,7 @@ class ExecutionContext:
         pending = self._pending
         pending.attempt_ends.append((key, attempt, finished, "succeeded", None, None, None))
         pending.steps.append(
-            (key, position, "step", "completed", data.decode(), None, attempt, started, finished)
+            (key, position, "step", "completed", data.decode(), None, attempt, started, finished, None)
         )
         return orjson.loads(data)
 
@@ -315,6 +415,7 @@ class ExecutionContext:
                 attempt,
                 started,
                 utcnow(),
+                None,
             )
         )
         return StepFailed(key, record["type"], record["message"], record["traceback"])
@@ -322,9 +423,18 @@ class ExecutionContext:
     # -- durability -----------------------------------------------------------------------------
 
     def _mark_running(self) -> None:
-        if not self._started:
-            self._started = True
-            self._pending.execution = ("running", None, None, self._started_at, None)
+        self._set_status("running")
+
+    def _set_status(self, status: str) -> None:
+        if self._status != status:
+            self._status = status
+            self._pending.execution = (status, None, None, self._started_at, None)
+
+    async def _suspend_as(self, status: str, delay: float, event: str | None = None) -> NoReturn:
+        """Suspend a sleep (`sleeping`) or an event wait (`waiting`, woken early by its event)."""
+        self._set_status(status)
+        self._pending.wake_on_event = event
+        await self.suspend(delay)
 
     async def flush(self) -> None:
         """Commit the pending writes (grouped with other executions' by the completer).
@@ -341,7 +451,7 @@ class ExecutionContext:
         if not committed:
             raise LeaseLost(f"lost the lease on execution {self.execution_id!r}")
 
-    async def suspend(self, delay: float) -> None:
+    async def suspend(self, delay: float) -> NoReturn:
         """Hand the task back to run again in `delay` seconds (never past the deadline), and stop."""
         if self.deadline is not None:
             delay = min(delay, max(0.0, self.deadline - trio.current_time()))
@@ -406,3 +516,31 @@ class ExecutionContext:
             await self.finish("failed", None, orjson.dumps(error_record(exc)).decode())
             return
         await self.finish("completed", data.decode(), None)
+
+
+def _require_execution(what: str) -> ExecutionContext:
+    execution = _current_execution.get()
+    if execution is None:
+        raise ZartError(f"{what} can only be awaited inside a workflow run by Zart")
+    return execution
+
+
+async def sleep(name: str, duration: Any) -> None:
+    """Suspend the execution durably for `duration` (`"5m"`, `timedelta`...): no worker is held.
+
+    `name` identifies the sleep in the history (`sleep:name#k`); the deadline is fixed the first
+    time the workflow reaches it and survives restarts.
+    """
+    from .durations import parse_duration
+
+    execution = _require_execution("zart.sleep()")
+    await execution.sleep(name, parse_duration(duration, f"duration of sleep {name!r}"))
+
+
+async def wait_for_event(name: str, timeout: Any = None) -> Any:
+    """Wait durably for the event `name` sent to this execution; its payload, or EventTimeout."""
+    from .durations import parse_duration
+
+    execution = _require_execution("zart.wait_for_event()")
+    seconds = None if timeout is None else parse_duration(timeout, f"timeout of event wait {name!r}")
+    return await execution.wait_for_event(name, seconds)

@@ -97,13 +97,26 @@ WHERE t.run_at <= now()
   AND NOT EXISTS (SELECT 1 FROM zart_execution_runs r WHERE r.id = t.execution_id)
 """
 
-NEXT_RUN_AT = "SELECT min(run_at) FROM zart_tasks"
+# When the claimer should look again if nothing is ready: the earliest run_at (a timer, a retry, a
+# lease that may lapse). Tasks parked at 'infinity' wait for an event and need no timer.
+SECONDS_TO_NEXT_RUN_AT = """
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM zart_tasks WHERE run_at < 'infinity'
+"""
 
-# History of the claimed executions, loaded once per claim (never per step).
+# History of the claimed executions, loaded once per claim (never per step). wake_in: seconds from
+# now (by the database's clock) to the deadline of a sleep or an event wait.
 SELECT_HISTORY = """
-SELECT execution_id, step_key, seq, status, output::text, error::text
+SELECT execution_id, step_key, seq, kind, status, output::text, error::text,
+       extract(epoch FROM wake_at - now())::float8
 FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
 ORDER BY execution_id, seq
+"""
+
+# Events delivered and not consumed yet, in the order sent.
+SELECT_PENDING_EVENTS = """
+SELECT execution_id, id, name, payload::text
+FROM zart_events WHERE execution_id = ANY(%(ids)s::text[]) AND consumed_by IS NULL
+ORDER BY execution_id, id
 """
 
 # The last attempt of every step that has no checkpoint yet: its number, whether it is still open
@@ -131,11 +144,24 @@ WHERE t.id = held.id AND t.claims = held.claims
 RETURNING t.id
 """
 
+# Hands tasks back, each to run again after its delay ('Infinity': only an event wakes it). A task
+# released to wait for an event runs again at once if that event is already there: the event may
+# have been delivered while the worker was running the execution (see SEND_EVENT's locking).
 RELEASE_TASKS = """
 UPDATE zart_tasks t
-SET run_at = now() + make_interval(secs => %(delay)s), claimed_by = NULL
-FROM unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims)
-WHERE t.id = held.id AND t.claims = held.claims
+SET run_at = CASE
+        WHEN f.event IS NOT NULL AND EXISTS (
+            SELECT 1 FROM zart_events e
+            WHERE e.execution_id = t.execution_id AND e.name = f.event AND e.consumed_by IS NULL)
+        THEN now()
+        WHEN f.delay = 'Infinity'::float8 THEN 'infinity'::timestamptz
+        ELSE now() + make_interval(secs => f.delay)
+    END,
+    claimed_by = NULL
+FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events)s::text[])
+     AS f(id, claims, delay, event)
+WHERE t.id = f.id AND t.claims = f.claims
+RETURNING t.run_at <= now()
 """
 
 # -- the completer's batch -----------------------------------------------------------------------------
@@ -159,17 +185,26 @@ SELECT * FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempt
 ON CONFLICT DO NOTHING
 """
 
+# New checkpoints, and the completion of waits (sleeps, events) recorded earlier as 'waiting'.
 INSERT_STEPS = """
 INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
-                        started_at, finished_at)
+                        started_at, finished_at, wake_at)
 SELECT f.execution_id, f.step_key, f.seq, f.kind, f.status, f.output::json, f.error::json,
-       f.attempts, f.started_at, f.finished_at
+       f.attempts, f.started_at, f.finished_at, now() + make_interval(secs => f.wake_in)
 FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(seqs)s::int[], %(kinds)s::text[],
             %(statuses)s::text[], %(outputs)s::text[], %(errors)s::text[], %(attempts)s::int[],
-            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[])
+            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(wake_ins)s::float8[])
      AS f(execution_id, step_key, seq, kind, status, output, error, attempts, started_at,
-          finished_at)
-ON CONFLICT DO NOTHING
+          finished_at, wake_in)
+ON CONFLICT (execution_id, step_key) DO UPDATE
+SET status = excluded.status, output = excluded.output, error = excluded.error,
+    finished_at = excluded.finished_at
+"""
+
+CONSUME_EVENTS = """
+UPDATE zart_events e SET consumed_by = f.step_key, consumed_at = now()
+FROM unnest(%(ids)s::bigint[], %(step_keys)s::text[]) AS f(id, step_key)
+WHERE e.id = f.id AND e.consumed_by IS NULL
 """
 
 # Status changes of executions. started_at is set once; result, error and finished_at only by the
@@ -189,3 +224,30 @@ WHERE r.id = f.id
 """
 
 DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"
+
+# -- events ------------------------------------------------------------------------------------------
+
+# Delivery and wake-up are one transaction. The execution's task row is locked FIRST: a worker that
+# is suspending the execution to wait locks the same row first too (EXTEND_LEASES opens every
+# completer batch), so whichever commits second sees the other's work: either the worker's release
+# sees this event and runs the task at once, or this transaction sees the released task and wakes it.
+LOCK_EXECUTION_TASK = """
+SELECT id FROM zart_tasks WHERE execution_id = %(id)s AND kind = 'workflow' FOR UPDATE
+"""
+
+SELECT_EXECUTION_FOR_EVENT = """
+SELECT status FROM zart_execution_runs WHERE id = %(id)s FOR SHARE
+"""
+
+INSERT_EVENT = """
+INSERT INTO zart_events (execution_id, name, payload, key)
+VALUES (%(id)s, %(name)s, %(payload)s::json, %(key)s)
+ON CONFLICT (execution_id, key) WHERE key IS NOT NULL DO NOTHING
+RETURNING id
+"""
+
+WAKE_EXECUTION_TASK = """
+UPDATE zart_tasks SET run_at = now()
+WHERE execution_id = %(id)s AND kind = 'workflow' AND claimed_by IS NULL AND run_at > now()
+RETURNING id
+"""

@@ -38,7 +38,7 @@ from . import registry, sql
 from .completer import Completer, Fragment
 from .db import connect, open_pool, resolve_url
 from .durations import parse_duration
-from .replay import Checkpoint, ExecutionContext, LastAttempt, LeaseLost, Services
+from .replay import Checkpoint, ExecutionContext, LastAttempt, LeaseLost, PendingEvent, Services
 from .schema import ensure_migrated
 
 log = logging.getLogger("zart.worker")
@@ -61,6 +61,7 @@ class ClaimedTask:
     seconds_to_deadline: float | None
     history: list[Checkpoint]
     last_attempts: dict[str, LastAttempt]
+    events: list[PendingEvent]
 
 
 @attrs.define
@@ -278,14 +279,19 @@ class Worker:
             ).fetchall()
         if not rows:
             conn.execute(sql.DELETE_ORPHAN_TASKS)
-            due = conn.execute(
-                "SELECT extract(epoch FROM min(run_at) - now())::float8 FROM zart_tasks"
-            ).fetchone()
+            due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT).fetchone()
             return [], (due[0] if due else None)
         ids = [row[2] for row in rows]
         history: dict[str, list[Checkpoint]] = {}
-        for execution_id, key, seq, status, output, error in conn.execute(sql.SELECT_HISTORY, {"ids": ids}):
-            history.setdefault(execution_id, []).append(Checkpoint(key, seq, status, output, error))
+        for execution_id, key, seq, kind, status, output, error, wake_in in conn.execute(
+            sql.SELECT_HISTORY, {"ids": ids}
+        ):
+            history.setdefault(execution_id, []).append(
+                Checkpoint(key, seq, status, output, error, kind, wake_in)
+            )
+        events: dict[str, list[PendingEvent]] = {}
+        for execution_id, event_id, name, payload in conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": ids}):
+            events.setdefault(execution_id, []).append(PendingEvent(event_id, name, payload))
         attempts: dict[str, dict[str, LastAttempt]] = {}
         for execution_id, key, attempt, still_open, failures in conn.execute(
             sql.SELECT_OPEN_ATTEMPTS, {"ids": ids}
@@ -303,6 +309,7 @@ class Worker:
                 seconds_to_deadline=seconds_left,
                 history=history.get(execution_id, []),
                 last_attempts=attempts.get(execution_id, {}),
+                events=events.get(execution_id, []),
             )
             for task_id, claims, execution_id, kind, workflow, status, input_json, seconds_left in rows
         ]
@@ -350,7 +357,8 @@ class Worker:
             history=task.history,
             last_attempts=task.last_attempts,
             services=Services(self._completer, self._step_limiter, self.worker_id, self._wake_claimer),
-            already_started=task.status != "pending",
+            status=task.status,
+            events=task.events,
             deadline=None
             if task.seconds_to_deadline is None
             else trio.current_time() + task.seconds_to_deadline,
@@ -403,7 +411,12 @@ class Worker:
             with conn.transaction():
                 conn.execute(
                     sql.RELEASE_TASKS,
-                    {"delay": 0, "ids": [t.id for t in held], "claims": [t.claims for t in held]},
+                    {
+                        "ids": [t.id for t in held],
+                        "claims": [t.claims for t in held],
+                        "delays": [0.0] * len(held),
+                        "events": [None] * len(held),
+                    },
                 )
                 conn.execute(sql.NOTIFY_TASKS)
 

@@ -12,34 +12,38 @@ import threading
 from pathlib import Path
 
 import orjson
-import psycopg
 import trio
+from psycopg_pool import ConnectionPool
 
 import zart
 
-_local = threading.local()
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
 
 
-def _connection() -> psycopg.Connection:
-    """This thread's connection to the database the effects go to.
+def _pool() -> ConnectionPool:
+    """A small pool on the database the effects go to (steps may run in hundreds of threads).
 
     In-process tests point ZART_TEST_EFFECTS_URL at their database; worker subprocesses use the
     database they work on.
     """
     url = os.environ.get("ZART_TEST_EFFECTS_URL") or os.environ["ZART_DATABASE_URL"]
-    connections = _local.__dict__.setdefault("connections", {})
-    conn = connections.get(url)
-    if conn is None or conn.closed:
-        conn = connections[url] = psycopg.connect(url, autocommit=True)
-    return conn
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            pool = _pools[url] = ConnectionPool(
+                url, min_size=1, max_size=4, kwargs={"autocommit": True}, open=True
+            )
+        return pool
 
 
 def record_effect(value: object = None) -> None:
     ctx = zart.context()
-    _connection().execute(
-        "INSERT INTO test_effects (execution_id, step_key, pid, value) VALUES (%s, %s, %s, %s)",
-        (ctx.execution_id, ctx.step_key, os.getpid(), orjson.dumps(value).decode()),
-    )
+    with _pool().connection() as conn:
+        conn.execute(
+            "INSERT INTO test_effects (execution_id, step_key, pid, value) VALUES (%s, %s, %s, %s)",
+            (ctx.execution_id, ctx.step_key, os.getpid(), orjson.dumps(value).decode()),
+        )
 
 
 @zart.step("add-one")

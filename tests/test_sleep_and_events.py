@@ -1,0 +1,203 @@
+"""Durable sleep and external events (issue 4), with real workers and a real SIGKILL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+import zart
+from examples import approval
+
+from .apps import events_app
+from .helpers import WorkerProcess, query, run_cli, scalar, wait_until
+
+
+def effect_count(url: str, execution_id: str, step_key: str) -> int:
+    return scalar(
+        url,
+        "SELECT count(*) FROM test_effects WHERE execution_id = %s AND step_key = %s",
+        (execution_id, step_key),
+    )
+
+
+def test_sleep_completes_after_its_duration_and_holds_no_task_meanwhile(database_url, worker):
+    began = time.monotonic()
+    handle = zart.start(events_app.sleeper, {"seconds": 1}, database_url=database_url)
+    wait_until(lambda: handle.status() == "sleeping", what="the execution to sleep")
+    assert query(
+        database_url,
+        "SELECT claimed_by IS NULL, run_at > now() FROM zart_tasks WHERE execution_id = %s",
+        (handle.id,),
+    ) == [(True, True)]
+    assert handle.result(timeout=30) == ["before", "after"]
+    assert time.monotonic() - began >= 1.0
+    rows = query(
+        database_url,
+        "SELECT step_key, kind, status, wake_at <= finished_at FROM zart_steps"
+        " WHERE execution_id = %s ORDER BY seq",
+        (handle.id,),
+    )
+    assert rows == [
+        ("before-sleep#1", "step", "completed", None),
+        ("sleep:nap#1", "sleep", "completed", True),
+        ("after-sleep#1", "step", "completed", None),
+    ]
+
+
+def test_sigkill_while_sleeping_then_restart_after_the_deadline(database_url, subprocess_env):
+    first = WorkerProcess(subprocess_env, app="tests.apps.events_app")
+    try:
+        first.wait_started()
+        handle = zart.start(events_app.sleeper, {"seconds": 1}, database_url=database_url)
+        wait_until(lambda: handle.status() == "sleeping", what="the execution to sleep")
+        first.kill()
+    finally:
+        first.stop()
+    wake_at = scalar(
+        database_url,
+        "SELECT wake_at FROM zart_steps WHERE execution_id = %s AND step_key = 'sleep:nap#1'",
+        (handle.id,),
+    )
+    wait_until(lambda: scalar(database_url, "SELECT now() > %s", (wake_at,)), what="the deadline to pass")
+    second = WorkerProcess(subprocess_env, app="tests.apps.events_app")
+    try:
+        second.wait_started()
+        assert handle.result(timeout=30) == ["before", "after"]
+    finally:
+        second.stop()
+    # The sleep was not repeated: its deadline is the one fixed before the crash.
+    assert (
+        scalar(
+            database_url,
+            "SELECT wake_at FROM zart_steps WHERE execution_id = %s AND step_key = 'sleep:nap#1'",
+            (handle.id,),
+        )
+        == wake_at
+    )
+    finished = handle.info().finished_at
+    assert (finished - wake_at).total_seconds() < 5
+    assert effect_count(database_url, handle.id, "before-sleep#1") == 1
+
+
+def test_event_sent_before_the_wait_is_kept_and_consumed(database_url, worker):
+    execution_id = f"early-{uuid.uuid4()}"
+    # Started and sent in one go: the event may be stored before the workflow reaches its wait.
+    handle = zart.start(events_app.wait_for_one, {}, id=execution_id, database_url=database_url)
+    assert zart.send_event(execution_id, "go", {"n": 1}, database_url=database_url) is True
+    assert handle.result(timeout=30) == {"n": 1}
+    assert query(
+        database_url, "SELECT consumed_by FROM zart_events WHERE execution_id = %s", (execution_id,)
+    ) == [("event:go#1",)]
+
+
+def test_event_sent_while_waiting_wakes_the_execution(database_url, worker):
+    handle = zart.start(events_app.wait_for_one, {}, database_url=database_url)
+    wait_until(lambda: handle.status() == "waiting", what="the wait")
+    assert query(database_url, "SELECT claimed_by FROM zart_tasks WHERE execution_id = %s", (handle.id,)) == [
+        (None,)
+    ]
+    began = time.monotonic()
+    zart.send_event(handle.id, "go", ["payload", 2], database_url=database_url)
+    assert handle.result(timeout=30) == ["payload", 2]
+    assert time.monotonic() - began < 2  # woken by the delivery, not by a poll
+
+
+def test_two_waits_take_two_events_in_the_order_sent(database_url, worker):
+    execution_id = f"two-{uuid.uuid4()}"
+    handle = zart.start(events_app.wait_for_two, id=execution_id, database_url=database_url)
+    zart.send_event(execution_id, "item", "first", database_url=database_url)
+    zart.send_event(execution_id, "item", "second", database_url=database_url)
+    assert handle.result(timeout=30) == ["first", "second"]
+
+
+def test_a_repeated_key_is_delivered_once(database_url, worker):
+    handle = zart.start(events_app.wait_for_two, database_url=database_url)
+    assert zart.send_event(handle.id, "item", "a", key="k1", database_url=database_url) is True
+    assert zart.send_event(handle.id, "item", "a-again", key="k1", database_url=database_url) is False
+    assert zart.send_event(handle.id, "item", "b", key="k2", database_url=database_url) is True
+    assert handle.result(timeout=30) == ["a", "b"]
+    assert scalar(database_url, "SELECT count(*) FROM zart_events WHERE execution_id = %s", (handle.id,)) == 2
+
+
+def test_wait_times_out_with_event_timeout(database_url, worker):
+    began = time.monotonic()
+    handle = zart.start(events_app.wait_for_one, {"timeout": "300ms"}, database_url=database_url)
+    assert handle.result(timeout=30) == {"timed_out": "no event 'go' arrived before the wait's timeout"}
+    assert time.monotonic() - began >= 0.3
+    assert query(
+        database_url,
+        "SELECT status, error->>'type' FROM zart_steps WHERE execution_id = %s",
+        (handle.id,),
+    ) == [("failed", "EventTimeout")]
+
+
+def test_event_for_unknown_or_finished_execution_is_a_clear_error(database_url, worker):
+    with pytest.raises(zart.ExecutionNotFound, match="no execution with id 'nobody'"):
+        zart.send_event("nobody", "go", database_url=database_url)
+    handle = zart.start(events_app.wait_for_one, {"timeout": "10ms"}, database_url=database_url)
+    handle.result(timeout=30)
+    with pytest.raises(zart.ExecutionFinished, match="it is already completed; the event was not stored"):
+        zart.send_event(handle.id, "go", database_url=database_url)
+    assert scalar(database_url, "SELECT count(*) FROM zart_events WHERE execution_id = %s", (handle.id,)) == 0
+    with pytest.raises(zart.SerializationError, match="the payload of event 'go'"):
+        zart.send_event(handle.id, "go", object(), database_url=database_url)
+
+
+def test_send_event_cli(database_url, worker, subprocess_env):
+    handle = zart.start(events_app.wait_for_one, {"event": "finish"}, database_url=database_url)
+    sent = run_cli(
+        "send-event", handle.id, "note", "--payload", '{"via": "cli"}', "--key", "x", env=subprocess_env
+    )
+    assert (sent.returncode, sent.stdout.strip()) == (0, "delivered")
+    again = run_cli("send-event", handle.id, "note", "--key", "x", env=subprocess_env)
+    assert (again.returncode, again.stdout.strip()) == (0, "already delivered (key 'x')")
+    finish = run_cli("send-event", handle.id, "finish", "--payload", '{"via": "cli"}', env=subprocess_env)
+    assert finish.returncode == 0, finish.stderr
+    assert handle.result(timeout=30) == {"via": "cli"}
+    bad = run_cli("send-event", "nobody", "go", "--payload", "{oops", env=subprocess_env)
+    assert bad.returncode == 1 and "--payload is not valid JSON" in bad.stderr
+    missing = run_cli("send-event", "nobody", "go", env=subprocess_env)
+    assert missing.returncode == 1 and "no execution with id 'nobody'" in missing.stderr
+
+
+def test_approval_example_approved_and_expired(database_url, worker):
+    approved = zart.start(
+        approval.expense_approval, {"expense_id": "e-1", "amount": 120}, database_url=database_url
+    )
+    wait_until(lambda: approved.status() == "waiting", what="the approval wait")
+    zart.send_event(approved.id, "approved", {"by": "alice"}, database_url=database_url)
+    assert approved.result(timeout=30) == {"status": "paid", "receipt": "paid e-1, approved by alice"}
+
+    expired = zart.start(
+        approval.expense_approval,
+        {"expense_id": "e-2", "amount": 5, "timeout": "200ms"},
+        database_url=database_url,
+    )
+    assert expired.result(timeout=30) == {"status": "expired", "expense_id": "e-2"}
+
+
+def test_thousand_executions_each_released_by_one_event(fresh_database_url, monkeypatch):
+    url = fresh_database_url
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
+    with zart.Worker(url, concurrency=500, batch=200, lease="10s"):
+        handles = [zart.start(events_app.released_by_event, database_url=url) for _ in range(1000)]
+        wait_until(
+            lambda: scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE status = 'waiting'") == 1000,
+            timeout=60,
+            what="all 1000 executions to wait",
+        )
+        for index, handle in enumerate(handles):
+            zart.send_event(handle.id, "release", index, database_url=url)
+        wait_until(
+            lambda: (
+                scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE status = 'completed'") == 1000
+            ),
+            timeout=60,
+            what="all 1000 executions to complete",
+        )
+    assert [h.result(timeout=1) for h in handles[:3]] == [0, 1, 2]
+    assert scalar(url, "SELECT count(*) FROM test_effects") == 1000
+    assert scalar(url, "SELECT count(DISTINCT execution_id) FROM test_effects") == 1000
+    assert scalar(url, "SELECT count(*) FROM zart_events WHERE consumed_by IS NULL") == 0
