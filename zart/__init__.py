@@ -34,7 +34,7 @@ from .errors import (
     ZartError,
 )
 from .registry import Step, Workflow, step, workflow
-from .replay import Context, context, sleep, wait_for_event
+from .replay import Context, context, map, parallel, sleep, wait_for_event
 from .retry import Retry
 from .schema import migrate
 from .worker import Worker
@@ -73,7 +73,9 @@ __all__ = [
     "context",
     "get",
     "list",
+    "map",
     "migrate",
+    "parallel",
     "send_event",
     "sleep",
     "start",

@@ -47,12 +47,21 @@ class Fragment:
     consumed_events: list[tuple[int, str]] = attrs.field(factory=list)
     # (status, result, error, started_at, finished_at)
     execution: tuple[Any, ...] | None = None
-    # The execution is over: delete its task.
+    # This task is done: delete it (a branch that finished).
     finish_task: bool = False
+    # The execution is over: delete all its tasks.
+    finish_execution: bool = False
+    # Branch tasks to create: (step_key, payload, seq, grp, ready)
+    branch_tasks: list[tuple[str, str, int, int, bool]] = attrs.field(factory=list)
+    # This fragment finishes a branch of fan-out `grp`: ready the next parked branch, and wake the
+    # workflow if it was the last one.
+    fan_in_group: int | None = None
     # Give the task back, claimable again after this many seconds (math.inf: only an event wakes it)...
     release_after: float | None = None
-    # ...or at once if an event of this name is already waiting for it.
+    # ...or at once if an event of this name is already waiting for it...
     wake_on_event: str | None = None
+    # ...or at once if none of its branches is left.
+    wake_when_branches_done: bool = False
 
     def is_empty(self) -> bool:
         return not (
@@ -61,6 +70,9 @@ class Fragment:
             or self.steps
             or self.consumed_events
             or self.execution
+            or self.branch_tasks
+            or self.finish_execution
+            or self.fan_in_group is not None
             or self.finish_task
             or self.release_after is not None
         )
@@ -131,14 +143,14 @@ class Completer:
     def _write(self, fragments: list[Fragment]) -> set[int]:
         """One transaction for the whole batch (runs in a worker thread)."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
+        ids = [f.task_id for f in fragments]
+        fan_in = sorted({f.execution_id for f in fragments if f.fan_in_group is not None})
         with self._pool.connection() as conn, conn.transaction():
+            if fan_in:
+                conn.execute(sql.LOCK_TASKS_FOR_FAN_IN, {"ids": ids, "execution_ids": fan_in})
             rows = conn.execute(
                 sql.EXTEND_LEASES,
-                {
-                    "lease": self._lease,
-                    "ids": [f.task_id for f in fragments],
-                    "claims": [f.claims for f in fragments],
-                },
+                {"lease": self._lease, "ids": ids, "claims": [f.claims for f in fragments]},
             ).fetchall()
             valid = {row[0] for row in rows}
             kept = [f for f in fragments if f.task_id in valid]
@@ -147,6 +159,7 @@ class Completer:
         return valid
 
     def _apply(self, conn: psycopg.Connection, fragments: list[Fragment]) -> None:
+        notify = False
         ends = [(f.execution_id, *row) for f in fragments for row in f.attempt_ends]
         if ends:
             conn.execute(sql.FINISH_ATTEMPTS, _columns(ends, _END_COLUMNS))
@@ -160,16 +173,25 @@ class Completer:
         steps = [(f.execution_id, *row) for f in fragments for row in f.steps]
         if steps:
             conn.execute(sql.INSERT_STEPS, _columns(steps, _STEP_COLUMNS))
-        updates = [(f.execution_id, *f.execution) for f in fragments if f.execution]
-        if updates:
-            conn.execute(sql.UPDATE_EXECUTIONS, _columns(updates, _EXECUTION_COLUMNS))
-        finished = [f.task_id for f in fragments if f.finish_task]
-        if finished:
-            conn.execute(sql.DELETE_TASKS, {"ids": finished})
         consumed = [event for f in fragments for event in f.consumed_events]
         if consumed:
             conn.execute(sql.CONSUME_EVENTS, _columns(consumed, ("ids", "step_keys")))
-        released = [f for f in fragments if f.release_after is not None and not f.finish_task]
+        updates = [(f.execution_id, *f.execution) for f in fragments if f.execution]
+        if updates:
+            conn.execute(sql.UPDATE_EXECUTIONS, _columns(updates, _EXECUTION_COLUMNS))
+        branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
+        if branches:
+            conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
+            notify = True
+        finished = [f.task_id for f in fragments if f.finish_task]
+        if finished:
+            conn.execute(sql.DELETE_TASKS, {"ids": finished})
+        over = [f.execution_id for f in fragments if f.finish_execution]
+        if over:
+            conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over})
+        released = [
+            f for f in fragments if f.release_after is not None and not (f.finish_task or f.finish_execution)
+        ]
         if released:
             ready_now = conn.execute(
                 sql.RELEASE_TASKS,
@@ -178,10 +200,30 @@ class Completer:
                     "claims": [f.claims for f in released],
                     "delays": [f.release_after for f in released],
                     "events": [f.wake_on_event for f in released],
+                    "branches": [f.wake_when_branches_done for f in released],
                 },
             ).fetchall()
-            if any(row[0] for row in ready_now):
-                conn.execute(sql.NOTIFY_TASKS)
+            notify = notify or any(row[0] for row in ready_now)
+        fanned_in = [f for f in fragments if f.fan_in_group is not None]
+        if fanned_in:
+            groups: dict[tuple[str, int], int] = {}
+            for f in fanned_in:
+                group = (f.execution_id, f.fan_in_group)
+                groups[group] = groups.get(group, 0) + 1
+            readied = conn.execute(
+                sql.READY_PARKED_BRANCHES,
+                {
+                    "execution_ids": [g[0] for g in groups],
+                    "grps": [g[1] for g in groups],
+                    "counts": list(groups.values()),
+                },
+            ).fetchall()
+            woken = conn.execute(
+                sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})}
+            ).fetchall()
+            notify = notify or bool(readied) or bool(woken)
+        if notify:
+            conn.execute(sql.NOTIFY_TASKS)
 
 
 _END_COLUMNS = (
@@ -208,6 +250,7 @@ _STEP_COLUMNS = (
     "finished_ats",
     "wake_ins",
 )
+_BRANCH_COLUMNS = ("execution_ids", "step_keys", "payloads", "seqs", "grps", "readies")
 _EXECUTION_COLUMNS = ("ids", "statuses", "results", "errors", "started_ats", "finished_ats")
 
 

@@ -69,6 +69,8 @@ class StepFailed(ZartError):
         self.error_type = error_type
         self.message = message
         self.traceback = traceback
+        # zart.parallel / zart.map: every branch's outcome, in argument order.
+        self.outcomes: list[dict] = []
 
 
 class WorkflowFailed(ZartError):

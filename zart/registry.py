@@ -124,6 +124,10 @@ def get_workflow(name: str) -> Workflow | None:
     return _workflows.get(name)
 
 
+def get_step(name: str) -> Step | None:
+    return _steps.get(name)
+
+
 def workflow_names() -> list[str]:
     return sorted(_workflows)
 

@@ -171,6 +171,19 @@ class StepCall:
         return f"<StepCall {self.key}>"
 
 
+def _recorded_value(recorded: Checkpoint) -> Any:
+    """A step's recorded result, or its recorded failure raised again."""
+    if recorded.status == "completed":
+        return serde.loads(recorded.output)
+    error = serde.loads(recorded.error) or {}
+    raise StepFailed(
+        recorded.key,
+        error.get("type", "Error"),
+        error.get("message", ""),
+        error.get("traceback", ""),
+    )
+
+
 class ExecutionContext:
     """The state of one execution while a worker runs it."""
 
@@ -178,7 +191,8 @@ class ExecutionContext:
         self,
         *,
         execution_id: str,
-        workflow: Workflow,
+        workflow_name: str,
+        workflow: Workflow | None,
         task_id: int,
         claims: int,
         history: list[Checkpoint],
@@ -189,10 +203,12 @@ class ExecutionContext:
         events: list[PendingEvent] | None = None,
     ) -> None:
         self.execution_id = execution_id
-        self.workflow = workflow
+        self.workflow_name = workflow_name
+        self.workflow = workflow  # None in a branch task run by a worker without the workflow
         self.task_id = task_id
         self.claims = claims
-        self.history = history
+        self.history = {checkpoint.seq: checkpoint for checkpoint in history}
+        self._recorded_positions = {checkpoint.key: checkpoint.seq for checkpoint in history}
         self.last_attempts = last_attempts
         self.services = services
         self.nondeterminism: NonDeterminismError | None = None
@@ -218,20 +234,23 @@ class ExecutionContext:
         return f"{name}#{count}" if kind == "step" else f"{kind}:{name}#{count}"
 
     def _next_entry(self, key: str) -> tuple[int, Checkpoint | None]:
-        """This call's position, and what the history recorded there (None: past the history)."""
+        """This call's position, and what the history recorded there (None: nothing yet)."""
         position = self._position
         self._position += 1
-        if position >= len(self.history):
-            return position, None
-        recorded = self.history[position]
-        if recorded.key != key:
+        return position, self._entry_at(position, key)
+
+    def _entry_at(self, position: int, key: str) -> Checkpoint | None:
+        recorded = self.history.get(position)
+        elsewhere = self._recorded_positions.get(key)
+        if (recorded is not None and recorded.key != key) or (elsewhere not in (None, position)):
+            found = recorded.key if recorded is not None else "nothing"
             self.nondeterminism = NonDeterminismError(
                 f"execution {self.execution_id!r}: replay reached {key!r} at position {position + 1}, "
-                f"but the history recorded {recorded.key!r} there; the workflow's code changed its "
+                f"but the history recorded {found!r} there; the workflow's code changed its "
                 "steps since this execution started"
             )
             raise self.nondeterminism
-        return position, recorded
+        return recorded
 
     def _remaining(self, recorded: Checkpoint) -> float:
         """Seconds left before a recorded wait's deadline (inf when it has none)."""
@@ -241,25 +260,96 @@ class ExecutionContext:
 
     def call_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall:
         key = self._next_key("step", step.name)
-        for index, arg in enumerate(args):
-            serde.dumps(arg, f"argument {index + 1} of step {key!r}")
-        for name, arg in kwargs.items():
-            serde.dumps(arg, f"argument {name!r} of step {key!r}")
-        return StepCall(self, step, key, args, kwargs)
+        return self._make_call(step, key, args, kwargs)
+
+    def _make_call(self, step: Step, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall:
+        """Arguments are checked at the call and handed to the step as decoded JSON, so a step sees
+        the same values whether it runs inline, in another process, or after a restart."""
+        decoded_args = tuple(
+            serde.roundtrip(arg, f"argument {index + 1} of step {key!r}")[1] for index, arg in enumerate(args)
+        )
+        decoded_kwargs = {
+            name: serde.roundtrip(arg, f"argument {name!r} of step {key!r}")[1]
+            for name, arg in kwargs.items()
+        }
+        return StepCall(self, step, key, decoded_args, decoded_kwargs)
 
     async def run_step(self, call: StepCall) -> Any:
         position, recorded = self._next_entry(call.key)
         if recorded is None:
             return await self._run_new_step(call, position)
-        if recorded.status == "completed":
-            return serde.loads(recorded.output)
-        error = serde.loads(recorded.error) or {}
-        raise StepFailed(
-            recorded.key,
-            error.get("type", "Error"),
-            error.get("message", ""),
-            error.get("traceback", ""),
-        )
+        return _recorded_value(recorded)
+
+    # -- fan-out: zart.parallel and zart.map --------------------------------------------------------
+
+    async def parallel(self, calls: list[StepCall], concurrency: int | None) -> list[Any]:
+        """Run `calls` as branch tasks any worker may claim; their results in argument order.
+
+        The branches take consecutive positions in the history. The first time through, the
+        unfinished ones become tasks (at most `concurrency` ready, the rest parked) in the same
+        transaction that parks this workflow; the last branch to finish wakes it, and the replay
+        then finds every result here.
+        """
+        for call in calls:
+            if not isinstance(call, StepCall) or call.execution is not self:
+                raise TypeError(
+                    f"zart.parallel() takes step calls made in this workflow, e.g. "
+                    f"zart.parallel(a(1), b(2)); got {call!r}"
+                )
+        first = self._position
+        self._position += len(calls)
+        recorded = [self._entry_at(first + offset, call.key) for offset, call in enumerate(calls)]
+        unfinished = [(offset, call) for offset, call in enumerate(calls) if recorded[offset] is None]
+        if unfinished:
+            window = len(unfinished) if concurrency is None else concurrency
+            for rank, (offset, call) in enumerate(unfinished):
+                payload = orjson.dumps({"step": call.step.name, "args": call.args, "kwargs": call.kwargs})
+                self._pending.branch_tasks.append(
+                    (call.key, payload.decode(), first + offset, first, rank < window)
+                )
+            self._mark_running()
+            self._pending.wake_when_branches_done = True
+            await self.suspend(math.inf)
+        outcomes = []
+        failure: StepFailed | None = None
+        for checkpoint in recorded:
+            assert checkpoint is not None
+            try:
+                outcomes.append(
+                    {"key": checkpoint.key, "status": "completed", "result": _recorded_value(checkpoint)}
+                )
+            except StepFailed as failed:
+                outcomes.append(
+                    {
+                        "key": checkpoint.key,
+                        "status": "failed",
+                        "error_type": failed.error_type,
+                        "message": failed.message,
+                    }
+                )
+                failure = failure or failed
+        if failure is not None:
+            failure.outcomes = outcomes
+            raise failure
+        return [outcome["result"] for outcome in outcomes]
+
+    def map_calls(self, step: Step, items: list[Any]) -> list[StepCall]:
+        """One call per item, keyed `name[i]`: a checkpoint per item."""
+        return [
+            self._make_call(step, f"{step.name}[{index}]", (item,), {}) for index, item in enumerate(items)
+        ]
+
+    async def run_branch(self, call: StepCall, position: int, group: int) -> None:
+        """Run one branch task: the step (with its retries), then the fan-in, in one commit."""
+        try:
+            await self._run_new_step(call, position)
+        except StepFailed:
+            pass  # recorded; the workflow sees it when it gathers the branches
+        except Suspended:
+            return  # a retry back-off: this branch task runs again later
+        self._pending.finish_task = True
+        self._pending.fan_in_group = group
+        await self.flush()
 
     # -- sleeps and events --------------------------------------------------------------------------
 
@@ -347,7 +437,7 @@ class ExecutionContext:
         await self.flush()  # the attempt is on record before the step's side effects begin
 
         self._in_flight = (key, attempt)
-        info = Context(self.execution_id, self.workflow.name, key, attempt)
+        info = Context(self.execution_id, self.workflow_name, key, attempt)
         try:
             result = await self._invoke(call, info)
             data = serde.dumps(result, f"the result of step {key!r}")
@@ -462,13 +552,13 @@ class ExecutionContext:
 
     async def finish(self, status: str, result: str | None, error: str | None) -> None:
         self._pending.execution = (status, result, error, self._started_at, utcnow())
-        self._pending.finish_task = True
+        self._pending.finish_execution = True
         await self.flush()
 
     async def time_out(self) -> None:
         """End the execution `timed_out`; the attempt in flight, if any, is recorded as cut short."""
         message = "the execution exceeded its workflow timeout"
-        if self.workflow.timeout is not None:
+        if self.workflow is not None and self.workflow.timeout is not None:
             message += f" of {self.workflow.timeout:g} s"
         if self._in_flight is not None:
             key, attempt = self._in_flight
@@ -493,6 +583,7 @@ class ExecutionContext:
 
     async def _run_body(self, input_json: str | None) -> None:
         workflow = self.workflow
+        assert workflow is not None
         execution_token = _current_execution.set(self)
         info_token = _current_info.set(Context(self.execution_id, workflow.name))
         try:
@@ -544,3 +635,34 @@ async def wait_for_event(name: str, timeout: Any = None) -> Any:
     execution = _require_execution("zart.wait_for_event()")
     seconds = None if timeout is None else parse_duration(timeout, f"timeout of event wait {name!r}")
     return await execution.wait_for_event(name, seconds)
+
+
+async def parallel(*calls: StepCall) -> list[Any]:
+    """Run step calls concurrently, on any worker; their results in argument order.
+
+    Each branch is checkpointed on its own, so a restart re-runs only the unfinished ones. If some
+    fail (after their retries), StepFailed for the first failure in argument order is raised once
+    all are finished, with every branch's outcome in its `outcomes`.
+    """
+    execution = _require_execution("zart.parallel()")
+    if not calls:
+        return []
+    return await execution.parallel(list(calls), None)
+
+
+async def map(step: Step, items: Any, concurrency: int | None = None) -> list[Any]:
+    """A durable loop: `step(item)` for each item, one checkpoint per item (`name[i]`), at most
+    `concurrency` in flight, results in item order. A restart skips the finished items."""
+    from .registry import Step as StepType
+
+    execution = _require_execution("zart.map()")
+    if not isinstance(step, StepType):
+        raise TypeError(f"zart.map() takes a @zart.step function, got {step!r}")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ValueError(f"concurrency must be a whole number >= 1 or None, got {concurrency!r}")
+    calls = execution.map_calls(step, list(items))
+    if not calls:
+        return []
+    return await execution.parallel(calls, concurrency)

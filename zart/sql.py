@@ -87,7 +87,7 @@ SET run_at = now() + make_interval(secs => %(lease)s),
 FROM ready, zart_execution_runs r
 WHERE t.id = ready.id AND r.id = t.execution_id
 RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow, r.status, r.input::text,
-          extract(epoch FROM r.deadline_at - now())::float8
+          extract(epoch FROM r.deadline_at - now())::float8, t.step_key, t.payload::text, t.seq, t.grp
 """
 
 # Tasks whose execution row is gone (pruned or never written): nothing can run them.
@@ -144,9 +144,10 @@ WHERE t.id = held.id AND t.claims = held.claims
 RETURNING t.id
 """
 
-# Hands tasks back, each to run again after its delay ('Infinity': only an event wakes it). A task
-# released to wait for an event runs again at once if that event is already there: the event may
-# have been delivered while the worker was running the execution (see SEND_EVENT's locking).
+# Hands tasks back, each to run again after its delay ('Infinity': only an event or its branches wake
+# it). A task released to wait for an event runs again at once if that event is already there (it
+# may have been delivered while the worker ran the execution: see LOCK_EXECUTION_TASK), and one
+# released to wait for its branches runs again at once if none is left (see WAKE_FANNED_IN).
 RELEASE_TASKS = """
 UPDATE zart_tasks t
 SET run_at = CASE
@@ -154,12 +155,16 @@ SET run_at = CASE
             SELECT 1 FROM zart_events e
             WHERE e.execution_id = t.execution_id AND e.name = f.event AND e.consumed_by IS NULL)
         THEN now()
+        WHEN f.branches AND NOT EXISTS (
+            SELECT 1 FROM zart_tasks b WHERE b.execution_id = t.execution_id AND b.kind = 'step')
+        THEN now()
         WHEN f.delay = 'Infinity'::float8 THEN 'infinity'::timestamptz
         ELSE now() + make_interval(secs => f.delay)
     END,
     claimed_by = NULL
-FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events)s::text[])
-     AS f(id, claims, delay, event)
+FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events)s::text[],
+            %(branches)s::bool[])
+     AS f(id, claims, delay, event, branches)
 WHERE t.id = f.id AND t.claims = f.claims
 RETURNING t.run_at <= now()
 """
@@ -224,6 +229,58 @@ WHERE r.id = f.id
 """
 
 DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"
+
+# A finished execution leaves no task behind (branches still queued when it timed out included).
+DELETE_EXECUTION_TASKS = "DELETE FROM zart_tasks WHERE execution_id = ANY(%(ids)s::text[])"
+
+# -- fan-out and fan-in (zart.parallel, zart.map) -----------------------------------------------------
+
+# Branches are inserted in the same transaction that parks the workflow task, so none can finish
+# before the workflow is parked. Re-inserting on replay is a no-op.
+INSERT_BRANCH_TASKS = """
+INSERT INTO zart_tasks (execution_id, kind, step_key, payload, seq, grp, run_at)
+SELECT f.execution_id, 'step', f.step_key, f.payload::json, f.seq, f.grp,
+       CASE WHEN f.ready THEN now() ELSE 'infinity'::timestamptz END
+FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(payloads)s::text[], %(seqs)s::int[],
+            %(grps)s::int[], %(readies)s::bool[])
+     AS f(execution_id, step_key, payload, seq, grp, ready)
+ON CONFLICT (execution_id, step_key) WHERE kind = 'step' DO NOTHING
+"""
+
+# Fan-in serialises on the workflow task's row: every batch that finishes a branch locks it (with
+# its own tasks, in id order, so batches cannot deadlock) before deciding whether it finished the
+# last branch. Two branches finishing at the same moment in two processes therefore see each
+# other's deletion, and exactly one of them wakes the workflow.
+LOCK_TASKS_FOR_FAN_IN = """
+SELECT id FROM zart_tasks
+WHERE id = ANY(%(ids)s::bigint[])
+   OR (kind = 'workflow' AND execution_id = ANY(%(execution_ids)s::text[]))
+ORDER BY id
+FOR UPDATE
+"""
+
+# zart.map's window: each finished branch readies the next parked branch of its fan-out.
+READY_PARKED_BRANCHES = """
+UPDATE zart_tasks t SET run_at = now()
+FROM (SELECT p.id
+      FROM unnest(%(execution_ids)s::text[], %(grps)s::int[], %(counts)s::int[]) AS f(execution_id, grp, n)
+      CROSS JOIN LATERAL (
+          SELECT x.id FROM zart_tasks x
+          WHERE x.execution_id = f.execution_id AND x.grp = f.grp AND x.kind = 'step'
+            AND x.run_at = 'infinity'
+          ORDER BY x.id LIMIT f.n
+          FOR UPDATE SKIP LOCKED) p) picked
+WHERE t.id = picked.id
+RETURNING t.id
+"""
+
+WAKE_FANNED_IN = """
+UPDATE zart_tasks w SET run_at = now()
+WHERE w.kind = 'workflow' AND w.execution_id = ANY(%(execution_ids)s::text[])
+  AND w.claimed_by IS NULL
+  AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
+RETURNING w.id
+"""
 
 # -- events ------------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import attrs
+import orjson
 import psycopg
 import trio
 from psycopg_pool import ConnectionPool
@@ -38,7 +39,15 @@ from . import registry, sql
 from .completer import Completer, Fragment
 from .db import connect, open_pool, resolve_url
 from .durations import parse_duration
-from .replay import Checkpoint, ExecutionContext, LastAttempt, LeaseLost, PendingEvent, Services
+from .replay import (
+    Checkpoint,
+    ExecutionContext,
+    LastAttempt,
+    LeaseLost,
+    PendingEvent,
+    Services,
+    StepCall,
+)
 from .schema import ensure_migrated
 
 log = logging.getLogger("zart.worker")
@@ -62,6 +71,11 @@ class ClaimedTask:
     history: list[Checkpoint]
     last_attempts: dict[str, LastAttempt]
     events: list[PendingEvent]
+    # Branch tasks (kind 'step') only: the step to run, its arguments, its position and fan-out.
+    step_key: str | None = None
+    payload_json: str | None = None
+    seq: int | None = None
+    group: int | None = None
 
 
 @attrs.define
@@ -310,8 +324,25 @@ class Worker:
                 history=history.get(execution_id, []),
                 last_attempts=attempts.get(execution_id, {}),
                 events=events.get(execution_id, []),
+                step_key=step_key,
+                payload_json=payload_json,
+                seq=seq,
+                group=group,
             )
-            for task_id, claims, execution_id, kind, workflow, status, input_json, seconds_left in rows
+            for (
+                task_id,
+                claims,
+                execution_id,
+                kind,
+                workflow,
+                status,
+                input_json,
+                seconds_left,
+                step_key,
+                payload_json,
+                seq,
+                group,
+            ) in rows
         ]
         return tasks, None
 
@@ -339,11 +370,19 @@ class Worker:
             await self._completer.commit(Fragment(task.execution_id, task.id, task.claims, finish_task=True))
             return
         workflow = registry.get_workflow(task.workflow)
-        if workflow is None:
+        branch = None
+        if task.kind == "step":
+            assert task.payload_json is not None
+            branch = orjson.loads(task.payload_json)
+            step = registry.get_step(branch["step"])
+            missing = None if step is not None else f"step {branch['step']!r}"
+        else:
+            missing = None if workflow is not None else f"workflow {task.workflow!r}"
+        if missing is not None:
             log.warning(
-                "execution %s needs workflow %r, which this worker does not have; handing it back",
+                "execution %s needs %s, which this worker does not have; handing it back",
                 task.execution_id,
-                task.workflow,
+                missing,
             )
             await self._completer.commit(
                 Fragment(task.execution_id, task.id, task.claims, release_after=self.poll_interval)
@@ -351,6 +390,7 @@ class Worker:
             return
         execution = ExecutionContext(
             execution_id=task.execution_id,
+            workflow_name=task.workflow,
             workflow=workflow,
             task_id=task.id,
             claims=task.claims,
@@ -363,6 +403,11 @@ class Worker:
             if task.seconds_to_deadline is None
             else trio.current_time() + task.seconds_to_deadline,
         )
+        if branch is not None:
+            assert task.step_key is not None and task.seq is not None and task.group is not None
+            call = StepCall(execution, step, task.step_key, tuple(branch["args"]), branch["kwargs"])
+            await execution.run_branch(call, task.seq, task.group)
+            return
         await execution.run(task.input_json)
         self.executions_finished += 1
 
@@ -416,6 +461,7 @@ class Worker:
                         "claims": [t.claims for t in held],
                         "delays": [0.0] * len(held),
                         "events": [None] * len(held),
+                        "branches": [False] * len(held),
                     },
                 )
                 conn.execute(sql.NOTIFY_TASKS)

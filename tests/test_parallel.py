@@ -1,0 +1,251 @@
+"""Parallel steps and durable loops (issue 5), with real worker processes and a real SIGKILL."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+import zart
+
+from .apps import fanout_app
+from .helpers import WorkerProcess, query, scalar, wait_until
+
+IDEMPOTENT_EFFECTS_SQL = (
+    "CREATE TABLE IF NOT EXISTS test_idempotent_effects (idempotency_key text PRIMARY KEY)"
+)
+
+
+@pytest.fixture
+def idempotent_effects(database_url):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(IDEMPOTENT_EFFECTS_SQL)
+    return database_url
+
+
+def effects(url: str, execution_id: str) -> dict[str, int]:
+    return dict(
+        query(
+            url,
+            "SELECT step_key, count(*) FROM test_effects WHERE execution_id = %s GROUP BY step_key",
+            (execution_id,),
+        )
+    )
+
+
+def test_parallel_naps_run_concurrently_on_two_worker_processes(database_url, subprocess_env):
+    workers = [WorkerProcess(subprocess_env, app="tests.apps.fanout_app") for _ in range(2)]
+    try:
+        for process in workers:
+            process.wait_started()
+        handle = zart.start(fanout_app.three_naps, database_url=database_url)
+        results = handle.result(timeout=30)
+    finally:
+        for process in workers:
+            process.stop()
+    assert [r.split(" ")[0] for r in results] == ["a", "b", "c"]
+    info = handle.info()
+    elapsed = (info.finished_at - info.created_at).total_seconds()
+    assert elapsed < 0.75, f"3 x 300 ms in parallel took {elapsed:.3f} s"
+    keys = query(
+        database_url,
+        "SELECT step_key, seq FROM zart_steps WHERE execution_id = %s ORDER BY seq",
+        (handle.id,),
+    )
+    assert keys == [("nap-300ms#1", 0), ("nap-300ms#2", 1), ("nap-300ms#3", 2)]
+
+
+def test_sigkill_after_two_of_three_branches_reruns_only_the_third(database_url, subprocess_env, tmp_path):
+    gate = tmp_path / "gate"
+    first = WorkerProcess(subprocess_env, app="tests.apps.fanout_app")
+    try:
+        first.wait_started()
+        handle = zart.start(fanout_app.two_quick_one_gated, {"gate": str(gate)}, database_url=database_url)
+        wait_until(
+            lambda: (
+                scalar(
+                    database_url,
+                    "SELECT count(*) FROM zart_steps WHERE execution_id = %s AND status = 'completed'",
+                    (handle.id,),
+                )
+                == 2
+                and effects(database_url, handle.id).get("gated-branch#1") == 1
+            ),
+            what="two branches checkpointed and the third running",
+        )
+        first.kill()
+    finally:
+        first.stop()
+    gate.touch()
+    second = WorkerProcess(subprocess_env, app="tests.apps.fanout_app")
+    try:
+        second.wait_started()
+        assert handle.result(timeout=30) == ["A", "B", "gate opened"]
+    finally:
+        second.stop()
+    assert effects(database_url, handle.id) == {"quick#1": 1, "quick#2": 1, "gated-branch#1": 2}
+    assert query(
+        database_url,
+        "SELECT attempt, outcome FROM zart_step_attempts WHERE execution_id = %s"
+        " AND step_key = 'gated-branch#1' ORDER BY attempt",
+        (handle.id,),
+    ) == [(1, "abandoned"), (2, "succeeded")]
+
+
+def test_map_over_1000_items_with_a_sigkill_in_the_middle(idempotent_effects, subprocess_env):
+    url = idempotent_effects
+    first = WorkerProcess(subprocess_env, "--concurrency", "40", app="tests.apps.fanout_app")
+    try:
+        first.wait_started()
+        handle = zart.start(
+            fanout_app.square_all, {"count": 1000, "concurrency": 20, "slow": 0.005}, database_url=url
+        )
+
+        def checkpointed() -> int:
+            return scalar(url, "SELECT count(*) FROM zart_steps WHERE execution_id = %s", (handle.id,))
+
+        wait_until(lambda: checkpointed() >= 300, timeout=60, what="300 items checkpointed")
+        first.kill()
+    finally:
+        first.stop()
+    before_kill = {
+        row[0] for row in query(url, "SELECT step_key FROM zart_steps WHERE execution_id = %s", (handle.id,))
+    }
+    assert 300 <= len(before_kill) < 1000
+    second = WorkerProcess(subprocess_env, "--concurrency", "40", app="tests.apps.fanout_app")
+    try:
+        second.wait_started()
+        results = handle.result(timeout=120)
+    finally:
+        second.stop()
+    assert results == [n * n for n in range(1000)]
+    counts = effects(url, handle.id)
+    assert set(counts) == {f"process-item[{i}]" for i in range(1000)}
+    repeated = {key for key, count in counts.items() if count > 1}
+    # Only items in flight at the kill ran again (at most the window of 20), never a checkpointed one.
+    abandoned = {
+        row[0]
+        for row in query(
+            url,
+            "SELECT step_key FROM zart_step_attempts WHERE execution_id = %s AND outcome = 'abandoned'",
+            (handle.id,),
+        )
+    }
+    assert repeated <= abandoned and len(abandoned) <= 20
+    assert not (repeated & before_kill)
+    assert all(counts[key] == 1 for key in before_kill)
+    # The side effect keyed by zart.context().idempotency_key happened exactly once per item.
+    assert (
+        scalar(
+            url,
+            "SELECT count(*) FROM test_idempotent_effects WHERE idempotency_key LIKE %s",
+            (f"{handle.id}/%",),
+        )
+        == 1000
+    )
+
+
+def test_200_fan_outs_of_10_branches_wake_each_continuation_exactly_once(fresh_database_url, subprocess_env):
+    url = fresh_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Audit every claim of a workflow task: a continuation scheduled twice would be claimed twice.
+        conn.execute("CREATE TABLE test_claims (execution_id text, claims int)")
+        conn.execute(
+            """CREATE FUNCTION test_audit_claim() RETURNS trigger AS $$
+               BEGIN
+                 IF NEW.kind = 'workflow' AND NEW.claims > OLD.claims THEN
+                   INSERT INTO test_claims VALUES (NEW.execution_id, NEW.claims);
+                 END IF;
+                 RETURN NEW;
+               END $$ LANGUAGE plpgsql"""
+        )
+        conn.execute(
+            "CREATE TRIGGER test_audit_claim AFTER UPDATE ON zart_tasks"
+            " FOR EACH ROW EXECUTE FUNCTION test_audit_claim()"
+        )
+    env = dict(subprocess_env, ZART_DATABASE_URL=url)
+    workers = [WorkerProcess(env, "--concurrency", "100", app="tests.apps.fanout_app") for _ in range(2)]
+    try:
+        for process in workers:
+            process.wait_started()
+        handles = [zart.start(fanout_app.fan_out_ten, database_url=url) for _ in range(200)]
+        wait_until(
+            lambda: scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE status = 'completed'") == 200,
+            timeout=120,
+            interval=0.1,
+            what="200 fan-outs to complete",
+        )
+    finally:
+        for process in workers:
+            process.stop()
+    assert handles[0].result(timeout=1) == sum(i * 10 for i in range(10))
+    # Each execution's workflow task was claimed exactly twice: at the start and for the continuation.
+    assert query(
+        url,
+        "SELECT count(*), min(n), max(n)"
+        " FROM (SELECT count(*) AS n FROM test_claims GROUP BY execution_id) c",
+    ) == [(200, 2, 2)]
+    assert query(
+        url, "SELECT step_key, count(*) FROM test_effects WHERE step_key = 'after-fan-in#1' GROUP BY 1"
+    ) == [("after-fan-in#1", 200)]
+    assert scalar(url, "SELECT count(*) FROM test_effects") == 200 * 12  # start + 10 branches + continuation
+    assert scalar(url, "SELECT count(DISTINCT (execution_id, step_key)) FROM test_effects") == 200 * 12
+    assert (
+        scalar(
+            url,
+            "SELECT count(DISTINCT worker_id) FROM zart_step_attempts WHERE step_key LIKE 'branch-work%%'",
+        )
+        == 2
+    )
+    assert scalar(url, "SELECT count(*) FROM zart_tasks") == 0
+
+
+def test_one_failing_branch_raises_step_failed_after_all_finished(database_url, worker):
+    handle = zart.start(fanout_app.one_branch_fails, database_url=database_url)
+    result = handle.result(timeout=30)
+    assert result["failed_key"] == "maybe-fail#2"
+    assert result["message"] == "bad-1 cannot be found"
+    assert result["outcomes"] == [
+        {"key": "maybe-fail#1", "status": "completed", "result": "ok:x"},
+        {
+            "key": "maybe-fail#2",
+            "status": "failed",
+            "error_type": "LookupError",
+            "message": "bad-1 cannot be found",
+        },
+        {"key": "maybe-fail#3", "status": "completed", "result": "ok:y"},
+        {
+            "key": "maybe-fail#4",
+            "status": "failed",
+            "error_type": "LookupError",
+            "message": "bad-2 cannot be found",
+        },
+    ]
+    assert effects(database_url, handle.id) == {f"maybe-fail#{i}": 1 for i in range(1, 5)}
+
+
+def test_for_loops_and_map_use_their_own_checkpoint_keys(database_url, worker):
+    handle = zart.start(fanout_app.loop_styles, {"words": ["x", "y", "z"]}, database_url=database_url)
+    assert handle.result(timeout=30) == {"looped": ["X", "Y", "Z"], "mapped": ["X", "Y", "Z"]}
+    keys = [
+        row[0]
+        for row in query(
+            database_url, "SELECT step_key FROM zart_steps WHERE execution_id = %s ORDER BY seq", (handle.id,)
+        )
+    ]
+    assert keys == ["quick#1", "quick#2", "quick#3", "quick[0]", "quick[1]", "quick[2]"]
+
+
+def test_parallel_and_map_reject_bad_arguments(database_url, worker):
+    @zart.workflow(f"bad-parallel-{uuid.uuid4().hex[:6]}")
+    async def bad_parallel() -> None:
+        await zart.parallel(fanout_app.quick("a"), "not a step call")
+
+    handle = zart.start(bad_parallel, database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed, match=r"zart\.parallel\(\) takes step calls"):
+        handle.result(timeout=30)
+    with pytest.raises(zart.ZartError, match="only be awaited inside a workflow"):
+        import trio
+
+        trio.run(zart.map, fanout_app.quick, ["a"])
