@@ -143,7 +143,7 @@ def test_changed_step_order_fails_with_non_determinism_error_naming_both_keys(
 def test_two_workers_run_500_workflows_each_step_exactly_once(fresh_database_url, subprocess_env):
     url = fresh_database_url
     env = dict(subprocess_env, ZART_DATABASE_URL=url)
-    workers = [WorkerProcess(env, "--concurrency", "50", "--batch", "20") for _ in range(2)]
+    workers = [WorkerProcess(env, "--concurrency", "50", "--batch", "20", "--lease", "10s") for _ in range(2)]
     try:
         for process in workers:
             process.wait_started()
