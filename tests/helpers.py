@@ -15,6 +15,9 @@ import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The log line a worker prints once it is claiming.
+WORKER_STARTED = "event=worker.started"
+
 # Steps of the test apps insert one row here per run of their body: counting rows counts side effects.
 EFFECTS_TABLE_SQL = """
 CREATE TABLE IF NOT EXISTS test_effects (
@@ -89,7 +92,7 @@ class WorkerProcess:
 
     def wait_started(self, timeout: float = 30) -> None:
         wait_until(
-            lambda: "started" in self.log() or self.process.poll() is not None,
+            lambda: WORKER_STARTED in self.log() or self.process.poll() is not None,
             timeout,
             what="the worker to start",
         )

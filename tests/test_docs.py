@@ -27,7 +27,7 @@ import orjson
 import pytest
 
 from .conftest import _create_database, _drop_database
-from .helpers import REPO_ROOT, wait_until, zart_command
+from .helpers import REPO_ROOT, WORKER_STARTED, wait_until, zart_command
 
 EXAMPLES = REPO_ROOT / "examples"
 OWNED_BY_OTHERS = {"docs/architecture.md", "docs/benchmarks.md"}
@@ -179,7 +179,7 @@ class BackgroundWorker:
             executable(argv), env=env, cwd=EXAMPLES, stdout=self._log, stderr=subprocess.STDOUT
         )
         wait_until(
-            lambda: " started" in log_path.read_text() or self.process.poll() is not None,
+            lambda: WORKER_STARTED in log_path.read_text() or self.process.poll() is not None,
             60,
             what=f"`{shlex.join(argv)}` to start",
         )

@@ -26,8 +26,13 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from . import sql
+from .logs import log_event
 
 log = logging.getLogger("zart.completer")
+
+# How long a batch keeps retrying through a lost connection before its executions give up (their
+# tasks are then resumed from their checkpoints by whichever worker claims them next).
+_GIVE_UP_SECONDS = 120.0
 
 
 @attrs.define
@@ -125,11 +130,9 @@ class Completer:
                 del self._queue[: self._max_batch]
                 fragments = [fragment for fragment, _ in batch]
                 try:
-                    valid = await trio.to_thread.run_sync(
-                        partial(self._write, fragments), limiter=self._limiter
-                    )
+                    valid = await self._write_with_retries(fragments)
                 except (psycopg.Error, OSError) as exc:
-                    log.warning("checkpoint batch of %d failed: %s", len(batch), exc)
+                    log_event(log, "checkpoint.failed", logging.WARNING, fragments=len(batch), error=exc)
                     for _, waiter in batch:
                         waiter.error = exc
                         waiter.done.set()
@@ -139,6 +142,31 @@ class Completer:
                 for fragment, waiter in batch:
                     waiter.committed = fragment.task_id in valid
                     waiter.done.set()
+
+    async def _write_with_retries(self, fragments: list[Fragment]) -> set[int]:
+        """Commit a batch, retrying while the connection is lost (PostgreSQL restarting).
+
+        Safe to repeat even when a commit's outcome is unknown: every write of a batch is
+        idempotent (ON CONFLICT, upserts, re-checked fencing tokens), and if the leases lapse
+        meanwhile, the re-checked tokens drop the fragments instead of writing them.
+        """
+        delay = 0.1
+        waited = 0.0
+        while True:
+            try:
+                valid = await trio.to_thread.run_sync(partial(self._write, fragments), limiter=self._limiter)
+            except psycopg.OperationalError as exc:
+                if waited >= _GIVE_UP_SECONDS:
+                    raise
+                if waited == 0:
+                    log_event(log, "database.lost", logging.WARNING, error=exc)
+                await trio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 2.0)
+                continue
+            if waited:
+                log_event(log, "database.reconnected", after_seconds=round(waited, 1))
+            return valid
 
     def _write(self, fragments: list[Fragment]) -> set[int]:
         """One transaction for the whole batch (runs in a worker thread)."""

@@ -68,6 +68,21 @@ SET last_seen_at = now(), timeout_seconds = excluded.timeout_seconds
 
 SELECT_REGISTERED_WORKFLOWS = "SELECT name, timeout_seconds FROM zart_workflows ORDER BY name"
 
+# -- workers -----------------------------------------------------------------------------------------
+
+REGISTER_WORKER = """
+INSERT INTO zart_workers (id, host, pid, supervisor_pid, concurrency)
+VALUES (%(id)s, %(host)s, %(pid)s, %(supervisor_pid)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+"""
+
+WORKER_HEARTBEAT = "UPDATE zart_workers SET heartbeat_at = now() WHERE id = %(id)s"
+
+UNREGISTER_WORKER = "DELETE FROM zart_workers WHERE id = %(id)s"
+
+# Rows of workers that died without unregistering, kept a day for the record.
+FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - interval '1 day'"
+
 # -- claiming ------------------------------------------------------------------------------------------
 
 # One index range scan on zart_tasks_run_at_idx. Claiming moves run_at to the end of the lease, so

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -39,6 +40,7 @@ from . import registry, sql
 from .completer import Completer, Fragment
 from .db import connect, open_pool, resolve_url
 from .durations import parse_duration
+from .logs import log_event
 from .replay import (
     Checkpoint,
     ExecutionContext,
@@ -54,6 +56,7 @@ log = logging.getLogger("zart.worker")
 T = TypeVar("T")
 
 _DB_RETRY_SECONDS = 1.0
+_BATON_SECONDS = 2.0
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
 
@@ -101,6 +104,9 @@ class Worker:
         lease: Any = "30s",
         poll_interval: Any = "5s",
         listen: bool = True,
+        grace: Any = "30s",
+        claim_baton: Any = None,
+        supervisor_pid: int | None = None,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be at least 1")
@@ -109,10 +115,16 @@ class Worker:
         self.batch = batch
         self.lease = parse_duration(lease, "lease")
         self.poll_interval = parse_duration(poll_interval, "poll interval")
+        self.grace = parse_duration(grace, "grace period")
         self.listen = listen
+        # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
+        # way until this time". One notification then makes one worker claim, not all of them.
+        self._claim_baton = claim_baton
+        self._supervisor_pid = supervisor_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held: dict[int, _Held] = {}
         self._wake = trio.Event()
+        self._drained = trio.Event()
         self._pool: ConnectionPool | None = None
         self._db_limiter: trio.CapacityLimiter | None = None
         self._completer: Completer | None = None
@@ -123,12 +135,17 @@ class Worker:
         self._cancel_scope: trio.CancelScope | None = None
         self.executions_finished = 0
         self._stopping = False
+        self._draining = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run in the foreground until SIGINT or SIGTERM (the `zart worker` command)."""
-        trio.run(self._main_with_signals)
+        """Run in the foreground (the `zart worker` command).
+
+        SIGTERM or SIGINT drains: no new claims, in-flight work gets up to `grace` seconds to
+        finish, what is left is handed back. A second SIGINT stops at once.
+        """
+        trio.run(self._main, True)
 
     def start(self, timeout: float = 30.0) -> Worker:
         """Run in a background thread (tests, embedding); returns once the worker is claiming."""
@@ -156,19 +173,33 @@ class Worker:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    async def _main_with_signals(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stop_on_signal, nursery.cancel_scope)
-            await self._main()
-            nursery.cancel_scope.cancel()
-
-    async def _stop_on_signal(self, scope: trio.CancelScope) -> None:
+    async def _handle_signals(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
-                log.info("worker %s stopping on %s", self.worker_id, signal.Signals(signum).name)
-                self._request_stop()
-                scope.cancel()
-                return
+                name = signal.Signals(signum).name
+                if self._draining:
+                    if signum == signal.SIGINT:
+                        log_event(log, "worker.stop_now", worker=self.worker_id, signal=name)
+                        self._request_stop()
+                    continue
+                nursery.start_soon(self._drain, name)
+
+    async def _drain(self, reason: str) -> None:
+        """Stop claiming; give in-flight work `grace` seconds; then stop (handing back the rest)."""
+        self._draining = True
+        self._wake.set()
+        log_event(
+            log,
+            "worker.draining",
+            worker=self.worker_id,
+            reason=reason,
+            in_flight=len(self._held),
+            grace=self.grace,
+        )
+        if self._held:
+            with trio.move_on_after(self.grace):
+                await self._drained.wait()
+        self._request_stop()
 
     def _request_stop(self) -> None:
         # Runners cancelled from here on keep their entry in _held, so that _release_held can
@@ -177,9 +208,10 @@ class Worker:
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
-    async def _main(self) -> None:
+    async def _main(self, handle_signals: bool = False) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._wake = trio.Event()
+        self._drained = trio.Event()
         try:
             await trio.to_thread.run_sync(self._setup)
         except BaseException as exc:
@@ -194,19 +226,37 @@ class Worker:
                 if self._stopping:  # stop() came while we were connecting
                     self._cancel_scope.cancel()
                 async with trio.open_nursery() as nursery:
+                    if handle_signals:
+                        nursery.start_soon(self._handle_signals, nursery)
                     self._completer = Completer(self._pool, self._db_limiter, self.worker_id, self.lease)
                     nursery.start_soon(self._completer.run)
                     if self.listen:
                         nursery.start_soon(self._listen)
                     nursery.start_soon(self._heartbeat)
                     nursery.start_soon(self._claim_loop, nursery)
-                    log.info("worker %s started", self.worker_id)
+                    log_event(
+                        log,
+                        "worker.started",
+                        worker=self.worker_id,
+                        pid=os.getpid(),
+                        concurrency=self.concurrency,
+                        batch=self.batch,
+                        lease=self.lease,
+                        listen=self.listen,
+                    )
                     self._ready.set()
         finally:
             with trio.CancelScope(shield=True):
-                await self._release_held()
+                released = await self._release_held()
+                await self._db_quietly(self._unregister)
                 await trio.to_thread.run_sync(self._pool.close)
-            log.info("worker %s stopped", self.worker_id)
+            log_event(
+                log,
+                "worker.stopped",
+                worker=self.worker_id,
+                handed_back=released,
+                finished=self.executions_finished,
+            )
 
     def _setup(self) -> None:
         url = resolve_url(self.database_url)
@@ -216,6 +266,18 @@ class Worker:
         self._pool = open_pool(url, min_size=2, max_size=size, name="zart-worker")
         self._db_limiter = trio.CapacityLimiter(size)
         self._step_limiter = trio.CapacityLimiter(self.concurrency)
+        with self._pool.connection() as conn:
+            conn.execute(
+                sql.REGISTER_WORKER,
+                {
+                    "id": self.worker_id,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "supervisor_pid": self._supervisor_pid,
+                    "concurrency": self.concurrency,
+                },
+            )
+            conn.execute(sql.FORGET_DEAD_WORKERS)
         workflows = registry.workflows()
         if workflows:
             with self._pool.connection() as conn:
@@ -223,6 +285,17 @@ class Worker:
                     sql.REGISTER_WORKFLOWS,
                     {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
                 )
+
+    def _unregister(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.UNREGISTER_WORKER, {"id": self.worker_id})
+
+    async def _db_quietly(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`_db`, but a database error is logged, not raised (shutdown paths)."""
+        try:
+            return await self._db(fn, *args)
+        except (psycopg.Error, OSError) as exc:
+            log_event(log, "worker.db_error", logging.WARNING, worker=self.worker_id, error=exc)
+            return None
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` on a pooled connection in a thread: one hop per transaction."""
@@ -239,11 +312,16 @@ class Worker:
 
     async def _listen(self) -> None:
         """Set the wake-up event whenever a NOTIFY arrives; reconnect if the connection drops."""
+        lost = False
+        delay = _DB_RETRY_SECONDS
         while True:
             conn: psycopg.Connection | None = None
             try:
                 conn = await trio.to_thread.run_sync(partial(connect, self.database_url))
                 conn.execute(f"LISTEN {sql.TASKS_CHANNEL}")
+                if lost:
+                    log_event(log, "listen.reconnected", worker=self.worker_id)
+                    lost, delay = False, _DB_RETRY_SECONDS
                 self._wake.set()  # anything that happened while we were not listening
                 while True:
                     await trio.lowlevel.wait_readable(conn.fileno())
@@ -254,8 +332,11 @@ class Worker:
                     if got:
                         self._wake.set()
             except (psycopg.Error, OSError) as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting", exc)
-                await trio.sleep(1.0)
+                if not lost:
+                    log_event(log, "listen.lost", logging.WARNING, worker=self.worker_id, error=exc)
+                    lost = True
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
             finally:
                 if conn is not None:
                     conn.close()
@@ -263,28 +344,55 @@ class Worker:
     # -- claiming ---------------------------------------------------------------------------------
 
     async def _claim_loop(self, nursery: trio.Nursery) -> None:
-        while True:
+        failing = False
+        while not self._draining:
             self._wake = trio.Event()
             free = self.concurrency - len(self._held)
             wait = self.poll_interval
-            if free > 0:
+            if free > 0 and self._take_baton():
                 limit = min(free, self.batch)
                 try:
                     tasks, next_due = await self._db(self._claim, limit)
                 except (psycopg.Error, OSError) as exc:
-                    log.warning("claiming failed (%s); retrying in %.1f s", exc, _DB_RETRY_SECONDS)
+                    if not failing:
+                        log_event(log, "claim.failing", logging.WARNING, worker=self.worker_id, error=exc)
+                        failing = True
                     await trio.sleep(_DB_RETRY_SECONDS)
                     continue
+                finally:
+                    self._drop_baton()
+                if failing:
+                    log_event(log, "claim.recovered", worker=self.worker_id)
+                    failing = False
                 for task in tasks:
                     scope = trio.CancelScope()
                     self._held[task.id] = _Held(task, scope)
                     nursery.start_soon(self._run_task, task, scope)
                 if len(tasks) == limit:
-                    continue  # there may be more ready right now
+                    if len(self._held) < self.concurrency:
+                        continue  # there may be more ready right now
+                    if self._claim_baton is not None:
+                        # We are full and more may be ready: hand over to the next idle worker.
+                        await self._db_quietly(lambda conn: conn.execute(sql.NOTIFY_TASKS))
                 if next_due is not None:
                     wait = min(wait, max(next_due, 0.0))
             with trio.move_on_after(wait):
                 await self._wake.wait()
+
+    def _take_baton(self) -> bool:
+        """True if this worker should run the claim now (always, outside a supervisor)."""
+        baton = self._claim_baton
+        if baton is None:
+            return True
+        now = time.time()
+        if baton.value > now:
+            return False  # a sibling is claiming; it hands over if it fills up
+        baton.value = now + _BATON_SECONDS  # expires by itself if we die holding it
+        return True
+
+    def _drop_baton(self) -> None:
+        if self._claim_baton is not None:
+            self._claim_baton.value = 0.0
 
     def _claim(self, conn: psycopg.Connection, limit: int) -> tuple[list[ClaimedTask], float | None]:
         with conn.transaction():
@@ -355,14 +463,23 @@ class Worker:
             with scope:
                 await self._run_execution(task)
         except LeaseLost:
-            log.warning("lost the lease on execution %s; another worker has it", task.execution_id)
+            log_event(log, "lease.lost", logging.WARNING, worker=self.worker_id, execution=task.execution_id)
         except (psycopg.Error, OSError) as exc:
-            log.warning("execution %s interrupted by a database error: %s", task.execution_id, exc)
+            log_event(
+                log,
+                "execution.interrupted",
+                logging.WARNING,
+                worker=self.worker_id,
+                execution=task.execution_id,
+                error=exc,
+            )
         finally:
             if not self._stopping:
                 self._held.pop(task.id, None)
             if was_full:
                 self._wake.set()
+            if self._draining and not self._held:
+                self._drained.set()
 
     async def _run_execution(self, task: ClaimedTask) -> None:
         assert self._completer is not None
@@ -418,20 +535,32 @@ class Worker:
     # -- leases -----------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        """Every lease/3: renew held leases and this worker's row; cancel what was taken over."""
         while True:
             await trio.sleep(self.lease / 3)
+            orphaned = self._supervisor_pid is not None and os.getppid() != self._supervisor_pid
+            if orphaned and not self._draining:  # the supervisor died: finish up and exit
+                trio.lowlevel.spawn_system_task(self._drain, "supervisor gone")
             held = list(self._held.values())
-            if not held:
-                continue
             try:
-                kept = await self._db(self._extend, [h.task for h in held])
+                kept = await self._db(self._beat, [h.task for h in held])
             except (psycopg.Error, OSError) as exc:
-                log.warning("lease renewal failed (%s); retrying", exc)
+                log_event(log, "heartbeat.failed", logging.WARNING, worker=self.worker_id, error=exc)
                 continue
             for entry in held:
                 if entry.task.id not in kept and entry.task.id in self._held:
-                    log.warning("lease lost on execution %s", entry.task.execution_id)
+                    log_event(
+                        log,
+                        "lease.lost",
+                        logging.WARNING,
+                        worker=self.worker_id,
+                        execution=entry.task.execution_id,
+                    )
                     entry.scope.cancel()
+
+    def _beat(self, conn: psycopg.Connection, tasks: list[ClaimedTask]) -> set[int]:
+        conn.execute(sql.WORKER_HEARTBEAT, {"id": self.worker_id})
+        return self._extend(conn, tasks) if tasks else set()
 
     def _extend(self, conn: psycopg.Connection, tasks: Iterable[ClaimedTask]) -> set[int]:
         tasks = sorted(tasks, key=lambda t: t.id)
@@ -445,12 +574,12 @@ class Worker:
         ).fetchall()
         return {row[0] for row in rows}
 
-    async def _release_held(self) -> None:
+    async def _release_held(self) -> int:
         """Hand in-flight tasks back at shutdown so another worker resumes them at once."""
         held = [h.task for h in self._held.values()]
         self._held.clear()
         if not held or self._pool is None:
-            return
+            return 0
 
         def release(conn: psycopg.Connection) -> None:
             with conn.transaction():
@@ -466,7 +595,5 @@ class Worker:
                 )
                 conn.execute(sql.NOTIFY_TASKS)
 
-        try:
-            await self._db(release)
-        except (psycopg.Error, OSError) as exc:
-            log.warning("could not hand back %d tasks at shutdown: %s", len(held), exc)
+        await self._db_quietly(release)
+        return len(held)
