@@ -112,3 +112,37 @@ class WorkerProcess:
                 self.process.wait(5)
         self._log.close()
         return self.process.returncode
+
+
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(part) for part in text.split()]
+
+
+class SupervisorProcess(WorkerProcess):
+    """A real `zart supervise` subprocess."""
+
+    def __init__(self, env: dict[str, str], *extra: str, app: str = "tests.apps.chaos_app") -> None:
+        self.log_path = (
+            Path(os.environ.get("TMPDIR", "/tmp")) / f"zart-supervise-{os.getpid()}-{time.monotonic_ns()}.log"
+        )
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            zart_command("supervise", "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_workers(self, count: int, timeout: float = 30) -> list[int]:
+        wait_until(
+            lambda: self.log().count(WORKER_STARTED) >= count and len(child_pids(self.process.pid)) == count,
+            timeout,
+            what=f"{count} workers to start",
+        )
+        return child_pids(self.process.pid)

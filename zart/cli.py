@@ -129,6 +129,55 @@ def worker(
 
 
 @main.command()
+@database_url_option
+@app_option
+@click.option(
+    "--procs", default=os.cpu_count() or 1, show_default="the number of CPUs", help="Worker processes."
+)
+@click.option("--concurrency", default=100, show_default=True, help="Executions in flight per process.")
+@click.option("--batch", default=50, show_default=True, help="Tasks claimed per query.")
+@click.option(
+    "--grace", default="30s", show_default=True, help="How long SIGTERM lets in-flight work finish."
+)
+@click.option("--lease", default="30s", show_default=True, help="Lease on a claimed task.")
+@click.option("--poll-interval", default="5s", show_default=True, help="Fallback poll period.")
+@click.option("--no-listen", is_flag=True, help="Do not LISTEN for notifications; poll only.")
+@_handle_errors
+def supervise(
+    database_url: str | None,
+    apps: tuple[str, ...],
+    procs: int,
+    concurrency: int,
+    batch: int,
+    grace: str,
+    lease: str,
+    poll_interval: str,
+    no_listen: bool,
+) -> None:
+    """Fork PROCS worker processes and keep them running (SIGTERM/SIGINT drain them)."""
+    from .durations import parse_duration
+    from .supervisor import Supervisor
+
+    import_apps(apps)
+    logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
+    url = db.resolve_url(database_url)
+    schema.migrate(url)
+    supervisor = Supervisor(
+        url,
+        procs,
+        parse_duration(grace, "--grace"),
+        {
+            "concurrency": concurrency,
+            "batch": batch,
+            "lease": lease,
+            "poll_interval": poll_interval,
+            "listen": not no_listen,
+        },
+    )
+    sys.exit(supervisor.run())
+
+
+@main.command()
 @click.argument("workflow")
 @click.option("--input", "input_json", default=None, metavar="JSON", help="The workflow's input.")
 @click.option("--id", "execution_id", default=None, help="Execution id (default: a new UUID).")

@@ -178,7 +178,12 @@ class Completer:
                 conn.execute(sql.LOCK_TASKS_FOR_FAN_IN, {"ids": ids, "execution_ids": fan_in})
             rows = conn.execute(
                 sql.EXTEND_LEASES,
-                {"lease": self._lease, "ids": ids, "claims": [f.claims for f in fragments]},
+                {
+                    "lease": self._lease,
+                    "ids": ids,
+                    "claims": [f.claims for f in fragments],
+                    "worker": self._worker_id,
+                },
             ).fetchall()
             valid = {row[0] for row in rows}
             kept = [f for f in fragments if f.task_id in valid]

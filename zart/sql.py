@@ -150,12 +150,13 @@ GROUP BY a.execution_id, a.step_key
 # -- leases --------------------------------------------------------------------------------------------
 
 # Extends the leases of tasks this worker still holds; a task missing from RETURNING was taken over
-# (its lease lapsed and another worker claimed it): the fencing token `claims` no longer matches.
+# (its lease lapsed and another worker claimed it: the fencing token `claims` no longer matches),
+# or is no longer claimed (finished, or handed back to sleep or wait: its run_at must stay).
 EXTEND_LEASES = """
 UPDATE zart_tasks t
 SET run_at = now() + make_interval(secs => %(lease)s)
 FROM unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims)
-WHERE t.id = held.id AND t.claims = held.claims
+WHERE t.id = held.id AND t.claims = held.claims AND t.claimed_by = %(worker)s
 RETURNING t.id
 """
 

@@ -535,7 +535,12 @@ class Worker:
     # -- leases -----------------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        """Every lease/3: renew held leases and this worker's row; cancel what was taken over."""
+        """Every lease/3: renew held leases and this worker's row; cancel what was taken over.
+
+        A task also drops out of the renewal when its execution finished or was handed back while
+        the renewal ran, so a task counts as lost only when two renewals in a row miss it.
+        """
+        suspects: set[int] = set()
         while True:
             await trio.sleep(self.lease / 3)
             orphaned = self._supervisor_pid is not None and os.getppid() != self._supervisor_pid
@@ -547,8 +552,10 @@ class Worker:
             except (psycopg.Error, OSError) as exc:
                 log_event(log, "heartbeat.failed", logging.WARNING, worker=self.worker_id, error=exc)
                 continue
+            missed = {entry.task.id for entry in held if entry.task.id not in kept}
             for entry in held:
-                if entry.task.id not in kept and entry.task.id in self._held:
+                task_id = entry.task.id
+                if task_id in missed and task_id in suspects and self._held.get(task_id) is entry:
                     log_event(
                         log,
                         "lease.lost",
@@ -557,6 +564,7 @@ class Worker:
                         execution=entry.task.execution_id,
                     )
                     entry.scope.cancel()
+            suspects = missed
 
     def _beat(self, conn: psycopg.Connection, tasks: list[ClaimedTask]) -> set[int]:
         conn.execute(sql.WORKER_HEARTBEAT, {"id": self.worker_id})
@@ -570,6 +578,7 @@ class Worker:
                 "lease": self.lease,
                 "ids": [t.id for t in tasks],
                 "claims": [t.claims for t in tasks],
+                "worker": self.worker_id,
             },
         ).fetchall()
         return {row[0] for row in rows}

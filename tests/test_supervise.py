@@ -1,0 +1,261 @@
+"""The multiprocess engine (issue 6): `zart supervise` as a real subprocess, real SIGKILLs of its
+workers, a real PostgreSQL restart, SIGTERM drains, wake-up latency over LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+import zart
+
+from .apps import chaos_app, core_app
+from .conftest import _create_database, _drop_database
+from .helpers import EFFECTS_TABLE_SQL, SupervisorProcess, child_pids, query, run_cli, scalar, wait_until
+
+
+def completed(url: str) -> int:
+    return scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE status = 'completed'")
+
+
+def start_many(url: str, count: int) -> list[zart.ExecutionHandle]:
+    return [zart.start(chaos_app.chaos, n, database_url=url) for n in range(count)]
+
+
+def assert_no_checkpointed_step_ran_twice(url: str) -> None:
+    """Every step's side effect happened; a step ran twice only when its first attempt was cut short
+    (in flight at a kill or an outage), never after its checkpoint was committed."""
+    missing = scalar(
+        url,
+        "SELECT count(*) FROM zart_steps s WHERE NOT EXISTS (SELECT 1 FROM test_effects e"
+        " WHERE e.execution_id = s.execution_id AND e.step_key = s.step_key)",
+    )
+    assert missing == 0
+    repeated_without_cause = query(
+        url,
+        """SELECT e.execution_id, e.step_key, count(*) FROM test_effects e
+           GROUP BY 1, 2 HAVING count(*) > 1
+              AND count(*) > 1 + (SELECT count(*) FROM zart_step_attempts a
+                                  WHERE a.execution_id = e.execution_id AND a.step_key = e.step_key
+                                    AND a.outcome = 'abandoned')""",
+    )
+    assert repeated_without_cause == []
+    # A checkpoint has exactly one successful attempt.
+    assert query(
+        url,
+        "SELECT count(*) FROM (SELECT execution_id, step_key FROM zart_step_attempts"
+        " WHERE outcome = 'succeeded' GROUP BY 1, 2 HAVING count(*) > 1) d",
+    ) == [(0,)]
+
+
+def test_supervise_three_procs_runs_1000_workflows(fresh_database_url, subprocess_env):
+    url = fresh_database_url
+    supervisor = SupervisorProcess(
+        dict(subprocess_env, ZART_DATABASE_URL=url), "--procs", "3", "--lease", "10s"
+    )
+    try:
+        pids = supervisor.wait_workers(3)
+        live = query(url, "SELECT pid, supervisor_pid FROM zart_workers ORDER BY pid")
+        assert live == sorted((pid, supervisor.process.pid) for pid in pids)
+        handles = start_many(url, 1000)
+        wait_until(lambda: completed(url) == 1000, timeout=120, interval=0.1, what="1000 workflows")
+        assert handles[10].result(timeout=5) == (10 + 1) * 2 - 1
+    finally:
+        assert supervisor.stop() == 0
+    assert scalar(url, "SELECT count(*) FROM test_effects") == 3000
+    assert scalar(url, "SELECT count(DISTINCT worker_id) FROM zart_step_attempts") == 3
+    assert scalar(url, "SELECT count(*) FROM zart_workers") == 0  # each unregistered when it stopped
+
+
+def test_chaos_sigkill_a_random_worker_every_half_second(fresh_database_url, subprocess_env):
+    url = fresh_database_url
+    supervisor = SupervisorProcess(
+        dict(subprocess_env, ZART_DATABASE_URL=url), "--procs", "3", "--concurrency", "25"
+    )
+    kills = 0
+    try:
+        supervisor.wait_workers(3)
+        total = len(start_many(url, 2000))
+        while completed(url) < total or kills < 5:
+            if completed(url) >= total:
+                total += len(start_many(url, 300))  # keep work flowing until five kills under load
+            pids = child_pids(supervisor.process.pid)
+            if pids:
+                os.kill(random.choice(pids), signal.SIGKILL)
+                kills += 1
+            time.sleep(0.5)  # the chaos cadence, not a wait for a condition
+            assert kills < 100, f"still not done after {kills} kills: {completed(url)} of {total}"
+        wait_until(lambda: len(child_pids(supervisor.process.pid)) == 3, what="the last replacement")
+    finally:
+        assert supervisor.stop() == 0
+    total = scalar(url, "SELECT count(*) FROM zart_execution_runs")
+    assert completed(url) == total
+    assert kills >= 5
+    log = supervisor.log()
+    assert log.count("status='killed by SIGKILL'") == kills
+    assert log.count("event=worker.spawned") == 3 + kills  # every killed worker was replaced
+    assert_no_checkpointed_step_ran_twice(url)
+
+
+@pytest.fixture
+def own_server(tmp_path_factory):
+    """A PostgreSQL cluster this test owns (the embedded one), so it may restart it."""
+    import pgserver
+    from pgserver import _commands
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("own-pgdata"), cleanup_mode="delete")
+    url = server.get_uri()
+
+    def restart() -> None:
+        _commands.pg_ctl(
+            ["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60
+        )
+
+    yield url, restart
+    server.cleanup()
+
+
+def test_chaos_postgres_restart_mid_run(own_server, subprocess_env):
+    server_url, restart = own_server
+    name, url = _create_database(server_url)
+    try:
+        zart.migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(EFFECTS_TABLE_SQL)
+        supervisor = SupervisorProcess(
+            dict(subprocess_env, ZART_DATABASE_URL=url),
+            "--procs",
+            "3",
+            "--concurrency",
+            "25",
+            "--lease",
+            "5s",
+        )
+        try:
+            supervisor.wait_workers(3)
+            start_many(url, 2000)
+            wait_until(lambda: completed(url) >= 300, timeout=60, what="300 workflows before the restart")
+            restart()
+            wait_until(
+                lambda: completed(url) == 2000, timeout=180, interval=0.2, what="all 2000 after the restart"
+            )
+            workers_after = child_pids(supervisor.process.pid)
+        finally:
+            assert supervisor.stop() == 0
+        assert len(workers_after) == 3  # the workers survived the restart: none had to be replaced
+        log = supervisor.log()
+        assert "event=database.lost" in log or "event=claim.failing" in log  # the outage was seen...
+        assert log.count("event=worker.spawned") == 3  # ...and survived without a respawn
+        assert_no_checkpointed_step_ran_twice(url)
+    finally:
+        from zart import db
+
+        for key in [k for k in db._pools if k[1] == url]:
+            db._pools.pop(key).close()
+        _drop_database(server_url, name)
+
+
+def _first_step_latencies(url: str, runs: int) -> list[float]:
+    latencies = []
+    for n in range(runs):
+        handle = zart.start(core_app.three_steps, {"n": n}, database_url=url)
+        handle.result(timeout=30)
+        latencies.append(
+            scalar(
+                url,
+                "SELECT extract(epoch FROM a.started_at - r.created_at) FROM zart_step_attempts a"
+                " JOIN zart_execution_runs r ON r.id = a.execution_id"
+                " WHERE a.execution_id = %s AND a.step_key = 'add-one#1'",
+                (handle.id,),
+            )
+        )
+    return latencies
+
+
+def test_idle_wake_up_latency_and_the_poll_fallback(fresh_database_url, subprocess_env):
+    url = fresh_database_url
+    env = dict(subprocess_env, ZART_DATABASE_URL=url)
+    supervisor = SupervisorProcess(env, "--procs", "2", app="tests.apps.core_app")
+    try:
+        supervisor.wait_workers(2)
+        latencies = _first_step_latencies(url, 50)
+    finally:
+        supervisor.stop()
+    median = statistics.median(latencies)
+    assert median < 0.010, f"median start-to-first-step {median * 1000:.1f} ms"
+
+    polling = SupervisorProcess(
+        env, "--procs", "2", "--no-listen", "--poll-interval", "0.3s", app="tests.apps.core_app"
+    )
+    try:
+        polling.wait_workers(2)
+        assert zart.start(core_app.three_steps, {"n": 1}, database_url=url).result(timeout=30)["value"] == 4
+    finally:
+        polling.stop()
+    assert "listen=False" in polling.log()
+
+
+def test_sigterm_under_load_drains_and_a_new_supervisor_finishes(fresh_database_url, subprocess_env):
+    url = fresh_database_url
+    env = dict(subprocess_env, ZART_DATABASE_URL=url)
+    supervisor = SupervisorProcess(env, "--procs", "2", "--concurrency", "20", "--grace", "3s")
+    supervisor.wait_workers(2)
+    start_many(url, 1000)
+    wait_until(lambda: completed(url) >= 100, timeout=60, what="100 workflows")
+    began = time.monotonic()
+    supervisor.process.send_signal(signal.SIGTERM)
+    code = supervisor.process.wait(timeout=3 + 10)
+    took = time.monotonic() - began
+    supervisor.stop()
+    assert code == 0
+    assert took < 3 + 2, f"drained in {took:.1f} s with a 3 s grace period"
+    assert "event=worker.draining" in supervisor.log()
+    assert completed(url) < 1000, "the test needs work left over"
+    # Nothing is left claimed by the workers that are gone (handed back, or lapsed with the lease).
+    time.sleep(1.0)  # the lease period (--lease 1s) must pass: that is the property under test
+    assert scalar(url, "SELECT count(*) FROM zart_tasks WHERE claimed_by IS NOT NULL AND run_at > now()") == 0
+    successor = SupervisorProcess(env, "--procs", "2")
+    try:
+        successor.wait_workers(2)
+        wait_until(lambda: completed(url) == 1000, timeout=120, interval=0.1, what="the rest")
+    finally:
+        assert successor.stop() == 0
+    assert_no_checkpointed_step_ran_twice(url)
+
+
+def test_supervise_with_an_app_that_fails_to_import(subprocess_env):
+    result = run_cli("supervise", "--procs", "2", "--app", "tests.apps.no_such_module", env=subprocess_env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[0]] and "cannot import app module 'tests.apps.no_such_module'" in lines[0]
+
+
+def test_supervise_gives_up_when_workers_keep_dying_at_start_up(subprocess_env, tmp_path):
+    # The app imports fine in the supervisor but every worker dies at once (as a broken deploy would).
+    app = tmp_path / "dies_in_worker.py"
+    app.write_text(
+        "import os, zart\n"
+        "_parent = os.getpid()\n"
+        "_real = zart.Worker.run\n"
+        "def _run(self):\n"
+        "    raise SystemExit(3) if os.getpid() != _parent else _real(self)\n"
+        "zart.Worker.run = _run\n"
+    )
+    env = dict(subprocess_env, PYTHONPATH=f"{tmp_path}:{subprocess_env['PYTHONPATH']}")
+    began = time.monotonic()
+    result = subprocess.run(
+        [*run_cli.__globals__["zart_command"]("supervise", "--procs", "2", "--app", "dies_in_worker")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "event=supervisor.giving_up" in result.stderr
+    assert time.monotonic() - began < 30

@@ -1,0 +1,194 @@
+"""`zart supervise`: fork N worker processes, keep N alive, drain them on SIGTERM/SIGINT.
+
+The supervisor imports the app and migrates before forking, so an app that fails to import is
+reported once, by the supervisor, and nothing is forked. Each child runs one `Worker` (a trio loop)
+in its own process group (a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM
+to each child) and exits when the supervisor disappears.
+
+A child that dies is replaced; one that dies within `STARTUP_SECONDS` of its start counts as a
+start-up failure, and after `MAX_STARTUP_FAILURES` in a row the supervisor stops everything and exits
+non-zero instead of spinning. Replacements are spaced by an exponential back-off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from typing import Any
+
+import attrs
+
+from .logs import log_event
+
+log = logging.getLogger("zart.supervisor")
+
+STARTUP_SECONDS = 5.0
+MAX_STARTUP_FAILURES = 5
+_HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
+
+
+@attrs.define
+class _Child:
+    slot: int
+    pid: int
+    started: float
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+class Supervisor:
+    """Runs `procs` workers with the given `Worker` options until told to stop."""
+
+    def __init__(self, database_url: str, procs: int, grace: float, worker_options: dict[str, Any]) -> None:
+        if procs < 1:
+            raise ValueError("--procs must be at least 1")
+        self.database_url = database_url
+        self.procs = procs
+        self.grace = grace
+        self.worker_options = worker_options
+        self._children: dict[int, _Child] = {}
+        self._baton = multiprocessing.Value("d", 0.0, lock=False)  # shared by the forked workers
+        self._startup_failures = 0
+        self._stopping = False
+
+    def run(self) -> int:
+        """Supervise until SIGTERM/SIGINT (exit 0) or repeated start-up failures (exit 1)."""
+        previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        try:
+            return self._supervise(previous_mask)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+    def _supervise(self, previous_mask: set[signal.Signals]) -> int:
+        log_event(log, "supervisor.started", pid=os.getpid(), procs=self.procs)
+        for slot in range(self.procs):
+            self._spawn(slot, previous_mask)
+        respawn_at: dict[int, float] = {}
+        while True:
+            timeout = 1.0
+            if respawn_at:
+                timeout = max(0.0, min(respawn_at.values()) - time.monotonic())
+            received = signal.sigtimedwait(_HANDLED, timeout)
+            if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
+                return self._shutdown(signal.Signals(received.si_signo))
+            for slot, child, status in self._reap():
+                # A worker that exits by itself soon after it started failed at start-up; one that
+                # was killed (SIGKILL, OOM) or ran for a while is replaced without holding back.
+                if not os.WIFSIGNALED(status) and time.monotonic() - child.started < STARTUP_SECONDS:
+                    self._startup_failures += 1
+                else:
+                    self._startup_failures = 0
+                if self._startup_failures >= MAX_STARTUP_FAILURES:
+                    log_event(
+                        log,
+                        "supervisor.giving_up",
+                        logging.ERROR,
+                        failures=self._startup_failures,
+                        reason="workers keep dying at start-up; see their errors above",
+                    )
+                    self._shutdown(signal.SIGTERM)
+                    return 1
+                delay = min(0.1 * (2**self._startup_failures), 10.0) if self._startup_failures else 0.0
+                respawn_at[slot] = time.monotonic() + delay
+            now = time.monotonic()
+            for slot in [s for s, at in respawn_at.items() if at <= now]:
+                del respawn_at[slot]
+                self._spawn(slot, previous_mask)
+
+    def _reap(self) -> list[tuple[int, _Child, int]]:
+        dead = []
+        while self._children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            child = self._children.pop(pid, None)
+            if child is None:
+                continue
+            log_event(
+                log,
+                "worker.exited",
+                logging.INFO if self._stopping else logging.WARNING,
+                pid=pid,
+                slot=child.slot,
+                status=_describe(status),
+            )
+            dead.append((child.slot, child, status))
+        return dead
+
+    def _spawn(self, slot: int, previous_mask: set[signal.Signals]) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 1
+            try:
+                os.setpgid(0, 0)
+                for signum in _HANDLED:
+                    signal.signal(signum, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+                from .worker import Worker
+
+                Worker(
+                    self.database_url,
+                    claim_baton=self._baton,
+                    supervisor_pid=os.getppid(),
+                    grace=self.grace,
+                    **self.worker_options,
+                ).run()
+                code = 0
+            except BaseException as exc:  # the child must always leave through os._exit
+                log_event(
+                    log,
+                    "worker.crashed",
+                    logging.ERROR,
+                    pid=os.getpid(),
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            finally:
+                # Done: a late SIGTERM from the supervisor must not turn a clean exit into a kill.
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                logging.shutdown()
+                os._exit(code)
+        self._children[pid] = _Child(slot, pid, time.monotonic())
+        log_event(log, "worker.spawned", pid=pid, slot=slot)
+
+    def _shutdown(self, reason: signal.Signals) -> int:
+        """SIGTERM every child, wait for them to drain, SIGKILL what is left after the grace period.
+
+        A second SIGINT while waiting stops the children at once.
+        """
+        self._stopping = True
+        log_event(
+            log, "supervisor.stopping", reason=reason.name, children=len(self._children), grace=self.grace
+        )
+        self._signal_children(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + 5.0
+        while self._children and time.monotonic() < deadline:
+            received = signal.sigtimedwait(_HANDLED, 0.2)
+            if received is not None and received.si_signo == signal.SIGINT:
+                log_event(log, "supervisor.stop_now")
+                self._signal_children(signal.SIGINT)  # the workers' second signal: stop at once
+            self._reap()
+        if self._children:
+            log_event(log, "supervisor.killing", logging.WARNING, children=len(self._children))
+            self._signal_children(signal.SIGKILL)
+            while self._children:
+                signal.sigtimedwait(_HANDLED, 0.2)
+                self._reap()
+        log_event(log, "supervisor.stopped")
+        return 0
+
+    def _signal_children(self, signum: signal.Signals) -> None:
+        for pid in list(self._children):
+            with contextlib.suppress(ProcessLookupError):  # it exited in the meantime
+                os.kill(pid, signum)
