@@ -4,11 +4,16 @@ The whole public API lives here; everything else in the package is internal.
 """
 
 from .client import (
+    AttemptRecord,
     ExecutionHandle,
     ExecutionInfo,
+    StepRecord,
+    acancel,
     aget,
+    alist,
     asend_event,
     astart,
+    cancel,
     get,
     send_event,
     start,
@@ -42,6 +47,7 @@ from .worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttemptRecord",
     "Cancelled",
     "ConfigurationError",
     "Context",
@@ -59,6 +65,7 @@ __all__ = [
     "SerializationError",
     "Step",
     "StepFailed",
+    "StepRecord",
     "StepTimeout",
     "UnknownWorkflow",
     "Worker",
@@ -67,9 +74,12 @@ __all__ = [
     "WorkflowTimedOut",
     "ZartError",
     "__version__",
+    "acancel",
     "aget",
+    "alist",
     "asend_event",
     "astart",
+    "cancel",
     "context",
     "get",
     "list",

@@ -63,6 +63,37 @@ class ExecutionInfo:
 
 
 @attrs.frozen
+class StepRecord:
+    """One history entry of an execution: a step, a sleep (`sleep:`) or an event wait (`event:`)."""
+
+    key: str
+    position: int
+    kind: str  # step | sleep | event
+    status: str  # completed | failed | waiting
+    result: Any
+    error: dict[str, Any] | None
+    attempts: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    wake_at: datetime | None  # a sleep's or an event wait's deadline
+
+
+@attrs.frozen
+class AttemptRecord:
+    """One attempt of a step (`zart_step_attempts`)."""
+
+    step_key: str
+    attempt: int
+    worker_id: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None  # None while running; succeeded | failed | timed_out | abandoned
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+
+
+@attrs.frozen
 class ExecutionHandle:
     """A reference to one execution: ask its status, wait for its result."""
 
@@ -101,8 +132,41 @@ class ExecutionHandle:
             time.sleep(pause)
             delay = min(delay * 1.5, 0.1)
 
+    def steps(self) -> list[StepRecord]:
+        """The execution's history so far, in order."""
+        with transaction(self.database_url) as conn:
+            rows = conn.execute(sql.SELECT_STEPS, {"id": self.id}).fetchall()
+        return [
+            StepRecord(
+                key,
+                seq,
+                kind,
+                status,
+                serde.loads(output),
+                serde.loads(error),
+                attempts,
+                started,
+                finished,
+                wake_at,
+            )
+            for key, seq, kind, status, output, error, attempts, started, finished, wake_at in rows
+        ]
+
+    def attempts(self) -> list[AttemptRecord]:
+        """Every attempt of every step, in the order they started."""
+        with transaction(self.database_url) as conn:
+            rows = conn.execute(sql.SELECT_ATTEMPTS, {"id": self.id}).fetchall()
+        return [AttemptRecord(*row) for row in rows]
+
+    def cancel(self, reason: str = "cancelled") -> bool:
+        """Cancel the execution; see `zart.cancel`."""
+        return cancel(self.id, reason=reason, database_url=self.database_url)
+
     async def astatus(self) -> str:
         return await _in_thread(self.status)
+
+    async def acancel(self, reason: str = "cancelled") -> bool:
+        return await _in_thread(self.cancel, reason)
 
     async def ainfo(self) -> ExecutionInfo:
         return await _in_thread(self.info)
@@ -272,6 +336,41 @@ def send_event(
         if status == "waiting" and conn.execute(sql.WAKE_EXECUTION_TASK, {"id": execution_id}).fetchone():
             conn.execute(sql.NOTIFY_TASKS)
     return True
+
+
+def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | None = None) -> bool:
+    """End an execution `cancelled`: True if it was cancelled now, False if it had already ended.
+
+    Its tasks are removed in the same transaction, so nothing of it runs any more; a step running
+    at that moment finishes, but its result is not recorded. `result()` then raises Cancelled.
+    Raises ExecutionNotFound for an unknown id.
+    """
+    url = resolve_url(database_url)
+    with transaction(url) as conn:
+        conn.execute(sql.LOCK_EXECUTION_TASK, {"id": execution_id})  # same lock order as send_event
+        cancelled = conn.execute(sql.CANCEL_EXECUTION, {"id": execution_id, "reason": reason}).fetchone()
+        if cancelled is None:
+            if conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone() is None:
+                raise ExecutionNotFound(f"cannot cancel: no execution with id {execution_id!r}")
+            return False
+        conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]})
+    return True
+
+
+async def acancel(execution_id: str, *, reason: str = "cancelled", database_url: str | None = None) -> bool:
+    return await _in_thread(cancel, execution_id, reason=reason, database_url=database_url)
+
+
+async def alist(
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int = 50,
+    database_url: str | None = None,
+) -> list[ExecutionInfo]:
+    return await _in_thread(
+        list_executions, status=status, workflow=workflow, limit=limit, database_url=database_url
+    )
 
 
 async def asend_event(

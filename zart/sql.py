@@ -47,14 +47,26 @@ LIMIT %(limit)s
 """
 
 SELECT_STEPS = """
-SELECT step_key, seq, kind, status, output::text, error::text, attempts, started_at, finished_at
+SELECT step_key, seq, kind, status, output::text, error::text, attempts, started_at, finished_at,
+       wake_at
 FROM zart_steps WHERE execution_id = %(id)s ORDER BY seq
 """
 
 SELECT_ATTEMPTS = """
 SELECT step_key, attempt, worker_id, started_at, finished_at, outcome,
-       error_type, error_message
+       error_type, error_message, traceback
 FROM zart_step_attempts WHERE execution_id = %(id)s ORDER BY started_at, step_key, attempt
+"""
+
+# Cancelling ends the execution and removes its tasks in one transaction. A worker still running
+# it finds its task gone at its next commit (the fencing check) and stops; nothing it does after
+# this is recorded.
+CANCEL_EXECUTION = """
+UPDATE zart_execution_runs
+SET status = 'cancelled', finished_at = now(), updated_at = now(),
+    error = json_build_object('type', 'Cancelled', 'message', %(reason)s::text, 'traceback', '')
+WHERE id = %(id)s AND status NOT IN ('completed', 'failed', 'timed_out', 'cancelled')
+RETURNING id
 """
 
 # -- workflow registry -------------------------------------------------------------------------------
