@@ -83,11 +83,9 @@ def fresh_database_url(server_url: str) -> Iterator[str]:
 
 
 def _close_client_pools() -> None:
-    from zart import db
+    from zart.db import close_pools
 
-    for key, pool in list(db._pools.items()):
-        pool.close()
-        del db._pools[key]
+    close_pools()
 
 
 @pytest.fixture

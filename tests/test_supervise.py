@@ -154,10 +154,9 @@ def test_chaos_postgres_restart_mid_run(own_server, subprocess_env):
         assert log.count("event=worker.spawned") == 3  # ...and survived without a respawn
         assert_no_checkpointed_step_ran_twice(url)
     finally:
-        from zart import db
+        from zart.db import close_pools
 
-        for key in [k for k in db._pools if k[1] == url]:
-            db._pools.pop(key).close()
+        close_pools(url)
         _drop_database(server_url, name)
 
 

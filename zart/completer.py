@@ -170,25 +170,29 @@ class Completer:
 
     def _write(self, fragments: list[Fragment]) -> set[int]:
         """One transaction for the whole batch (runs in a worker thread)."""
+        with self._pool.connection() as conn, conn.transaction():
+            return self.write_batch(conn, fragments)
+
+    def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> set[int]:
+        """The batch's statements, inside the caller's transaction; the task ids still held."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
         ids = [f.task_id for f in fragments]
         fan_in = sorted({f.execution_id for f in fragments if f.fan_in_group is not None})
-        with self._pool.connection() as conn, conn.transaction():
-            if fan_in:
-                conn.execute(sql.LOCK_TASKS_FOR_FAN_IN, {"ids": ids, "execution_ids": fan_in})
-            rows = conn.execute(
-                sql.EXTEND_LEASES,
-                {
-                    "lease": self._lease,
-                    "ids": ids,
-                    "claims": [f.claims for f in fragments],
-                    "worker": self._worker_id,
-                },
-            ).fetchall()
-            valid = {row[0] for row in rows}
-            kept = [f for f in fragments if f.task_id in valid]
-            if kept:
-                self._apply(conn, kept)
+        if fan_in:
+            conn.execute(sql.LOCK_TASKS_FOR_FAN_IN, {"ids": ids, "execution_ids": fan_in})
+        rows = conn.execute(
+            sql.EXTEND_LEASES,
+            {
+                "lease": self._lease,
+                "ids": ids,
+                "claims": [f.claims for f in fragments],
+                "worker": self._worker_id,
+            },
+        ).fetchall()
+        valid = {row[0] for row in rows}
+        kept = [f for f in fragments if f.task_id in valid]
+        if kept:
+            self._apply(conn, kept)
         return valid
 
     def _apply(self, conn: psycopg.Connection, fragments: list[Fragment]) -> None:

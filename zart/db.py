@@ -108,3 +108,10 @@ def transaction(url: str) -> Iterator[psycopg.Connection]:
     """A pooled connection inside one transaction."""
     with shared_pool(url).connection() as conn, conn.transaction():
         yield conn
+
+
+def close_pools(url: str | None = None) -> None:
+    """Close this process's client pools (for `url`, or all): before dropping a database, say."""
+    with _pools_lock:
+        for key in [key for key in _pools if url is None or key[1] == url]:
+            _pools.pop(key).close()

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.throughput` and the pytest-benchmark micro-benchmarks."""

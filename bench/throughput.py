@@ -1,0 +1,216 @@
+"""Throughput of the whole engine against what PostgreSQL itself can commit, measured in one run.
+
+    python -m bench.throughput --procs 2 --workflows 5000 --steps 3
+
+Creates a fresh database, enqueues W workflows of S no-op steps (one INSERT ... SELECT), starts a
+real `zart supervise --procs P`, waits until all are done, and prints one JSON line. In the same run
+and with the same number of connections (P) it measures the ceiling: single-row INSERT + COMMIT
+transactions per second from plain psycopg. The headline is `ratio` = checkpoints/s / ceiling: a
+step costs at least a commit, so a ratio above 1 is only reachable by grouping many executions'
+checkpoints into one transaction, which is what the batch completer does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import conninfo
+
+from zart.schema import migrate
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def server_url() -> str:
+    url = os.environ.get("ZART_TEST_DATABASE_URL") or os.environ.get("ZART_BENCH_SERVER_URL")
+    if url:
+        return url
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg.connect(local, connect_timeout=2).close()
+        return local
+    except psycopg.OperationalError:
+        from zart.embedded import embedded_url
+
+        return embedded_url()
+
+
+class FreshDatabase:
+    """A database of the benchmark's own, dropped at the end."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        self.name = f"zart_bench_{uuid.uuid4().hex[:10]}"
+        params = conninfo.conninfo_to_dict(server)
+        params["dbname"] = self.name
+        self.url = conninfo.make_conninfo(**params)
+
+    def __enter__(self) -> FreshDatabase:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        migrate(self.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def commit_ceiling(url: str, connections: int, seconds: float = 3.0) -> float:
+    """Single-row INSERT + COMMIT transactions per second from `connections` connections."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_ceiling (id bigserial PRIMARY KEY, v int)")
+    counts = [0] * connections
+    stop = time.monotonic() + seconds
+
+    def hammer(slot: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() < stop:
+                with conn.transaction():
+                    conn.execute("INSERT INTO bench_ceiling (v) VALUES (%s)", (slot,))
+                counts[slot] += 1
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=hammer, args=(slot,)) for slot in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.monotonic() - began)
+
+
+def enqueue(url: str, workflows: int, steps: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO zart_execution_runs (id, workflow, input)"
+            " SELECT 'bench-' || g, 'bench-steps', %s::json FROM generate_series(1, %s) g",
+            (str(steps), workflows),
+        )
+        conn.execute(
+            "INSERT INTO zart_tasks (execution_id, kind)"
+            " SELECT id, 'workflow' FROM zart_execution_runs WHERE status = 'pending'"
+        )
+
+
+def prefill_finished(url: str, executions: int, steps: int = 3) -> None:
+    """`executions` finished executions with their steps and attempts, as a busy system keeps."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO zart_execution_runs (id, workflow, status, input, result, created_at, started_at,"
+            " finished_at) SELECT 'old-' || g, 'bench-steps', 'completed', '3', '3',"
+            " now() - interval '1 day', now() - interval '1 day', now() - interval '1 day'"
+            " FROM generate_series(1, %s) g",
+            (executions,),
+        )
+        conn.execute(
+            "INSERT INTO zart_steps (execution_id, step_key, seq, status, output, finished_at)"
+            " SELECT 'old-' || g, 'bench-noop#' || s, s - 1, 'completed', '1', now() - interval '1 day'"
+            " FROM generate_series(1, %s) g, generate_series(1, %s) s",
+            (executions, steps),
+        )
+        conn.execute(
+            "INSERT INTO zart_step_attempts (execution_id, step_key, attempt, started_at, finished_at,"
+            " outcome) SELECT 'old-' || g, 'bench-noop#' || s, 1, now() - interval '1 day',"
+            " now() - interval '1 day', 'succeeded' FROM generate_series(1, %s) g, generate_series(1, %s) s",
+            (executions, steps),
+        )
+        conn.execute("VACUUM ANALYZE zart_execution_runs")
+        conn.execute("VACUUM ANALYZE zart_steps")
+        conn.execute("VACUUM ANALYZE zart_step_attempts")
+
+
+def run(
+    procs: int, workflows: int, steps: int, concurrency: int, batch: int, prefill: int = 0
+) -> dict[str, Any]:
+    with FreshDatabase(server_url()) as database:
+        url = database.url
+        if prefill:
+            prefill_finished(url, prefill)
+        ceiling = commit_ceiling(url, procs)
+        enqueue(url, workflows, steps)
+        env = dict(os.environ, ZART_DATABASE_URL=url, PYTHONPATH=str(REPO_ROOT))
+        command = [
+            sys.executable,
+            "-m",
+            "zart",
+            "--log-level",
+            "WARNING",
+            "supervise",
+            "--app",
+            "bench.apps",
+            "--procs",
+            str(procs),
+            "--concurrency",
+            str(concurrency),
+            "--batch",
+            str(batch),
+        ]
+        began = time.monotonic()
+        supervisor = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                while True:
+                    done = conn.execute(
+                        "SELECT count(*) FROM zart_execution_runs WHERE status = 'completed'"
+                        " AND id LIKE 'bench-%%'"
+                    ).fetchone()[0]
+                    if done >= workflows:
+                        break
+                    if supervisor.poll() is not None:
+                        raise RuntimeError("the supervisor exited early")
+                    time.sleep(0.02)
+                elapsed = time.monotonic() - began
+                first, last, latencies = conn.execute(
+                    "SELECT min(started_at), max(finished_at),"
+                    " array_agg(extract(epoch FROM finished_at - started_at)::float8)"
+                    " FROM zart_execution_runs WHERE id LIKE 'bench-%%'"
+                ).fetchone()
+        finally:
+            supervisor.terminate()
+            supervisor.wait(60)
+    busy = (last - first).total_seconds()  # from the first step to the last finish
+    latencies.sort()
+    checkpoints = workflows * steps
+    return {
+        "procs": procs,
+        "workflows": workflows,
+        "steps": steps,
+        "concurrency": concurrency,
+        "seconds": round(busy, 3),
+        "seconds_with_startup": round(elapsed, 3),
+        "workflows_per_s": round(workflows / busy, 1),
+        "checkpoints_per_s": round(checkpoints / busy, 1),
+        "p50_latency_ms": round(1000 * statistics.median(latencies), 2),
+        "p99_latency_ms": round(1000 * latencies[int(len(latencies) * 0.99) - 1], 2),
+        "ceiling_commits_per_s": round(ceiling, 1),
+        "ratio": round(checkpoints / busy / ceiling, 3),
+        "finished_executions_already_in_tables": prefill,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--workflows", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--prefill", type=int, default=0, help="finished executions already in the tables")
+    args = parser.parse_args(argv)
+    result = run(args.procs, args.workflows, args.steps, args.concurrency, args.batch, args.prefill)
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()
