@@ -203,7 +203,7 @@ def test_idle_wake_up_latency_and_the_poll_fallback(fresh_database_url, subproce
 def test_sigterm_under_load_drains_and_a_new_supervisor_finishes(fresh_database_url, subprocess_env):
     url = fresh_database_url
     env = dict(subprocess_env, ZART_DATABASE_URL=url)
-    supervisor = SupervisorProcess(env, "--procs", "2", "--concurrency", "20", "--grace", "3s")
+    supervisor = SupervisorProcess(env, "--procs", "2", "--concurrency", "5", "--grace", "3s")
     supervisor.wait_workers(2)
     start_many(url, 1000)
     wait_until(lambda: completed(url) >= 100, timeout=60, what="100 workflows")

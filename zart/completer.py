@@ -196,7 +196,21 @@ class Completer:
         return valid
 
     def _apply(self, conn: psycopg.Connection, fragments: list[Fragment]) -> None:
-        notify = False
+        """The batch's writes, sent in one pipeline: one round trip for all of them."""
+        with conn.pipeline():
+            release, branched, fan_in = self._queue_writes(conn, fragments)
+            # A task became ready now (branches, an event already there, a fan-in, the next item of
+            # a map's window): tell the workers. Reading the results syncs the pipeline once.
+            notify = branched or (release is not None and any(row[0] for row in release.fetchall()))
+            notify = any([bool(cursor.fetchall()) for cursor in fan_in]) or notify
+            if notify:
+                conn.execute(sql.NOTIFY_TASKS)
+
+    def _queue_writes(
+        self, conn: psycopg.Connection, fragments: list[Fragment]
+    ) -> tuple[psycopg.Cursor | None, bool, list[psycopg.Cursor]]:
+        """Queue every write of the batch; returns the release cursor, whether branch tasks were
+        created, and the fan-in cursors: what tells whether some task became ready now."""
         ends = [(f.execution_id, *row) for f in fragments for row in f.attempt_ends]
         if ends:
             conn.execute(sql.FINISH_ATTEMPTS, _columns(ends, _END_COLUMNS))
@@ -219,7 +233,6 @@ class Completer:
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
-            notify = True
         finished = [f.task_id for f in fragments if f.finish_task]
         if finished:
             conn.execute(sql.DELETE_TASKS, {"ids": finished})
@@ -229,8 +242,9 @@ class Completer:
         released = [
             f for f in fragments if f.release_after is not None and not (f.finish_task or f.finish_execution)
         ]
+        release = None
         if released:
-            ready_now = conn.execute(
+            release = conn.execute(
                 sql.RELEASE_TASKS,
                 {
                     "ids": [f.task_id for f in released],
@@ -239,28 +253,30 @@ class Completer:
                     "events": [f.wake_on_event for f in released],
                     "branches": [f.wake_when_branches_done for f in released],
                 },
-            ).fetchall()
-            notify = notify or any(row[0] for row in ready_now)
+            )
+        fan_in: list[psycopg.Cursor] = []
         fanned_in = [f for f in fragments if f.fan_in_group is not None]
         if fanned_in:
             groups: dict[tuple[str, int], int] = {}
             for f in fanned_in:
                 group = (f.execution_id, f.fan_in_group)
                 groups[group] = groups.get(group, 0) + 1
-            readied = conn.execute(
-                sql.READY_PARKED_BRANCHES,
-                {
-                    "execution_ids": [g[0] for g in groups],
-                    "grps": [g[1] for g in groups],
-                    "counts": list(groups.values()),
-                },
-            ).fetchall()
-            woken = conn.execute(
-                sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})}
-            ).fetchall()
-            notify = notify or bool(readied) or bool(woken)
-        if notify:
-            conn.execute(sql.NOTIFY_TASKS)
+            fan_in.append(
+                conn.execute(
+                    sql.READY_PARKED_BRANCHES,
+                    {
+                        "execution_ids": [g[0] for g in groups],
+                        "grps": [g[1] for g in groups],
+                        "counts": list(groups.values()),
+                    },
+                )
+            )
+            fan_in.append(
+                conn.execute(
+                    sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})}
+                )
+            )
+        return release, bool(branches), fan_in
 
 
 _END_COLUMNS = (
