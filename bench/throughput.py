@@ -27,23 +27,20 @@ import orjson
 import psycopg
 from psycopg import conninfo
 
+from tests.helpers import local_server_url
 from zart.schema import migrate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def server_url() -> str:
-    url = os.environ.get("ZART_TEST_DATABASE_URL") or os.environ.get("ZART_BENCH_SERVER_URL")
+    """The tests' rule: $ZART_TEST_DATABASE_URL, else 127.0.0.1:5432, else the embedded server."""
+    url = local_server_url()
     if url:
         return url
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        psycopg.connect(local, connect_timeout=2).close()
-        return local
-    except psycopg.OperationalError:
-        from zart.embedded import embedded_url
+    from zart.embedded import embedded_url
 
-        return embedded_url()
+    return embedded_url()
 
 
 class FreshDatabase:

@@ -18,21 +18,15 @@ from psycopg import conninfo
 import zart
 from zart.schema import migrate
 
-from .helpers import EFFECTS_TABLE_SQL
+from .helpers import EFFECTS_TABLE_SQL, local_server_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = os.environ.get("ZART_TEST_DATABASE_URL")
+    url = local_server_url()
     if url:
         return url
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    try:
-        psycopg.connect(local, connect_timeout=2).close()
-        return local
-    except psycopg.OperationalError:
-        pass
     import pgserver
 
     server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
@@ -58,9 +52,7 @@ def _drop_database(server_url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def database_url(server_url: str) -> Iterator[str]:
-    """One migrated database for the whole test session, dropped at the end."""
+def _migrated_database(server_url: str) -> Iterator[str]:
     name, url = _create_database(server_url)
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -68,18 +60,18 @@ def database_url(server_url: str) -> Iterator[str]:
     yield url
     _close_client_pools()
     _drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """One migrated database for the whole test session, dropped at the end."""
+    yield from _migrated_database(server_url)
 
 
 @pytest.fixture
 def fresh_database_url(server_url: str) -> Iterator[str]:
     """A database of the test's own (for tests that count rows across the whole schema)."""
-    name, url = _create_database(server_url)
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(EFFECTS_TABLE_SQL)
-    yield url
-    _close_client_pools()
-    _drop_database(server_url, name)
+    yield from _migrated_database(server_url)
 
 
 def _close_client_pools() -> None:

@@ -30,6 +30,20 @@ CREATE TABLE IF NOT EXISTS test_effects (
 """
 
 
+def local_server_url() -> str | None:
+    """$ZART_TEST_DATABASE_URL, else the PostgreSQL on 127.0.0.1:5432 if it answers, else None
+    (then the caller uses the embedded server)."""
+    url = os.environ.get("ZART_TEST_DATABASE_URL")
+    if url:
+        return url
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        psycopg.connect(local, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return None
+    return local
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = ""
 ) -> Any:
@@ -72,15 +86,16 @@ def run_cli(
 
 
 class WorkerProcess:
-    """A real `zart worker` subprocess."""
+    """A real `zart worker` subprocess (short lease and poll, so crash tests recover quickly)."""
+
+    command = "worker"
 
     def __init__(self, env: dict[str, str], *extra: str, app: str = "tests.apps.core_app") -> None:
-        self.log_path = (
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"zart-worker-{os.getpid()}-{time.monotonic_ns()}.log"
-        )
+        name = f"zart-{self.command}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / name
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            zart_command("worker", "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
+            zart_command(self.command, "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,
@@ -126,18 +141,10 @@ def child_pids(pid: int) -> list[int]:
 class SupervisorProcess(WorkerProcess):
     """A real `zart supervise` subprocess."""
 
+    command = "supervise"
+
     def __init__(self, env: dict[str, str], *extra: str, app: str = "tests.apps.chaos_app") -> None:
-        self.log_path = (
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"zart-supervise-{os.getpid()}-{time.monotonic_ns()}.log"
-        )
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            zart_command("supervise", "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(env, *extra, app=app)
 
     def wait_workers(self, count: int, timeout: float = 30) -> list[int]:
         wait_until(
