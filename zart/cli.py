@@ -12,11 +12,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
 import click
 import orjson
+import psycopg
 
 from . import client, db, schema
 from .errors import ZartError
@@ -54,6 +56,8 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail(str(exc))
         except (ValueError, TypeError) as exc:
             _fail(str(exc))
+        except psycopg.Error as exc:  # the server went away mid-command, a statement timed out...
+            _fail(f"database error: {type(exc).__name__}: {db.first_line(exc)}")
 
     return wrapper
 
@@ -80,6 +84,195 @@ def _parse_json(text: str | None, what: str) -> Any:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+# -- output: rich tables on stdout, JSON for scripts ------------------------------------------------
+
+STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "timed_out", "cancelled")
+_DETAIL_WIDTH = 80
+
+
+def _print(*renderables: Any) -> None:
+    """Print rich tables on stdout. Piped output is neither wrapped at 80 columns nor coloured, and
+    has no trailing blanks, so that scripts and diffs see plain lines."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if console.is_terminal:
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    console = Console(highlight=False, width=400, no_color=True)
+    with console.capture() as captured:
+        for renderable in renderables:
+            console.print(renderable)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+
+
+def _text(value: Any) -> Any:
+    """User data as a rich Text: never read as markup."""
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
+
+
+def _short(text: str, width: int = _DETAIL_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _seconds(seconds: float) -> str:
+    """A duration for people: 12ms, 1.25s, 4m05s, 2h03m, 1d02h."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _between(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    return _seconds(max(0.0, (end - start).total_seconds()))
+
+
+def _offset(origin: datetime, moment: datetime | None) -> str:
+    """`moment` as an offset from the execution's creation: +1.25s."""
+    if moment is None:
+        return "-"
+    delta = (moment - origin).total_seconds()
+    return ("+" if delta >= 0 else "-") + _seconds(abs(delta))
+
+
+def _timestamp(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    return f"{error.get('type', 'Error')}: {error.get('message', '')}"
+
+
+def _info_json(info: client.ExecutionInfo, *, with_input: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": info.id, "workflow": info.workflow, "status": info.status}
+    if with_input:
+        data["input"] = info.input
+    data.update(
+        {
+            "result": info.result,
+            "error": info.error,
+            "created_at": info.created_at,
+            "started_at": info.started_at,
+            "finished_at": info.finished_at,
+        }
+    )
+    return data
+
+
+def _entry_name(key: str) -> str:
+    """`shipment_ready` from `event:shipment_ready#1`."""
+    return key.split(":", 1)[-1].rsplit("#", 1)[0]
+
+
+def _step_details(step: client.StepRecord, now: datetime) -> str:
+    if step.kind == "sleep":
+        planned = _between(step.started_at, step.wake_at)
+        if step.status == "waiting":
+            return f"sleeping {planned}, until {_timestamp(step.wake_at)} (in {_between(now, step.wake_at)})"
+        return f"slept {planned}"
+    if step.kind == "event":
+        name = _entry_name(step.key)
+        if step.status == "waiting":
+            deadline = "no timeout" if step.wake_at is None else f"timeout at {_timestamp(step.wake_at)}"
+            return f"waiting for event {name!r} ({deadline})"
+        if step.status == "failed":
+            return _error_text(step.error)
+        return f"received {name!r}: {_json(step.result)}"
+    if step.status == "failed":
+        return _error_text(step.error)
+    return f"-> {_json(step.result)}"
+
+
+def _timeline(
+    info: client.ExecutionInfo,
+    steps: list[client.StepRecord],
+    attempts: list[client.AttemptRecord],
+    now: datetime,
+) -> Any:
+    """The execution's history as a table: one row per step, sleep and event wait, in order, and
+    one row per attempt under a step that needed more than one (or is running now)."""
+    from rich import box
+    from rich.table import Table
+
+    by_step: dict[str, list[client.AttemptRecord]] = {}
+    for attempt in attempts:
+        by_step.setdefault(attempt.step_key, []).append(attempt)
+    origin = info.created_at
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("#", "entry", "kind", "status", "attempts", "at", "took", "details"):
+        table.add_column(column, no_wrap=column != "details", overflow="fold")
+
+    def attempt_rows(key: str, always: bool) -> None:
+        tries = by_step.get(key, [])
+        if not always and len(tries) <= 1 and all(t.outcome == "succeeded" for t in tries):
+            return
+        for attempt in tries:
+            table.add_row(
+                "",
+                _text(f"  attempt {attempt.attempt}"),
+                "",
+                _text(attempt.outcome or "running"),
+                "",
+                _offset(origin, attempt.started_at),
+                _between(attempt.started_at, attempt.finished_at or now),
+                _text(_short(f"{attempt.error_type}: {attempt.error_message}" if attempt.error_type else "")),
+            )
+
+    for step in steps:
+        # A step's own started_at is its last attempt's: the timeline starts it at its first.
+        began = min((t.started_at for t in by_step.get(step.key, [])), default=step.started_at)
+        table.add_row(
+            str(step.position + 1),
+            _text(step.key),
+            step.kind,
+            _text(step.status),
+            str(step.attempts) if step.kind == "step" else "",
+            _offset(origin, began),
+            _between(began, step.finished_at or (now if step.status == "waiting" else None)),
+            _text(_short(_step_details(step, now))),
+        )
+        if step.kind == "step":
+            attempt_rows(step.key, always=False)
+    recorded = {step.key for step in steps}
+    for key, tries in by_step.items():  # steps under way: attempts but no checkpoint yet
+        if key in recorded:
+            continue
+        last = tries[-1]
+        state = "running" if last.outcome is None else "retrying"
+        details = "" if last.outcome is None else f"next attempt after its back-off; last: {last.error_type}"
+        table.add_row(
+            "",
+            _text(key),
+            "step",
+            state,
+            str(len(tries)),
+            _offset(origin, tries[0].started_at),
+            _between(tries[0].started_at, now),
+            _text(_short(details)),
+        )
+        attempt_rows(key, always=True)
+    return table
 
 
 @click.group()
@@ -230,20 +423,7 @@ def status(execution_id: str, as_json: bool, database_url: str | None) -> None:
     """Print an execution's status (and its result or error)."""
     info = client.get(execution_id, database_url=database_url).info()
     if as_json:
-        click.echo(
-            _json(
-                {
-                    "id": info.id,
-                    "workflow": info.workflow,
-                    "status": info.status,
-                    "result": info.result,
-                    "error": info.error,
-                    "created_at": info.created_at,
-                    "started_at": info.started_at,
-                    "finished_at": info.finished_at,
-                }
-            )
-        )
+        click.echo(_json(_info_json(info)))
         return
     click.echo(info.status)
     if info.status == "completed":
@@ -252,16 +432,242 @@ def status(execution_id: str, as_json: bool, database_url: str | None) -> None:
         click.echo(f"error: {info.error.get('type')}: {info.error.get('message')}")
 
 
-@main.command()
-@click.option("--runs", default=300, show_default=True, help="Executions to run.")
-@click.option("--concurrency", default=200, show_default=True, help="Executions in flight.")
+@main.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(STATUSES),
+    default=None,
+    help="Only executions with this status.",
+)
+@click.option("--workflow", default=None, help="Only executions of this workflow.")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Most executions to show."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 @database_url_option
 @_handle_errors
-def demo(runs: int, concurrency: int, database_url: str | None) -> None:
-    """Run the order demo many times on the (embedded) database and print a summary."""
+def list_(
+    status: str | None, workflow: str | None, limit: int, as_json: bool, database_url: str | None
+) -> None:
+    """List the newest executions (optionally of one status and/or workflow)."""
+    from rich import box
+    from rich.table import Table
+
+    executions = client.list_executions(
+        status=status, workflow=workflow, limit=limit, database_url=database_url
+    )
+    if as_json:
+        click.echo(
+            _json(
+                [
+                    {
+                        "id": info.id,
+                        "workflow": info.workflow,
+                        "status": info.status,
+                        "created_at": info.created_at,
+                        "finished_at": info.finished_at,
+                    }
+                    for info in executions
+                ]
+            )
+        )
+        return
+    if not executions:
+        click.echo("no executions")
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("id", "workflow", "status", "created", "took"):
+        table.add_column(column, no_wrap=True)
+    for info in executions:
+        table.add_row(
+            _text(info.id),
+            _text(info.workflow),
+            _text(info.status),
+            _timestamp(info.created_at),
+            _between(info.created_at, info.finished_at),
+        )
+    _print(table)
+
+
+@main.command()
+@click.argument("execution_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the execution and its history as JSON.")
+@database_url_option
+@_handle_errors
+def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
+    """Show an execution: its status, input, result or error, and a timeline of its steps."""
+    from rich.table import Table
+
+    handle = client.get(execution_id, database_url=database_url)
+    info = handle.info()
+    steps = handle.steps()
+    attempts = handle.attempts()
+    if as_json:
+        data = _info_json(info, with_input=True)
+        data["steps"] = [
+            {
+                "key": step.key,
+                "position": step.position,
+                "kind": step.kind,
+                "status": step.status,
+                "result": step.result,
+                "error": step.error,
+                "attempts": step.attempts,
+                "started_at": step.started_at,
+                "finished_at": step.finished_at,
+                "wake_at": step.wake_at,
+            }
+            for step in steps
+        ]
+        data["attempts"] = [
+            {
+                "step_key": attempt.step_key,
+                "attempt": attempt.attempt,
+                "worker_id": attempt.worker_id,
+                "started_at": attempt.started_at,
+                "finished_at": attempt.finished_at,
+                "outcome": attempt.outcome,
+                "error_type": attempt.error_type,
+                "error_message": attempt.error_message,
+                "traceback": attempt.traceback,
+            }
+            for attempt in attempts
+        ]
+        click.echo(_json(data))
+        return
+    now = datetime.now(UTC)
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("execution", _text(info.id))
+    header.add_row("workflow", _text(info.workflow))
+    header.add_row("status", _text(info.status))
+    header.add_row("created", _timestamp(info.created_at))
+    if info.started_at is not None:
+        header.add_row(
+            "started", f"{_timestamp(info.started_at)} ({_offset(info.created_at, info.started_at)})"
+        )
+    if info.finished_at is not None:
+        header.add_row(
+            "finished",
+            f"{_timestamp(info.finished_at)} (took {_between(info.created_at, info.finished_at)})",
+        )
+    header.add_row("input", _text(_short(_json(info.input), 200)))
+    if info.status == "completed":
+        header.add_row("result", _text(_short(_json(info.result), 200)))
+    elif info.error:
+        header.add_row("error", _text(_short(_error_text(info.error), 200)))
+    parts: list[Any] = [header, ""]
+    parts.append(_timeline(info, steps, attempts, now) if steps or attempts else "no steps yet")
+    traceback = (info.error or {}).get("traceback")
+    if info.status == "failed" and traceback:
+        parts.extend(["", _text(traceback.rstrip())])
+    _print(*parts)
+
+
+@main.command()
+@click.argument("execution_id")
+@click.option("--reason", default="cancelled", show_default=True, help="Stored as the execution's error.")
+@database_url_option
+@_handle_errors
+def cancel(execution_id: str, reason: str, database_url: str | None) -> None:
+    """Cancel an execution: it ends `cancelled` and nothing of it runs any more."""
+    if client.cancel(execution_id, reason=reason, database_url=database_url):
+        click.echo("cancelled")
+    else:
+        status = client.get(execution_id, database_url=database_url).status()
+        click.echo(f"already {status}; nothing to cancel")
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    required=True,
+    metavar="DURATION",
+    help="Remove executions that finished longer ago than this (e.g. 30d, 12h).",
+)
+@click.option(
+    "--batch-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Executions removed per transaction.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@database_url_option
+@_handle_errors
+def prune(older_than: str, batch_size: int, dry_run: bool, database_url: str | None) -> None:
+    """Delete finished executions (completed, failed, timed_out, cancelled) older than --older-than,
+    with their steps, attempts and events, in batches."""
+    from .durations import parse_duration
+    from .prune import prune as prune_executions
+
+    seconds = parse_duration(older_than, "--older-than")
+    url = db.resolve_url(database_url)
+    result = prune_executions(url, seconds, batch_size=batch_size, dry_run=dry_run)
+    cutoff = _timestamp(result.cutoff)
+    if dry_run:
+        click.echo(f"would remove {result.executions} execution(s) finished before {cutoff}")
+        return
+    click.echo(
+        f"removed {result.executions} execution(s) finished before {cutoff} in {result.batches} batch(es): "
+        f"{result.steps} step(s), {result.attempts} attempt(s), {result.events} event(s), "
+        f"{result.tasks} task(s)"
+    )
+
+
+@main.command()
+@click.option("--runs", default=300, show_default=True, type=click.IntRange(min=1), help="Executions to run.")
+@click.option("--procs", default=2, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option(
+    "--concurrency",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Executions in flight per worker process.",
+)
+@database_url_option
+@_handle_errors
+def demo(runs: int, procs: int, concurrency: int, database_url: str | None) -> None:
+    """Run the order-fulfillment workflow many times on a supervisor and print a summary."""
     from .demo import run_demo
 
-    run_demo(runs=runs, concurrency=concurrency, database_url=database_url)
+    run_demo(runs=runs, procs=procs, concurrency=concurrency, database_url=database_url)
+
+
+@main.command()
+@database_url_option
+@app_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one)."
+)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Server processes.")
+@click.option(
+    "--max-body-size",
+    default="1MiB",
+    show_default=True,
+    help="Largest request body, in bytes or with a unit (64KiB, 2MiB); larger ones get 413.",
+)
+@_handle_errors
+def serve(
+    database_url: str | None, apps: tuple[str, ...], host: str, port: int, workers: int, max_body_size: str
+) -> None:
+    """Serve the HTTP API (with $ZART_API_TOKEN set, every call but /healthz needs that bearer token)."""
+    from .http import serve as serve_http
+
+    import_apps(apps)
+    logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
+    sys.exit(
+        serve_http(
+            database_url=database_url,
+            apps=apps,
+            host=host,
+            port=port,
+            workers=workers,
+            max_body_size=max_body_size,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -336,3 +336,44 @@ UPDATE zart_tasks SET run_at = now()
 WHERE execution_id = %(id)s AND kind = 'workflow' AND claimed_by IS NULL AND run_at > now()
 RETURNING id
 """
+
+# -- retention (zart prune) ----------------------------------------------------------------------------
+
+# The cutoff is fixed once per prune, by the database's clock, so that executions finishing while
+# the prune runs do not keep it going.
+PRUNE_CUTOFF = "SELECT now() - make_interval(secs => %(seconds)s::float8)"
+
+COUNT_PRUNABLE = """
+SELECT count(*) FROM zart_execution_runs
+WHERE status IN ('completed', 'failed', 'timed_out', 'cancelled') AND finished_at < %(cutoff)s
+"""
+
+# One batch: up to `limit` finished executions older than the cutoff (oldest first, on
+# zart_execution_runs_finished_idx) and every row that belongs to them, in one statement and one
+# short transaction. Rows locked by someone else (an event being refused, say) are skipped and
+# taken by a later batch or prune. Data-modifying CTEs all run, referenced or not; the counts say
+# what each removed. zart_tasks has only two kinds of task, 'workflow' and 'step'.
+PRUNE_BATCH = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM zart_execution_runs
+    WHERE status IN ('completed', 'failed', 'timed_out', 'cancelled') AND finished_at < %(cutoff)s
+    ORDER BY finished_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), steps AS (
+    DELETE FROM zart_steps WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
+), attempts AS (
+    DELETE FROM zart_step_attempts WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
+), events AS (
+    DELETE FROM zart_events WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
+), workflow_tasks AS (  -- split by kind, so that each can use its partial index on execution_id
+    DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id IN (SELECT id FROM doomed) RETURNING 1
+), step_tasks AS (
+    DELETE FROM zart_tasks WHERE kind = 'step' AND execution_id IN (SELECT id FROM doomed) RETURNING 1
+), runs AS (
+    DELETE FROM zart_execution_runs WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps), (SELECT count(*) FROM attempts),
+       (SELECT count(*) FROM events),
+       (SELECT count(*) FROM workflow_tasks) + (SELECT count(*) FROM step_tasks)
+"""
