@@ -4,10 +4,12 @@
   `<!-- example: examples/NAME.py -->` and is byte-identical to that file.
 * In the pages of DOCS_TO_RUN, every `zart ...` and `python ...` line of the ```bash and
   ```console blocks runs, in page order, in examples/ and on a database of the page's own: a
-  `zart worker` line starts a worker in the background that runs until the page ends. Other lines
-  (`pip`, `docker`, `export`, ...) are not run. A ```console block shows `$ COMMAND` lines, each
-  followed by its exact output (stdout, then stderr); the command must exit 1 if the output shows a
-  `zart: error:` line, else 0. A ```bash line must exit 0.
+  `zart worker` or `zart supervise` line starts it in the background, where it runs until the page
+  ends (and must then exit 0 on SIGTERM). Other lines (`pip`, `docker`, `export`, ...) are not run.
+  A ```console block shows `$ COMMAND` lines, each followed by its exact output (stdout, then
+  stderr); the command must exit 1 if the output shows a `zart: error:` line, else 0. A ```bash
+  line must exit 0.
+* In those pages, every ```sql block runs too, in page order, on the page's database.
 * Every example file shown in the docs is run by one of those commands.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import attrs
 import orjson
+import psycopg
 import pytest
 
 from .conftest import _create_database, _drop_database
@@ -31,7 +34,17 @@ from .helpers import REPO_ROOT, WORKER_STARTED, wait_until, zart_command
 
 EXAMPLES = REPO_ROOT / "examples"
 OWNED_BY_OTHERS = {"docs/architecture.md", "docs/benchmarks.md"}
-DOCS_TO_RUN = ["README.md", "docs/getting-started.md", "docs/cli.md", "docs/concepts.md"]
+DOCS_TO_RUN = [
+    "README.md",
+    "docs/getting-started.md",
+    "docs/cli.md",
+    "docs/concepts.md",
+    "docs/retries-and-timeouts.md",
+    "docs/sleep-and-events.md",
+    "docs/parallel-and-loops.md",
+    "docs/operations.md",
+]
+BACKGROUND = (["zart", "worker"], ["zart", "supervise"])  # commands that run until the page ends
 COMMAND_TIMEOUT = 60
 
 FENCE = re.compile(r"^```(\S*)\s*$")
@@ -168,8 +181,15 @@ class Ran:
     stderr: str
 
 
+def workers_started_by(argv: list[str]) -> int:
+    """How many `worker.started` lines the command logs once it is up: --procs of supervise, else 1."""
+    if argv[1] == "supervise" and "--procs" in argv:
+        return int(argv[argv.index("--procs") + 1])
+    return 1
+
+
 class BackgroundWorker:
-    """A `zart worker` line of the docs, running until the page ends."""
+    """A `zart worker` or `zart supervise` line of the docs, running until the page ends."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.argv = argv
@@ -178,8 +198,11 @@ class BackgroundWorker:
         self.process = subprocess.Popen(
             executable(argv), env=env, cwd=EXAMPLES, stdout=self._log, stderr=subprocess.STDOUT
         )
+        expected = workers_started_by(argv)
         wait_until(
-            lambda: WORKER_STARTED in log_path.read_text() or self.process.poll() is not None,
+            lambda: (
+                log_path.read_text().count(WORKER_STARTED) >= expected or self.process.poll() is not None
+            ),
             60,
             what=f"`{shlex.join(argv)}` to start",
         )
@@ -215,10 +238,12 @@ def run_page(page: str, url: str, tmp_path: Path) -> list[Ran]:
     workers: list[BackgroundWorker] = []
     try:
         for block in blocks(page):
+            if block.lang == "sql":
+                run_sql(block, url)
             for argv, expected in commands(block):
                 shown = f"{block.where()}: `{shlex.join(argv)}`"
-                if argv[:2] == ["zart", "worker"]:
-                    assert expected is None, f"{shown}: show `zart worker` in a ```bash block"
+                if argv[:2] in BACKGROUND:
+                    assert expected is None, f"{shown}: show `{shlex.join(argv[:2])}` in a ```bash block"
                     workers.append(BackgroundWorker(argv, env, tmp_path / f"worker-{len(workers)}.log"))
                     continue
                 try:
@@ -248,6 +273,15 @@ def run_page(page: str, url: str, tmp_path: Path) -> list[Ran]:
     for argv, code, log in codes:
         assert code == 0, f"`{shlex.join(argv)}` exited {code} on SIGTERM:\n{log}"
     return ran
+
+
+def run_sql(block: Block, url: str) -> None:
+    """A ```sql block of the docs: its statements must run on the page's database."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(block.text.encode())
+    except psycopg.Error as error:
+        raise AssertionError(f"{block.where()}: the SQL failed: {error}") from None
 
 
 @pytest.mark.parametrize("page", DOCS_TO_RUN)
