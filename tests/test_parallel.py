@@ -253,3 +253,9 @@ def test_parallel_and_map_reject_bad_arguments(database_url, worker):
         import trio
 
         trio.run(zart.map, fanout_app.quick, ["a"])
+
+
+def test_two_maps_of_the_same_step_get_their_own_keys(database_url, worker):
+    handle = zart.start(fanout_app.two_maps, {"words": ["a", "b"]}, database_url=database_url)
+    assert handle.result(timeout=30) == [["A", "B"], ["A", "B"]]
+    assert [s.key for s in handle.steps()] == ["quick[0]", "quick[1]", "quick#2[0]", "quick#2[1]"]

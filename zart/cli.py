@@ -304,6 +304,10 @@ def migrate(database_url: str | None) -> None:
 @click.option("--batch", default=50, show_default=True, help="Tasks claimed per query.")
 @click.option("--lease", default="30s", show_default=True, help="Lease on a claimed task.")
 @click.option("--poll-interval", default="5s", show_default=True, help="Fallback poll period.")
+@click.option(
+    "--grace", default="30s", show_default=True, help="How long SIGTERM lets in-flight work finish."
+)
+@click.option("--no-listen", is_flag=True, help="Do not LISTEN for notifications; poll only.")
 @_handle_errors
 def worker(
     database_url: str | None,
@@ -312,13 +316,23 @@ def worker(
     batch: int,
     lease: str,
     poll_interval: str,
+    grace: str,
+    no_listen: bool,
 ) -> None:
-    """Run one worker process in the foreground (SIGINT/SIGTERM stop it)."""
+    """Run one worker process in the foreground (SIGTERM/SIGINT drain it; a second SIGINT stops it)."""
     from .worker import Worker
 
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
-    Worker(database_url, concurrency=concurrency, batch=batch, lease=lease, poll_interval=poll_interval).run()
+    Worker(
+        database_url,
+        concurrency=concurrency,
+        batch=batch,
+        lease=lease,
+        poll_interval=poll_interval,
+        grace=grace,
+        listen=not no_listen,
+    ).run()
 
 
 @main.command()

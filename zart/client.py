@@ -182,8 +182,8 @@ def _outcome(execution_id: str, status: str, result: str | None, error: str | No
     if status == "failed":
         raise WorkflowFailed(execution_id, details)
     if status == "timed_out":
-        raise WorkflowTimedOut(f"execution {execution_id!r} timed out")
-    raise Cancelled(f"execution {execution_id!r} was cancelled")
+        raise WorkflowTimedOut(f"execution {execution_id!r} timed out", execution_id)
+    raise Cancelled(f"execution {execution_id!r} was cancelled", execution_id)
 
 
 def _resolve_workflow(workflow: Workflow | str, url: str) -> tuple[str, float | None]:
@@ -354,6 +354,7 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
                 raise ExecutionNotFound(f"cannot cancel: no execution with id {execution_id!r}")
             return False
         conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]})
+        conn.execute(sql.ABANDON_OPEN_ATTEMPTS, {"id": execution_id})
     return True
 
 

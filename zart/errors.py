@@ -88,9 +88,17 @@ class WorkflowFailed(ZartError):
 class WorkflowTimedOut(ZartError):
     """`result()` of an execution that ended `timed_out`."""
 
+    def __init__(self, message: str, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
 
 class Cancelled(ZartError):
     """`result()` of an execution that was cancelled."""
+
+    def __init__(self, message: str, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
 
 
 class ResultTimeout(ZartError, TimeoutError):

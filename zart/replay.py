@@ -334,10 +334,12 @@ class ExecutionContext:
         return [outcome["result"] for outcome in outcomes]
 
     def map_calls(self, step: Step, items: list[Any]) -> list[StepCall]:
-        """One call per item, keyed `name[i]`: a checkpoint per item."""
-        return [
-            self._make_call(step, f"{step.name}[{index}]", (item,), {}) for index, item in enumerate(items)
-        ]
+        """One call per item: a checkpoint per item, keyed `name[i]` (`name#k[i]` for the k-th map of
+        the same step in this execution, k >= 2)."""
+        self._calls[("map", step.name)] += 1
+        count = self._calls[("map", step.name)]
+        prefix = step.name if count == 1 else f"{step.name}#{count}"
+        return [self._make_call(step, f"{prefix}[{index}]", (item,), {}) for index, item in enumerate(items)]
 
     async def run_branch(self, call: StepCall, position: int, group: int) -> None:
         """Run one branch task: the step (with its retries), then the fan-in, in one commit."""
@@ -367,6 +369,7 @@ class ExecutionContext:
         if remaining > 0:  # woken before the deadline (a stray claim): back to sleep
             await self._suspend_as("sleeping", remaining)
         self._pending.steps.append((key, position, "sleep", "completed", None, None, 0, None, utcnow(), None))
+        self._set_status("running")
 
     async def wait_for_event(self, name: str, timeout: float | None) -> Any:
         key = self._next_key("event", name)
@@ -381,6 +384,7 @@ class ExecutionContext:
             self._events.remove(event)
             now = utcnow()
             self._pending.consumed_events.append((event.id, key))
+            self._set_status("running")
             self._pending.steps.append(
                 (key, position, "event", "completed", event.payload, None, 0, now, now, None)
             )

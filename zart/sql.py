@@ -69,6 +69,14 @@ WHERE id = %(id)s AND status NOT IN ('completed', 'failed', 'timed_out', 'cancel
 RETURNING id
 """
 
+# The attempt that was running when the execution was cancelled will never report: close it.
+ABANDON_OPEN_ATTEMPTS = """
+UPDATE zart_step_attempts
+SET outcome = 'abandoned', finished_at = now(), error_type = 'Cancelled',
+    error_message = 'the execution was cancelled during this attempt'
+WHERE execution_id = %(id)s AND outcome IS NULL
+"""
+
 # -- workflow registry -------------------------------------------------------------------------------
 
 REGISTER_WORKFLOWS = """

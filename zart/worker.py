@@ -133,7 +133,7 @@ class Worker:
         self._startup_error: BaseException | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel_scope: trio.CancelScope | None = None
-        self.executions_finished = 0
+        self.executions_finished = 0  # runs that ended or suspended (a retry, a sleep, a wait)
         self._stopping = False
         self._draining = False
 
@@ -255,7 +255,7 @@ class Worker:
                 "worker.stopped",
                 worker=self.worker_id,
                 handed_back=released,
-                finished=self.executions_finished,
+                runs=self.executions_finished,
             )
 
     def _setup(self) -> None:
@@ -399,10 +399,15 @@ class Worker:
             rows = conn.execute(
                 sql.CLAIM_TASKS, {"limit": limit, "lease": self.lease, "worker": self.worker_id}
             ).fetchall()
-        if not rows:
-            conn.execute(sql.DELETE_ORPHAN_TASKS)
+        if len(rows) < limit:  # nothing more is ready: when should we look again?
+            if not rows:
+                conn.execute(sql.DELETE_ORPHAN_TASKS)
             due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT).fetchone()
-            return [], (due[0] if due else None)
+            next_due = due[0] if due else None
+        else:
+            next_due = None
+        if not rows:
+            return [], next_due
         ids = [row[2] for row in rows]
         history: dict[str, list[Checkpoint]] = {}
         for execution_id, key, seq, kind, status, output, error, wake_in in conn.execute(
@@ -452,7 +457,7 @@ class Worker:
                 group,
             ) in rows
         ]
-        return tasks, None
+        return tasks, next_due
 
     # -- running ----------------------------------------------------------------------------------
 

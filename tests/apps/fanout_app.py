@@ -114,3 +114,8 @@ async def loop_styles(payload: dict) -> dict:
     looped = [await quick(word) for word in payload["words"]]
     mapped = await zart.map(quick, payload["words"])
     return {"looped": looped, "mapped": mapped}
+
+
+@zart.workflow("two-maps")
+async def two_maps(payload: dict) -> list:
+    return [await zart.map(quick, payload["words"]), await zart.map(quick, payload["words"])]
