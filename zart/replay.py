@@ -449,10 +449,10 @@ class ExecutionContext:
             self._in_flight = None
             failures += 1
             policy = call.step.retry
-            if policy.should_retry(failures, exc):
-                self._record_attempt_end(key, attempt, exc)
-                await self.suspend(policy.delay_before_retry(failures))
             self._record_attempt_end(key, attempt, exc)
+            # An unserialisable result fails the same way every time: no point retrying it.
+            if not isinstance(exc, SerializationError) and policy.should_retry(failures, exc):
+                await self.suspend(policy.delay_before_retry(failures))  # ends this run here
             raise self._record_failure(key, position, attempt, started, exc) from None
         self._in_flight = None
         finished = utcnow()
