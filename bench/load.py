@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 import psycopg
 
+from tests.helpers import stop_process, wait_until
+
 from .throughput import FreshDatabase, server_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +41,7 @@ def _zart(*args: str) -> list[str]:
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(predicate, timeout, interval=0.05, what=what)
 
 
 def _healthy(url: str) -> bool:
@@ -55,16 +50,6 @@ def _healthy(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def percentile(response_times: dict[int, int], count: int, fraction: float) -> float:
@@ -207,8 +192,8 @@ def run(
                         ).fetchall()
                     )
             finally:
-                _stop(server)
-                _stop(supervisor)
+                stop_process(server)
+                stop_process(supervisor)
     stats_path = Path(f"{prefix}-stats.json")
     if not stats_path.exists():
         raise RuntimeError(f"locust wrote no statistics (exit {locust.returncode}):\n{locust.stderr[-3000:]}")

@@ -58,6 +58,22 @@ def wait_until(
         time.sleep(interval)
 
 
+def stop_process(process: subprocess.Popen, grace: float = 30, kill_wait: float = 10) -> int:
+    """SIGTERM, `grace` seconds to drain and exit, then SIGKILL: the exit status.
+
+    A draining process gets its chance to finish cleanly (what the tests check), and a hung one
+    cannot hang the test run.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(kill_wait)
+    return process.returncode
+
+
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(statement, params).fetchall()
@@ -118,15 +134,9 @@ class WorkerProcess:
         self.process.wait(10)
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        code = stop_process(self.process, grace=15, kill_wait=5)
         self._log.close()
-        return self.process.returncode
+        return code
 
 
 def child_pids(pid: int) -> list[int]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import psycopg
 import pytest
 
 from .conftest import _create_database, _drop_database
-from .helpers import REPO_ROOT, WORKER_STARTED, wait_until, zart_command
+from .helpers import REPO_ROOT, WORKER_STARTED, stop_process, wait_until, zart_command
 
 EXAMPLES = REPO_ROOT / "examples"
 OWNED_BY_OTHERS = {"docs/architecture.md", "docs/benchmarks.md"}
@@ -209,15 +208,9 @@ class BackgroundWorker:
         assert self.process.poll() is None, f"`{shlex.join(argv)}` exited:\n{log_path.read_text()}"
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        code = stop_process(self.process)
         self._log.close()
-        return self.process.returncode
+        return code
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -29,7 +28,15 @@ import zart
 from zart.http import openapi_document, parse_size
 
 from .conftest import REPO_ROOT, _create_database, _drop_database
-from .helpers import EFFECTS_TABLE_SQL, WorkerProcess, query, run_cli, wait_until, zart_command
+from .helpers import (
+    EFFECTS_TABLE_SQL,
+    WorkerProcess,
+    query,
+    run_cli,
+    stop_process,
+    wait_until,
+    zart_command,
+)
 
 LISTENING = re.compile(r"event=http\.listening url=(http://\S+)")
 TOKEN = "s3cret-token-é"  # not ASCII on purpose: the comparison is on bytes
@@ -85,15 +92,9 @@ class ServeProcess:
         return self.url
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        code = stop_process(self.process)
         self._log.close()
-        return self.process.returncode
+        return code
 
 
 # -- checking responses against the OpenAPI document ----------------------------------------------------

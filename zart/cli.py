@@ -22,6 +22,7 @@ import psycopg
 
 from . import client, db, schema
 from .errors import ZartError
+from .views import execution_json, status_json, summary_json
 
 
 class InvalidInput(ZartError):
@@ -162,22 +163,6 @@ def _error_text(error: dict[str, Any] | None) -> str:
     if not error:
         return ""
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
-
-
-def _info_json(info: client.ExecutionInfo, *, with_input: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": info.id, "workflow": info.workflow, "status": info.status}
-    if with_input:
-        data["input"] = info.input
-    data.update(
-        {
-            "result": info.result,
-            "error": info.error,
-            "created_at": info.created_at,
-            "started_at": info.started_at,
-            "finished_at": info.finished_at,
-        }
-    )
-    return data
 
 
 def _entry_name(key: str) -> str:
@@ -437,7 +422,7 @@ def status(execution_id: str, as_json: bool, database_url: str | None) -> None:
     """Print an execution's status (and its result or error)."""
     info = client.get(execution_id, database_url=database_url).info()
     if as_json:
-        click.echo(_json(_info_json(info)))
+        click.echo(_json(status_json(info)))
         return
     click.echo(info.status)
     if info.status == "completed":
@@ -471,20 +456,7 @@ def list_(
         status=status, workflow=workflow, limit=limit, database_url=database_url
     )
     if as_json:
-        click.echo(
-            _json(
-                [
-                    {
-                        "id": info.id,
-                        "workflow": info.workflow,
-                        "status": info.status,
-                        "created_at": info.created_at,
-                        "finished_at": info.finished_at,
-                    }
-                    for info in executions
-                ]
-            )
-        )
+        click.echo(_json([summary_json(info) for info in executions]))
         return
     if not executions:
         click.echo("no executions")
@@ -517,22 +489,7 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
     steps = handle.steps()
     attempts = handle.attempts()
     if as_json:
-        data = _info_json(info, with_input=True)
-        data["steps"] = [
-            {
-                "key": step.key,
-                "position": step.position,
-                "kind": step.kind,
-                "status": step.status,
-                "result": step.result,
-                "error": step.error,
-                "attempts": step.attempts,
-                "started_at": step.started_at,
-                "finished_at": step.finished_at,
-                "wake_at": step.wake_at,
-            }
-            for step in steps
-        ]
+        data = execution_json(info, steps)
         data["attempts"] = [
             {
                 "step_key": attempt.step_key,

@@ -1,0 +1,227 @@
+"""The endpoints of the HTTP API and the Starlette application that routes to them.
+
+Every endpoint validates its request completely before touching the database, then makes one hop
+to a worker thread (`trio.to_thread.run_sync`) that runs the blocking client functions of
+`zart.client` on the process's psycopg pool: the event loop never waits on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import orjson
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import client, db
+from ..views import execution_json, summary_json
+from .errors import endpoint, http_exception, invalid, json_response
+from .middleware import BearerAuth, RawPath
+from .openapi import openapi_document
+from .validation import (
+    DEFAULT_LIST_LIMIT,
+    MAX_LIST_LIMIT,
+    MAX_WORKFLOW_NAME_LENGTH,
+    STATUSES,
+    check_name,
+    json_object,
+    optional_name,
+    query_value,
+    segment,
+)
+
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+# Threads that may wait on the database at once: the size of the client pool (`db.shared_pool`),
+# so that a request waits for a connection here, cancellably, rather than in a thread.
+DB_THREADS = 8
+HEALTH_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Settings:
+    """What one `zart serve` process needs; every worker process gets the same."""
+
+    database_url: str
+    token: str | None = attrs.field(default=None, repr=False)
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    apps: tuple[str, ...] = ()
+
+
+def execution_path(execution_id: str) -> str:
+    return f"/v1/executions/{quote(execution_id, safe='')}"
+
+
+async def in_thread(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """The one hop of a request to a thread, where the blocking client code runs."""
+    limiter = request.app.state.db_limiter
+    return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
+
+
+def _url(request: Request) -> str:
+    return request.app.state.settings.database_url
+
+
+@endpoint
+async def start_execution(request: Request) -> Response:
+    body = await json_object(request, ("workflow", "input", "id"), required=True)
+    if "workflow" not in body:
+        raise invalid("missing field 'workflow' (the name of the workflow to start)")
+    workflow = check_name(body["workflow"], "field 'workflow'", MAX_WORKFLOW_NAME_LENGTH)
+    execution_id = optional_name(body, "id", "field 'id'")
+    url = _url(request)
+
+    def start() -> dict[str, Any]:
+        handle = client.start(workflow, body.get("input"), id=execution_id, database_url=url)
+        return {
+            "id": handle.id,
+            "workflow": handle.workflow,
+            "status": handle.status(),
+            "created": handle.created,
+        }
+
+    started = await in_thread(request, start)
+    return json_response(
+        started, 201 if started["created"] else 200, {"Location": execution_path(started["id"])}
+    )
+
+
+@endpoint
+async def get_execution(request: Request) -> Response:
+    execution_id = segment(request, "id", "execution id")
+    url = _url(request)
+
+    def fetch() -> dict[str, Any]:
+        handle = client.get(execution_id, database_url=url)
+        return execution_json(handle.info(), handle.steps())
+
+    return json_response(await in_thread(request, fetch))
+
+
+@endpoint
+async def list_executions(request: Request) -> Response:
+    unknown = sorted(set(request.query_params) - {"status", "workflow", "limit"})
+    if unknown:
+        raise invalid(f"unknown query parameter {unknown[0]!r} (the parameters are status, workflow, limit)")
+    status = query_value(request, "status")
+    if status is not None and status not in STATUSES:
+        raise invalid(f"unknown status {status!r}; the statuses are {', '.join(STATUSES)}")
+    workflow = query_value(request, "workflow")
+    if workflow is not None:
+        check_name(workflow, "query parameter 'workflow'", MAX_WORKFLOW_NAME_LENGTH)
+    limit_text = query_value(request, "limit")
+    limit = DEFAULT_LIST_LIMIT
+    if limit_text is not None:
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
+            raise invalid(f"query parameter 'limit' must be an integer from 1 to {MAX_LIST_LIMIT}")
+        limit = int(limit_text)
+    url = _url(request)
+
+    def fetch() -> list[dict[str, Any]]:
+        found = client.list_executions(status=status, workflow=workflow, limit=limit, database_url=url)
+        return [summary_json(info) for info in found]
+
+    return json_response({"executions": await in_thread(request, fetch)})
+
+
+@endpoint
+async def send_event(request: Request) -> Response:
+    execution_id = segment(request, "id", "execution id")
+    name = segment(request, "name", "event name")
+    body = await json_object(request, ("payload", "key"), required=False)
+    key = optional_name(body, "key", "field 'key'")
+    url = _url(request)
+
+    def send() -> bool:
+        return client.send_event(execution_id, name, body.get("payload"), key=key, database_url=url)
+
+    delivered = await in_thread(request, send)
+    return json_response({"execution_id": execution_id, "event": name, "delivered": delivered}, 202)
+
+
+@endpoint
+async def cancel_execution(request: Request) -> Response:
+    execution_id = segment(request, "id", "execution id")
+    body = await json_object(request, ("reason",), required=False)
+    reason = body.get("reason", "cancelled")
+    if not isinstance(reason, str) or len(reason) > 1000:
+        raise invalid("field 'reason' must be a string of at most 1000 characters")
+    url = _url(request)
+
+    def cancel() -> dict[str, Any]:
+        cancelled = client.cancel(execution_id, reason=reason, database_url=url)
+        status = client.get(execution_id, database_url=url).status()
+        return {"id": execution_id, "status": status, "cancelled": cancelled}
+
+    return json_response(await in_thread(request, cancel), 202)
+
+
+@endpoint
+async def healthz(request: Request) -> Response:
+    url = _url(request)
+
+    def ping() -> None:
+        with db.shared_pool(url).connection(timeout=HEALTH_TIMEOUT) as conn:
+            conn.execute("SELECT 1")
+
+    await in_thread(request, ping)
+    return json_response({"status": "ok"})
+
+
+@endpoint
+async def openapi(request: Request) -> Response:
+    return Response(request.app.state.openapi, media_type="application/json")
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI application; it must run under trio (Hypercorn's trio worker does)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.db_limiter = trio.CapacityLimiter(DB_THREADS)
+        yield
+
+    app = Starlette(
+        routes=[
+            Route("/v1/executions", start_execution, methods=["POST"]),
+            Route("/v1/executions", list_executions, methods=["GET"]),
+            Route("/v1/executions/{id}", get_execution, methods=["GET"]),
+            Route("/v1/executions/{id}/events/{name}", send_event, methods=["POST"]),
+            Route("/v1/executions/{id}/cancel", cancel_execution, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        middleware=[Middleware(BearerAuth, token=settings.token), Middleware(RawPath)],
+        exception_handlers={HTTPException: http_exception, Exception: http_exception},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # `/v1/executions/` is no endpoint, not a redirect
+    app.state.settings = settings
+    app.state.openapi = orjson.dumps(openapi_document())
+    return app
+
+
+def spawned_app(encoded: str) -> Starlette:
+    """The app of a worker process of `--workers K` (Hypercorn spawns them and evaluates this call)."""
+    from ..cli import import_apps
+
+    values = orjson.loads(bytes.fromhex(encoded))
+    settings = Settings(
+        values["database_url"], values["token"], values["max_body_size"], tuple(values["apps"])
+    )
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=values["log_level"], format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+    import_apps(settings.apps)
+    return create_app(settings)

@@ -1,0 +1,63 @@
+"""ASGI middleware of the API: bearer-token authentication, and routing on the raw path."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import CLOSE, ApiError, error_response
+
+
+class BearerAuth:
+    """With a token set, every request but `GET /healthz` must carry `Authorization: Bearer TOKEN`.
+
+    The token is compared with `hmac.compare_digest`, in time independent of where it differs. The
+    request's body is not read before a 401, hence `Connection: close` (see `errors.CLOSE`).
+    """
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.expected = None if token is None else token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.expected is None or scope["type"] != "http" or scope["path"] == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
+        if not values:
+            error = ApiError(
+                401,
+                "unauthorized",
+                "this API needs an 'Authorization: Bearer TOKEN' header",
+                {"WWW-Authenticate": "Bearer", **CLOSE},
+            )
+        else:
+            scheme, _, presented = values[0].partition(b" ")
+            if (
+                len(values) == 1
+                and scheme.lower() == b"bearer"
+                and hmac.compare_digest(presented, self.expected)
+            ):
+                await self.app(scope, receive, send)
+                return
+            error = ApiError(
+                401,
+                "unauthorized",
+                "invalid bearer token",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"', **CLOSE},
+            )
+        await error_response(error)(scope, receive, send)
+
+
+class RawPath:
+    """Route on the raw path: `%2F` inside a segment stays part of that segment (see `validation.segment`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path")
+        if scope["type"] == "http" and raw:
+            scope = dict(scope, path=raw.decode("latin-1"))
+        await self.app(scope, receive, send)

@@ -1,0 +1,387 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at /openapi.json and checked by the tests.
+
+Built from the same limits the validation enforces (`validation.py`), so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from .validation import DEFAULT_LIST_LIMIT, MAX_ID_LENGTH, MAX_LIST_LIMIT, MAX_WORKFLOW_NAME_LENGTH, STATUSES
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json_body(schema_: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema_}}}
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_ANY: dict[str, Any] = {"description": "any JSON value"}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of this API (served at /openapi.json)."""
+    errors = {
+        "400": _error("malformed request: invalid JSON, a body not sent as application/json"),
+        "401": _error("missing or wrong bearer token (when ZART_API_TOKEN is set)"),
+        "413": _error("the body is larger than the server's --max-body-size"),
+        "422": _error("well-formed JSON with missing or wrong fields, or invalid ids or names"),
+        "503": _error("PostgreSQL does not answer"),
+    }
+    not_found = _error("no execution with this id")
+    id_param = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": "the execution id, percent-encoded (`/` as `%2F`)",
+        "schema": _NAME,
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Zart HTTP API",
+            "version": __version__,
+            "description": (
+                "Start, inspect, signal and cancel durable executions. Errors are "
+                '`{"error": {"code", "message"}}`.'
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/executions": {
+                "post": {
+                    "operationId": "startExecution",
+                    "summary": "Start an execution (idempotent on its id)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("StartRequest")}},
+                    },
+                    "responses": {
+                        "201": _json_body(_ref("Started"), "started now"),
+                        "200": _json_body(
+                            _ref("Started"), "the id existed for this workflow: that execution, not a new one"
+                        ),
+                        "409": _error("the id exists for another workflow (code duplicate_execution)"),
+                        **errors,
+                    },
+                },
+                "get": {
+                    "operationId": "listExecutions",
+                    "summary": "The newest executions, optionally of one status and/or workflow",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": [*STATUSES, ""]},
+                        },
+                        {
+                            "name": "workflow",
+                            "in": "query",
+                            "schema": {"type": "string", "maxLength": MAX_WORKFLOW_NAME_LENGTH},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_LIST_LIMIT,
+                                "default": DEFAULT_LIST_LIMIT,
+                            },
+                        },
+                    ],
+                    "responses": {"200": _json_body(_ref("ExecutionList"), "newest first"), **errors},
+                },
+            },
+            "/v1/executions/{id}": {
+                "get": {
+                    "operationId": "getExecution",
+                    "summary": "An execution: status, input, result or error, and its steps",
+                    "parameters": [id_param],
+                    "responses": {
+                        "200": _json_body(_ref("Execution"), "the execution"),
+                        "404": not_found,
+                        **errors,
+                    },
+                }
+            },
+            "/v1/executions/{id}/events/{name}": {
+                "post": {
+                    "operationId": "sendEvent",
+                    "summary": "Deliver an event (kept until a wait of the workflow takes it)",
+                    "parameters": [
+                        id_param,
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "description": "the event name, percent-encoded",
+                            "schema": _NAME,
+                        },
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("EventRequest")}},
+                    },
+                    "responses": {
+                        "202": _json_body(_ref("EventDelivery"), "stored (or its key was delivered before)"),
+                        "404": not_found,
+                        "409": _error("the execution already ended (code execution_finished)"),
+                        **errors,
+                    },
+                }
+            },
+            "/v1/executions/{id}/cancel": {
+                "post": {
+                    "operationId": "cancelExecution",
+                    "summary": "Cancel an execution (nothing of it runs any more)",
+                    "parameters": [id_param],
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("CancelRequest")}},
+                    },
+                    "responses": {
+                        "202": _json_body(_ref("Cancellation"), "cancelled now, or it had already ended"),
+                        "404": not_found,
+                        **errors,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Health: the server answers and reaches PostgreSQL (no token needed)",
+                    "security": [],
+                    "responses": {
+                        "200": _json_body(
+                            {
+                                "type": "object",
+                                "properties": {"status": {"const": "ok"}},
+                                "required": ["status"],
+                            },
+                            "healthy",
+                        ),
+                        "503": errors["503"],
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {"description": "the OpenAPI document", "content": {"application/json": {}}},
+                        "401": errors["401"],
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "code": {
+                                    "type": "string",
+                                    "examples": [
+                                        "invalid_json",
+                                        "unsupported_content_type",
+                                        "unauthorized",
+                                        "not_found",
+                                        "execution_not_found",
+                                        "duplicate_execution",
+                                        "execution_finished",
+                                        "body_too_large",
+                                        "invalid_request",
+                                        "unknown_workflow",
+                                        "database_unavailable",
+                                    ],
+                                },
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "StartRequest": {
+                    "type": "object",
+                    "required": ["workflow"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "workflow": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_WORKFLOW_NAME_LENGTH,
+                            "description": "a workflow that --app imported or a worker registered",
+                        },
+                        "input": {**_ANY, "description": "the workflow's input (default null)"},
+                        "id": {
+                            "type": ["string", "null"],
+                            "minLength": 1,
+                            "maxLength": MAX_ID_LENGTH,
+                            "description": "execution id, no control characters (default: a new UUID)",
+                        },
+                    },
+                },
+                "Started": {
+                    "type": "object",
+                    "required": ["id", "workflow", "status", "created"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "status": _ref("Status"),
+                        "created": {"type": "boolean", "description": "false when the id existed"},
+                    },
+                },
+                "Status": {"type": "string", "enum": list(STATUSES)},
+                "Execution": {
+                    "type": "object",
+                    "required": [
+                        "id",
+                        "workflow",
+                        "status",
+                        "input",
+                        "result",
+                        "error",
+                        "created_at",
+                        "started_at",
+                        "finished_at",
+                        "steps",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "status": _ref("Status"),
+                        "input": _ANY,
+                        "result": {**_ANY, "description": "the result once completed, else null"},
+                        "error": {
+                            "oneOf": [{"type": "null"}, _ref("StoredError")],
+                            "description": "the error of a failed or timed-out execution",
+                        },
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "started_at": _TIME,
+                        "finished_at": _TIME,
+                        "steps": {"type": "array", "items": _ref("Step")},
+                    },
+                },
+                "StoredError": {
+                    "type": "object",
+                    "description": "type, message and traceback of the exception",
+                    "properties": {
+                        "type": {"type": "string"},
+                        "message": {"type": "string"},
+                        "traceback": {"type": "string"},
+                    },
+                },
+                "Step": {
+                    "type": "object",
+                    "required": [
+                        "key",
+                        "position",
+                        "kind",
+                        "status",
+                        "result",
+                        "error",
+                        "attempts",
+                        "started_at",
+                        "finished_at",
+                        "wake_at",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "key": {"type": "string", "description": "checkpoint key, e.g. charge-card#1"},
+                        "position": {"type": "integer"},
+                        "kind": {"type": "string", "enum": ["step", "sleep", "event"]},
+                        "status": {"type": "string", "enum": ["completed", "failed", "waiting"]},
+                        "result": _ANY,
+                        "error": {"oneOf": [{"type": "null"}, _ref("StoredError")]},
+                        "attempts": {"type": "integer"},
+                        "started_at": _TIME,
+                        "finished_at": _TIME,
+                        "wake_at": {**_TIME, "description": "a sleep's or an event wait's deadline"},
+                    },
+                },
+                "ExecutionSummary": {
+                    "type": "object",
+                    "required": ["id", "workflow", "status", "created_at", "finished_at"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "status": _ref("Status"),
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "finished_at": _TIME,
+                    },
+                },
+                "ExecutionList": {
+                    "type": "object",
+                    "required": ["executions"],
+                    "additionalProperties": False,
+                    "properties": {"executions": {"type": "array", "items": _ref("ExecutionSummary")}},
+                },
+                "EventRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "payload": {**_ANY, "description": "the event's payload (default null)"},
+                        "key": {
+                            "type": ["string", "null"],
+                            "minLength": 1,
+                            "maxLength": MAX_ID_LENGTH,
+                            "description": "idempotency key: a repeated key is delivered once",
+                        },
+                    },
+                },
+                "EventDelivery": {
+                    "type": "object",
+                    "required": ["execution_id", "event", "delivered"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "execution_id": {"type": "string"},
+                        "event": {"type": "string"},
+                        "delivered": {
+                            "type": "boolean",
+                            "description": "false when this key was delivered before (nothing stored)",
+                        },
+                    },
+                },
+                "CancelRequest": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"reason": {"type": "string", "maxLength": 1000}},
+                },
+                "Cancellation": {
+                    "type": "object",
+                    "required": ["id", "status", "cancelled"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": _ref("Status"),
+                        "cancelled": {
+                            "type": "boolean",
+                            "description": "false when the execution had already ended",
+                        },
+                    },
+                },
+            },
+        },
+    }

@@ -1,0 +1,66 @@
+"""The JSON shapes of executions, shared by the HTTP API and `zart status/show/list --json`.
+
+One definition per shape, so that a script reading `zart show --json` and a client of
+`GET /v1/executions/{id}` see the same fields in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .client import ExecutionInfo, StepRecord
+
+
+def _execution_fields(info: ExecutionInfo, *, with_input: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": info.id, "workflow": info.workflow, "status": info.status}
+    if with_input:
+        data["input"] = info.input
+    data.update(
+        {
+            "result": info.result,
+            "error": info.error,
+            "created_at": info.created_at,
+            "started_at": info.started_at,
+            "finished_at": info.finished_at,
+        }
+    )
+    return data
+
+
+def status_json(info: ExecutionInfo) -> dict[str, Any]:
+    """How an execution ended (or stands), without its input: `zart status --json`."""
+    return _execution_fields(info, with_input=False)
+
+
+def step_json(step: StepRecord) -> dict[str, Any]:
+    """One checkpoint of an execution's history."""
+    return {
+        "key": step.key,
+        "position": step.position,
+        "kind": step.kind,
+        "status": step.status,
+        "result": step.result,
+        "error": step.error,
+        "attempts": step.attempts,
+        "started_at": step.started_at,
+        "finished_at": step.finished_at,
+        "wake_at": step.wake_at,
+    }
+
+
+def execution_json(info: ExecutionInfo, steps: list[StepRecord]) -> dict[str, Any]:
+    """An execution with its input and steps: `GET /v1/executions/{id}` and `zart show --json`."""
+    data = _execution_fields(info, with_input=True)
+    data["steps"] = [step_json(step) for step in steps]
+    return data
+
+
+def summary_json(info: ExecutionInfo) -> dict[str, Any]:
+    """One line of a listing: `GET /v1/executions` and `zart list --json`."""
+    return {
+        "id": info.id,
+        "workflow": info.workflow,
+        "status": info.status,
+        "created_at": info.created_at,
+        "finished_at": info.finished_at,
+    }
