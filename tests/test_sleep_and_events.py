@@ -104,6 +104,25 @@ def test_event_sent_while_waiting_wakes_the_execution(database_url, worker):
     assert time.monotonic() - began < 2  # woken by the delivery, not by a poll
 
 
+def test_an_event_the_execution_does_not_wait_for_yet_is_kept_without_waking_it(database_url, worker):
+    handle = zart.start(events_app.wait_for_one, {"event": "finish"}, database_url=database_url)
+    wait_until(lambda: handle.status() == "waiting", what="the wait")
+    assert zart.send_event(handle.id, "unrelated", {"n": 1}, database_url=database_url) is True
+    # Still parked: no replay for an event nobody waits for yet.
+    assert query(
+        database_url,
+        "SELECT claimed_by, run_at = 'infinity' FROM zart_tasks WHERE execution_id = %s",
+        (handle.id,),
+    ) == [(None, True)]
+    zart.send_event(handle.id, "finish", "done", database_url=database_url)
+    assert handle.result(timeout=30) == "done"
+    assert query(
+        database_url,
+        "SELECT name, consumed_by FROM zart_events WHERE execution_id = %s ORDER BY id",
+        (handle.id,),
+    ) == [("unrelated", None), ("finish", "event:finish#1")]
+
+
 def test_two_waits_take_two_events_in_the_order_sent(database_url, worker):
     execution_id = f"two-{uuid.uuid4()}"
     handle = zart.start(events_app.wait_for_two, id=execution_id, database_url=database_url)

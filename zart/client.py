@@ -333,7 +333,8 @@ def send_event(
         ).fetchone()
         if stored is None:
             return False  # this key was delivered before
-        if status == "waiting" and conn.execute(sql.WAKE_EXECUTION_TASK, {"id": execution_id}).fetchone():
+        wake = {"id": execution_id, "key_prefix": f"event:{name}#"}
+        if status == "waiting" and conn.execute(sql.WAKE_EXECUTION_TASK, wake).fetchone():
             conn.execute(sql.NOTIFY_TASKS)
     return True
 

@@ -339,9 +339,14 @@ ON CONFLICT (execution_id, key) WHERE key IS NOT NULL DO NOTHING
 RETURNING id
 """
 
+# Wakes the execution only if it is parked on a wait for this very event (its `waiting` entry's key is
+# `event:NAME#k`); an event it will wait for later stays stored until then.
 WAKE_EXECUTION_TASK = """
 UPDATE zart_tasks SET run_at = now()
 WHERE execution_id = %(id)s AND kind = 'workflow' AND claimed_by IS NULL AND run_at > now()
+  AND EXISTS (SELECT 1 FROM zart_steps s
+              WHERE s.execution_id = %(id)s AND s.kind = 'event' AND s.status = 'waiting'
+                AND left(s.step_key, length(%(key_prefix)s)) = %(key_prefix)s)
 RETURNING id
 """
 
