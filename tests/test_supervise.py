@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -258,3 +259,22 @@ def test_supervise_gives_up_when_workers_keep_dying_at_start_up(subprocess_env, 
     assert result.returncode == 1
     assert "event=supervisor.giving_up" in result.stderr
     assert time.monotonic() - began < 30
+
+
+def test_one_notification_wakes_one_claim_not_a_herd(fresh_database_url, subprocess_env):
+    """Three idle workers, 20 executions started one at a time: with the claim baton about one claim
+    query runs per notification (plus each worker's start-up claim), where a herd would run three."""
+    url = fresh_database_url
+    env = dict(subprocess_env, ZART_DATABASE_URL=url)
+    supervisor = SupervisorProcess(
+        env, "--procs", "3", "--poll-interval", "60s", "--lease", "30s", app="tests.apps.core_app"
+    )
+    try:
+        supervisor.wait_workers(3)
+        for n in range(20):
+            zart.start(core_app.three_steps, {"n": n}, database_url=url).result(timeout=30)
+    finally:
+        assert supervisor.stop() == 0
+    claims = [int(count) for count in re.findall(r"event=worker.stopped .*claims=(\d+)", supervisor.log())]
+    assert len(claims) == 3
+    assert sum(claims) < 40, f"claim queries per worker: {claims} (a herd would run about 60)"

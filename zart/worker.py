@@ -134,6 +134,7 @@ class Worker:
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel_scope: trio.CancelScope | None = None
         self.executions_finished = 0  # runs that ended or suspended (a retry, a sleep, a wait)
+        self.claim_queries = 0  # how many claim queries this worker ran (see the claim baton)
         self._stopping = False
         self._draining = False
 
@@ -256,6 +257,7 @@ class Worker:
                 worker=self.worker_id,
                 handed_back=released,
                 runs=self.executions_finished,
+                claims=self.claim_queries,
             )
 
     def _setup(self) -> None:
@@ -351,6 +353,7 @@ class Worker:
             wait = self.poll_interval
             if free > 0 and self._take_baton():
                 limit = min(free, self.batch)
+                self.claim_queries += 1
                 try:
                     tasks, next_due = await self._db(self._claim, limit)
                 except (psycopg.Error, OSError) as exc:
