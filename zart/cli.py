@@ -282,42 +282,44 @@ def migrate(database_url: str | None) -> None:
         click.echo("schema is up to date")
 
 
+def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `zart worker` and `zart supervise` share; they arrive as `**engine` kwargs."""
+    options = [
+        click.option(
+            "--concurrency", default=100, show_default=True, help="Executions in flight per process."
+        ),
+        click.option("--batch", default=50, show_default=True, help="Tasks claimed per query."),
+        click.option("--lease", default="30s", show_default=True, help="Lease on a claimed task."),
+        click.option("--poll-interval", default="5s", show_default=True, help="Fallback poll period."),
+        click.option(
+            "--grace", default="30s", show_default=True, help="How long SIGTERM lets in-flight work finish."
+        ),
+        click.option("--no-listen", is_flag=True, help="Do not LISTEN for notifications; poll only."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _worker_settings(engine: dict[str, Any]) -> dict[str, Any]:
+    """`zart.Worker` keyword arguments from the shared options."""
+    settings = dict(engine)
+    settings["listen"] = not settings.pop("no_listen")
+    return settings
+
+
 @main.command()
 @database_url_option
 @app_option
-@click.option("--concurrency", default=100, show_default=True, help="Executions in flight.")
-@click.option("--batch", default=50, show_default=True, help="Tasks claimed per query.")
-@click.option("--lease", default="30s", show_default=True, help="Lease on a claimed task.")
-@click.option("--poll-interval", default="5s", show_default=True, help="Fallback poll period.")
-@click.option(
-    "--grace", default="30s", show_default=True, help="How long SIGTERM lets in-flight work finish."
-)
-@click.option("--no-listen", is_flag=True, help="Do not LISTEN for notifications; poll only.")
+@worker_options
 @_handle_errors
-def worker(
-    database_url: str | None,
-    apps: tuple[str, ...],
-    concurrency: int,
-    batch: int,
-    lease: str,
-    poll_interval: str,
-    grace: str,
-    no_listen: bool,
-) -> None:
+def worker(database_url: str | None, apps: tuple[str, ...], **engine: Any) -> None:
     """Run one worker process in the foreground (SIGTERM/SIGINT drain it; a second SIGINT stops it)."""
     from .worker import Worker
 
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
-    Worker(
-        database_url,
-        concurrency=concurrency,
-        batch=batch,
-        lease=lease,
-        poll_interval=poll_interval,
-        grace=grace,
-        listen=not no_listen,
-    ).run()
+    Worker(database_url, **_worker_settings(engine)).run()
 
 
 @main.command()
@@ -326,26 +328,9 @@ def worker(
 @click.option(
     "--procs", default=os.cpu_count() or 1, show_default="the number of CPUs", help="Worker processes."
 )
-@click.option("--concurrency", default=100, show_default=True, help="Executions in flight per process.")
-@click.option("--batch", default=50, show_default=True, help="Tasks claimed per query.")
-@click.option(
-    "--grace", default="30s", show_default=True, help="How long SIGTERM lets in-flight work finish."
-)
-@click.option("--lease", default="30s", show_default=True, help="Lease on a claimed task.")
-@click.option("--poll-interval", default="5s", show_default=True, help="Fallback poll period.")
-@click.option("--no-listen", is_flag=True, help="Do not LISTEN for notifications; poll only.")
+@worker_options
 @_handle_errors
-def supervise(
-    database_url: str | None,
-    apps: tuple[str, ...],
-    procs: int,
-    concurrency: int,
-    batch: int,
-    grace: str,
-    lease: str,
-    poll_interval: str,
-    no_listen: bool,
-) -> None:
+def supervise(database_url: str | None, apps: tuple[str, ...], procs: int, **engine: Any) -> None:
     """Fork PROCS worker processes and keep them running (SIGTERM/SIGINT drain them)."""
     from .durations import parse_duration
     from .supervisor import Supervisor
@@ -354,19 +339,9 @@ def supervise(
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
     url = db.resolve_url(database_url)
     schema.migrate(url)
-    supervisor = Supervisor(
-        url,
-        procs,
-        parse_duration(grace, "--grace"),
-        {
-            "concurrency": concurrency,
-            "batch": batch,
-            "lease": lease,
-            "poll_interval": poll_interval,
-            "listen": not no_listen,
-        },
-    )
-    sys.exit(supervisor.run())
+    settings = _worker_settings(engine)
+    grace = parse_duration(settings.pop("grace"), "--grace")
+    sys.exit(Supervisor(url, procs, grace, settings).run())
 
 
 @main.command()
