@@ -103,8 +103,8 @@ def test_replay_of_a_100_step_history(benchmark, fresh_database_url):
     with psycopg.connect(url, autocommit=True) as conn:
         history = [
             Checkpoint(key, seq, status, output, error, kind, wake_in)
-            for _, key, seq, kind, status, output, error, wake_in in conn.execute(
-                sql.SELECT_HISTORY, {"ids": [handle.id]}
+            for _, _, key, seq, kind, status, output, error, wake_in in conn.execute(
+                sql.SELECT_HISTORY, {"ids": [handle.id], "keys": [None]}
             )
         ]
     assert len(history) == 100

@@ -295,6 +295,14 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--grace", default="30s", show_default=True, help="How long SIGTERM lets in-flight work finish."
         ),
         click.option("--no-listen", is_flag=True, help="Do not LISTEN for notifications; poll only."),
+        click.option(
+            "--max-abandoned",
+            default=3,
+            show_default=True,
+            type=click.IntRange(min=0),
+            help="Poison-pill limit: fail an execution whose step died with its worker this many times "
+            "(0: no limit).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -16,6 +16,7 @@ overwrite the progress of the one that took over.
 from __future__ import annotations
 
 import logging
+import math
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -26,13 +27,36 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from . import sql
+from .db import is_transient
 from .logs import log_event
 
 log = logging.getLogger("zart.completer")
 
-# How long a batch keeps retrying through a lost connection before its executions give up (their
-# tasks are then resumed from their checkpoints by whichever worker claims them next).
-_GIVE_UP_SECONDS = 120.0
+# Back-off between retries of a batch while the database is unreachable: short enough that work
+# resumes within about a second of PostgreSQL's return.
+_RETRY_MAX_DELAY = 1.0
+# A batch waits at most this long for a pooled connection before it counts as a failed attempt.
+_CHECKOUT_SECONDS = 5.0
+
+
+class FragmentRejected(BaseException):
+    """PostgreSQL refused this fragment's writes (a value it cannot hold): nothing of it is stored.
+
+    A BaseException, like LeaseLost, so that a workflow's `except Exception:` cannot swallow it and
+    carry on as if its progress were durable; the runner fails the execution with `cause`.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+class CommitAbandoned(BaseException):
+    """The worker is stopping (or its completer died) before this fragment could be committed.
+
+    Whether it was written is unknown; the fencing token makes either outcome safe, and the task's
+    next holder resumes from what is durable.
+    """
 
 
 @attrs.define
@@ -67,6 +91,9 @@ class Fragment:
     wake_on_event: str | None = None
     # ...or at once if none of its branches is left.
     wake_when_branches_done: bool = False
+    # The execution ended while attempts of it may still be open elsewhere (a workflow timeout
+    # with branches running): close them all as (outcome, error_type, error_message).
+    close_attempts: tuple[str, str, str] | None = None
 
     def is_empty(self) -> bool:
         return not (
@@ -80,6 +107,7 @@ class Fragment:
             or self.fan_in_group is not None
             or self.finish_task
             or self.release_after is not None
+            or self.close_attempts is not None
         )
 
 
@@ -108,12 +136,20 @@ class Completer:
         self._max_batch = max_batch
         self._queue: list[tuple[Fragment, _Waiter]] = []
         self._wakeup = trio.Event()
+        self._give_up_at = math.inf
+        self._closed = False
         self.batches = 0
         self.fragments = 0
 
     async def commit(self, fragment: Fragment) -> bool:
-        """Make `fragment` durable; False when the task's lease was lost (nothing written)."""
+        """Make `fragment` durable; False when the task's lease was lost (nothing written).
+
+        Raises FragmentRejected when PostgreSQL refused this fragment's own data (the rest of its
+        batch is committed without it), CommitAbandoned when the worker stops first.
+        """
         waiter = _Waiter()
+        if self._closed:
+            raise CommitAbandoned("the worker's completer has stopped")
         self._queue.append((fragment, waiter))
         self._wakeup.set()
         await waiter.done.wait()
@@ -121,56 +157,101 @@ class Completer:
             raise waiter.error
         return waiter.committed
 
+    def give_up_after(self, seconds: float) -> None:
+        """Stop retrying through a lost connection `seconds` from now (the worker is stopping)."""
+        self._give_up_at = min(self._give_up_at, trio.current_time() + seconds)
+
     async def run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            while self._queue:
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                fragments = [fragment for fragment, _ in batch]
-                try:
-                    valid = await self._write_with_retries(fragments)
-                except (psycopg.Error, OSError) as exc:
-                    log_event(log, "checkpoint.failed", logging.WARNING, fragments=len(batch), error=exc)
-                    for _, waiter in batch:
-                        waiter.error = exc
-                        waiter.done.set()
-                    continue
-                self.batches += 1
-                self.fragments += len(batch)
-                for fragment, waiter in batch:
-                    waiter.committed = fragment.task_id in valid
+        """Commit batches until cancelled. However it ends, no runner is left waiting."""
+        in_flight: list[tuple[Fragment, _Waiter]] = []
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                while self._queue:
+                    in_flight = self._queue[: self._max_batch]
+                    del self._queue[: self._max_batch]
+                    await self._commit(in_flight)
+                    in_flight = []
+        finally:
+            self._closed = True
+            for _, waiter in in_flight + self._queue:
+                if not waiter.done.is_set():
+                    waiter.error = CommitAbandoned("the worker stopped before this commit ended")
                     waiter.done.set()
+            self._queue.clear()
+
+    async def _commit(self, batch: list[tuple[Fragment, _Waiter]]) -> None:
+        """Commit `batch`; if PostgreSQL refuses it, find the fragments it refuses by halves.
+
+        One execution's bad value must not fail the others that happen to share its transaction:
+        a refused batch is split and each half retried (every write is idempotent), down to the
+        single fragment that is refused, whose runner alone gets the error.
+        """
+        fragments = [fragment for fragment, _ in batch]
+        try:
+            valid = await self._write_with_retries(fragments)
+        except CommitAbandoned as exc:
+            for _, waiter in batch:
+                waiter.error = CommitAbandoned(str(exc))
+                waiter.done.set()
+            return
+        except Exception as exc:
+            if len(batch) > 1:
+                log_event(log, "checkpoint.split", logging.WARNING, fragments=len(batch), error=exc)
+                middle = len(batch) // 2
+                await self._commit(batch[:middle])
+                await self._commit(batch[middle:])
+                return
+            fragment, waiter = batch[0]
+            log_event(
+                log,
+                "checkpoint.rejected",
+                logging.ERROR,
+                execution=fragment.execution_id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            waiter.error = FragmentRejected(exc)
+            waiter.done.set()
+            return
+        self.batches += 1
+        self.fragments += len(batch)
+        for fragment, waiter in batch:
+            waiter.committed = fragment.task_id in valid
+            waiter.done.set()
 
     async def _write_with_retries(self, fragments: list[Fragment]) -> set[int]:
-        """Commit a batch, retrying while the connection is lost (PostgreSQL restarting).
+        """Commit a batch, retrying for as long as the database is unreachable.
 
         Safe to repeat even when a commit's outcome is unknown: every write of a batch is
         idempotent (ON CONFLICT, upserts, re-checked fencing tokens), and if the leases lapse
-        meanwhile, the re-checked tokens drop the fragments instead of writing them.
+        meanwhile, the re-checked tokens drop the fragments instead of writing them. There is no
+        time limit but the worker's stop: an outage, however long, costs leases, never data.
         """
-        delay = 0.1
-        waited = 0.0
+        delay = 0.05
+        lost_at: float | None = None
         while True:
             try:
                 valid = await trio.to_thread.run_sync(partial(self._write, fragments), limiter=self._limiter)
-            except psycopg.OperationalError as exc:
-                if waited >= _GIVE_UP_SECONDS:
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                if waited == 0:
+                now = trio.current_time()
+                if lost_at is None:
+                    lost_at = now
                     log_event(log, "database.lost", logging.WARNING, error=exc)
-                await trio.sleep(delay)
-                waited += delay
-                delay = min(delay * 2, 2.0)
+                if now >= self._give_up_at:
+                    raise CommitAbandoned(f"stopped while the database was unreachable ({exc})") from exc
+                await trio.sleep(min(delay, max(0.0, self._give_up_at - now)))
+                delay = min(delay * 2, _RETRY_MAX_DELAY)
                 continue
-            if waited:
-                log_event(log, "database.reconnected", after_seconds=round(waited, 1))
+            if lost_at is not None:
+                log_event(log, "database.reconnected", after_seconds=round(trio.current_time() - lost_at, 1))
             return valid
 
     def _write(self, fragments: list[Fragment]) -> set[int]:
         """One transaction for the whole batch (runs in a worker thread)."""
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn, conn.transaction():
             return self.write_batch(conn, fragments)
 
     def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> set[int]:
@@ -239,6 +320,11 @@ class Completer:
         over = [f.execution_id for f in fragments if f.finish_execution]
         if over:
             conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over})
+        # After the tasks' deletion, which waited for any batch still holding one of them: a
+        # branch attempt that batch started is visible here, and closed too.
+        closing = [(f.execution_id, *f.close_attempts) for f in fragments if f.close_attempts]
+        if closing:
+            conn.execute(sql.CLOSE_OPEN_ATTEMPTS, _columns(closing, _CLOSE_COLUMNS))
         released = [
             f for f in fragments if f.release_after is not None and not (f.finish_task or f.finish_execution)
         ]
@@ -252,6 +338,7 @@ class Completer:
                     "delays": [f.release_after for f in released],
                     "events": [f.wake_on_event for f in released],
                     "branches": [f.wake_when_branches_done for f in released],
+                    "worker": self._worker_id,
                 },
             )
         fan_in: list[psycopg.Cursor] = []
@@ -289,6 +376,7 @@ _END_COLUMNS = (
     "error_messages",
     "tracebacks",
 )
+_CLOSE_COLUMNS = ("execution_ids", "outcomes", "error_types", "error_messages")
 _START_COLUMNS = ("execution_ids", "step_keys", "attempts", "worker_ids", "started_ats")
 _STEP_COLUMNS = (
     "execution_ids",

@@ -36,6 +36,29 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+# SQLSTATE classes that say "try again" rather than "this data is wrong": connection exceptions,
+# transaction rollbacks (serialization failures, deadlocks), insufficient resources, operator
+# intervention (shutdown, query cancelled, statement timeout) and system errors.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` says the database is (for now) unreachable or busy, not that the data is bad.
+
+    The distinction decides between retrying a batch as it is and looking for the one execution
+    whose values PostgreSQL refuses. A client-side error without a SQLSTATE is transient only when
+    it is an OperationalError (a lost connection, a pool timeout).
+    """
+    if isinstance(exc, OSError | DatabaseUnavailable):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in _TRANSIENT_CLASSES or state == "55P03"  # 55P03: lock_not_available
+
+
 def _configure(conn: psycopg.Connection) -> None:
     # Zart's values come back as the exact text stored (`::text` in the queries) and are decoded
     # with orjson by the caller, so no json loader is registered here.

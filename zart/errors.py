@@ -56,6 +56,22 @@ class ExecutionFinished(ZartError):
     """The execution already ended, so it cannot take an event (the event is not stored)."""
 
 
+class StepAbandoned(ZartError):
+    """A step's attempts keep dying with their worker (a crash, an OOM kill, a lost lease).
+
+    Recorded as the execution's error once the poison-pill limit (`max_abandoned`) is reached, so
+    that one step which takes its worker down cannot take the worker's other executions with it
+    again and again.
+    """
+
+
+class CheckpointRejected(ZartError):
+    """PostgreSQL refused to store an execution's progress (a value it cannot hold).
+
+    Recorded as that execution's error; the executions committed in the same batch are unharmed.
+    """
+
+
 class StepFailed(ZartError):
     """A step failed its last attempt; raised inside the workflow, which may catch it.
 

@@ -30,10 +30,12 @@ import trio
 
 from . import serde
 from .completer import Completer, Fragment
+from .durations import MAX_SECONDS
 from .errors import (
     EventTimeout,
     NonDeterminismError,
     SerializationError,
+    StepAbandoned,
     StepFailed,
     StepTimeout,
     ZartError,
@@ -121,6 +123,7 @@ class LastAttempt:
     attempt: int
     still_open: bool
     failures: int = 0  # attempts that failed or timed out: the retry budget already spent
+    crashes: int = 0  # attempts that died with their worker (the open one included)
 
 
 @attrs.frozen
@@ -131,6 +134,9 @@ class Services:
     step_limiter: trio.CapacityLimiter
     worker_id: str
     wake_claimer: Callable[[], None]  # called after a reschedule, so the worker's timer sees it
+    # The poison-pill limit: a step whose attempts died with their worker this many times fails
+    # its execution instead of being tried again (None: no limit).
+    max_abandoned: int | None = 3
 
 
 def utcnow() -> datetime:
@@ -138,11 +144,28 @@ def utcnow() -> datetime:
 
 
 def error_record(exc: BaseException) -> dict[str, str]:
+    """An exception as Zart records it: storable text whatever the exception holds.
+
+    User code decides what an exception's text is; a `__str__` that raises, a NUL or a lone
+    surrogate must cost that execution a strange message at worst, never its worker or its batch.
+    """
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<the {type(exc).__name__} could not be turned into text>"
+    try:
+        trace = "".join(traceback_module.format_exception(exc))
+    except Exception:
+        trace = ""
     return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback_module.format_exception(exc)),
+        "type": serde.safe_text(type(exc).__name__),
+        "message": serde.safe_text(message),
+        "traceback": serde.safe_text(trace),
     }
+
+
+def error_json(exc: BaseException) -> str:
+    return orjson.dumps(error_record(exc)).decode()
 
 
 class StepCall:
@@ -213,7 +236,7 @@ class ExecutionContext:
         self.services = services
         self.nondeterminism: NonDeterminismError | None = None
         self.deadline = deadline  # trio clock; the workflow's timeout measured from its start
-        self._in_flight: tuple[str, int] | None = None  # (step key, attempt) running right now
+        self.in_flight: tuple[str, int] | None = None  # (step key, attempt) running right now
         self._status = status  # the execution's status as last written
         self._claimed_at = trio.current_time()
         self._events = list(events or ())
@@ -240,6 +263,10 @@ class ExecutionContext:
         return position, self._entry_at(position, key)
 
     def _entry_at(self, position: int, key: str) -> Checkpoint | None:
+        if self.nondeterminism is not None:
+            # The workflow caught the error and went on: nothing durable may happen past a
+            # divergence, so every later step, sleep, wait or fan-out raises it again.
+            raise self.nondeterminism
         recorded = self.history.get(position)
         elsewhere = self._recorded_positions.get(key)
         if (recorded is not None and recorded.key != key) or (elsewhere not in (None, position)):
@@ -342,9 +369,15 @@ class ExecutionContext:
         return [self._make_call(step, f"{prefix}[{index}]", (item,), {}) for index, item in enumerate(items)]
 
     async def run_branch(self, call: StepCall, position: int, group: int) -> None:
-        """Run one branch task: the step (with its retries), then the fan-in, in one commit."""
+        """Run one branch task: the step (with its retries), then the fan-in, in one commit.
+
+        A branch whose checkpoint already exists (its task was re-created by a replay that loaded
+        the history just before the branch finished) does not run again: only the fan-in remains.
+        """
+        recorded = self.history.get(position)
         try:
-            await self._run_new_step(call, position)
+            if recorded is None:
+                await self._run_new_step(call, position)
         except StepFailed:
             pass  # recorded; the workflow sees it when it gathers the branches
         except Suspended:
@@ -356,7 +389,7 @@ class ExecutionContext:
     # -- sleeps and events --------------------------------------------------------------------------
 
     async def sleep(self, name: str, seconds: float) -> None:
-        key = self._next_key("sleep", name)
+        key = self._next_key("sleep", check_wait_name("sleep", name))
         position, recorded = self._next_entry(key)
         if recorded is None:  # first time here: the deadline becomes durable, then we suspend
             self._pending.steps.append(
@@ -372,7 +405,7 @@ class ExecutionContext:
         self._set_status("running")
 
     async def wait_for_event(self, name: str, timeout: float | None) -> Any:
-        key = self._next_key("event", name)
+        key = self._next_key("event", check_wait_name("event", name))
         position, recorded = self._next_entry(key)
         if recorded is not None and recorded.status == "completed":
             return serde.loads(recorded.output)
@@ -435,18 +468,29 @@ class ExecutionContext:
                         None,
                     )
                 )
+            limit = self.services.max_abandoned
+            if limit and previous.crashes >= limit:
+                await self.fail(
+                    StepAbandoned(
+                        f"step {key!r} was abandoned {previous.crashes} times: each attempt's worker "
+                        "died (crash, kill, out of memory or lost lease) before the attempt ended, so "
+                        "the execution is failed rather than allowed to take more workers down "
+                        f"(poison-pill limit max_abandoned={limit})"
+                    )
+                )
         started = utcnow()
         pending.attempt_starts.append((key, attempt, started))
         self._mark_running()
+        # In flight from its commit on: a stop that comes right after it closes this attempt.
+        self.in_flight = (key, attempt)
         await self.flush()  # the attempt is on record before the step's side effects begin
 
-        self._in_flight = (key, attempt)
         info = Context(self.execution_id, self.workflow_name, key, attempt)
         try:
             result = await self._invoke(call, info)
             data = serde.dumps(result, f"the result of step {key!r}")
         except Exception as exc:
-            self._in_flight = None
+            self.in_flight = None
             failures += 1
             policy = call.step.retry
             self._record_attempt_end(key, attempt, exc)
@@ -454,7 +498,7 @@ class ExecutionContext:
             if not isinstance(exc, SerializationError) and policy.should_retry(failures, exc):
                 await self.suspend(policy.delay_before_retry(failures))  # ends this run here
             raise self._record_failure(key, position, attempt, started, exc) from None
-        self._in_flight = None
+        self.in_flight = None
         finished = utcnow()
         pending = self._pending
         pending.attempt_ends.append((key, attempt, finished, "succeeded", None, None, None))
@@ -544,9 +588,14 @@ class ExecutionContext:
             committed = await self.services.completer.commit(fragment)
         if not committed:
             raise LeaseLost(f"lost the lease on execution {self.execution_id!r}")
+        # A stop that came during the commit takes effect here: a workflow whose steps never
+        # reach an unshielded checkpoint (fast async steps) would otherwise run on forever.
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def suspend(self, delay: float) -> NoReturn:
         """Hand the task back to run again in `delay` seconds (never past the deadline), and stop."""
+        if delay != math.inf:
+            delay = min(delay, MAX_SECONDS)
         if self.deadline is not None:
             delay = min(delay, max(0.0, self.deadline - trio.current_time()))
         self._pending.release_after = delay
@@ -559,16 +608,22 @@ class ExecutionContext:
         self._pending.finish_execution = True
         await self.flush()
 
+    async def fail(self, error: BaseException) -> NoReturn:
+        """End the execution `failed` with `error` from wherever it runs (a branch included), and stop."""
+        await self.finish("failed", None, error_json(error))
+        raise Suspended
+
     async def time_out(self) -> None:
         """End the execution `timed_out`; the attempt in flight, if any, is recorded as cut short."""
         message = "the execution exceeded its workflow timeout"
         if self.workflow is not None and self.workflow.timeout is not None:
             message += f" of {self.workflow.timeout:g} s"
-        if self._in_flight is not None:
-            key, attempt = self._in_flight
+        if self.in_flight is not None:
+            key, attempt = self.in_flight
             self._pending.attempt_ends.append(
                 (key, attempt, utcnow(), "timed_out", "WorkflowTimedOut", message, None)
             )
+        self._pending.close_attempts = ("timed_out", "WorkflowTimedOut", message)
         error = orjson.dumps({"type": "WorkflowTimedOut", "message": message, "traceback": ""})
         await self.finish("timed_out", None, error.decode())
 
@@ -590,27 +645,57 @@ class ExecutionContext:
         assert workflow is not None
         execution_token = _current_execution.set(self)
         info_token = _current_info.set(Context(self.execution_id, workflow.name))
+        failure: Exception | None = None
         try:
             value = serde.loads(input_json)
             coroutine = workflow.fn(value) if workflow.takes_input else workflow.fn()
             result = await coroutine
         except Exception as exc:
-            error = self.nondeterminism or exc
-            await self.finish("failed", None, orjson.dumps(error_record(error)).decode())
-            return
+            failure = exc
         finally:
             _current_info.reset(info_token)
             _current_execution.reset(execution_token)
-        if self.nondeterminism is not None:  # the workflow caught it: it still fails
-            record = error_record(self.nondeterminism)
-            await self.finish("failed", None, orjson.dumps(record).decode())
+        # A divergence fails the execution even when the workflow caught it, and so does history
+        # the body never reached (code that lost steps would otherwise end "completed").
+        divergence = self.nondeterminism or self._unreached_history()
+        if divergence is not None:
+            await self.finish("failed", None, error_json(divergence))
+            return
+        if failure is not None:
+            await self.finish("failed", None, error_json(failure))
             return
         try:
             data = serde.dumps(result, f"the result of workflow {workflow.name!r}")
         except SerializationError as exc:
-            await self.finish("failed", None, orjson.dumps(error_record(exc)).decode())
+            await self.finish("failed", None, error_json(exc))
             return
         await self.finish("completed", data.decode(), None)
+
+    def _unreached_history(self) -> NonDeterminismError | None:
+        """The error for history entries past where the body ended, if there are any."""
+        unreached = sorted(seq for seq in self.history if seq >= self._position)
+        if not unreached:
+            return None
+        first = self.history[unreached[0]]
+        return NonDeterminismError(
+            f"execution {self.execution_id!r}: the workflow ended after {self._position} history "
+            f"entries, but the history recorded {len(self.history)}: {first.key!r} at position "
+            f"{first.seq + 1} was never reached; the workflow's code changed its steps since this "
+            "execution started"
+        )
+
+
+def check_wait_name(kind: str, name: Any) -> str:
+    """A sleep's or an event's name, checked at the call: it becomes part of a checkpoint key."""
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValueError(f"the name of a {kind} must be a string of 1 to 200 characters, got {name!r}")
+    if any(ord(ch) < 32 or ch == "\x7f" for ch in name):
+        raise ValueError(f"the name of a {kind} must not hold control characters, got {name!r}")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"the name of a {kind} is not valid UTF-8 text, got {name!r}") from None
+    return name
 
 
 def _require_execution(what: str) -> ExecutionContext:

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from .durations import GRAMMAR as DURATION_GRAMMAR
-from .durations import parse_duration
+from .durations import MAX_SECONDS, parse_duration
 
 GRAMMAR = (
     'a retry policy is "none", "fixed(N, DELAY)" or "exponential(N, BASE[, MAX])", '
@@ -122,7 +122,10 @@ class Retry:
 
     def delay_before_retry(self, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1 for the first retry)."""
-        delay = self.delay * (self.backoff ** (retry_number - 1))
+        try:
+            delay = min(self.delay * (self.backoff ** (retry_number - 1)), MAX_SECONDS)
+        except OverflowError:  # 2.0 ** 2000: a float cannot hold it, and no delay may pass MAX_SECONDS
+            delay = MAX_SECONDS
         if self.max_delay is not None:
             delay = min(delay, self.max_delay)
         if self.jitter:  # "equal jitter": between half the delay and the whole of it

@@ -82,3 +82,16 @@ def _find_unserialisable(value: Any, depth: int = 0) -> Any:
         if found is not _NOTHING:
             return found
     return value
+
+
+def safe_text(text: str) -> str:
+    """`text` as PostgreSQL can store it in a `text` column, with nothing lost from sight.
+
+    Error messages and tracebacks come from user code and may hold what PostgreSQL refuses: a NUL
+    (`\\x00`), or a lone surrogate such as `os.fsdecode` makes of a file name in another encoding
+    (psycopg cannot even encode it). Both are written as visible escapes (`\\x00`, `\\udce9`), so
+    one execution's odd error text can never make the transaction that records it fail.
+    """
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00") if "\x00" in text else text

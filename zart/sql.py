@@ -138,13 +138,19 @@ SECONDS_TO_NEXT_RUN_AT = """
 SELECT extract(epoch FROM min(run_at) - now())::float8 FROM zart_tasks WHERE run_at < 'infinity'
 """
 
-# History of the claimed executions, loaded once per claim (never per step). wake_in: seconds from
-# now (by the database's clock) to the deadline of a sleep or an event wait.
+# History of the claimed executions, loaded once per claim (never per step). Each (execution, key)
+# pair asks for one execution's whole history (key NULL: a workflow task, which replays it) or for
+# one step's checkpoint only (a branch task, which needs nothing else: loading the whole history for
+# each of a zart.map's N branches would make the map cost N^2). wake_in: seconds from now (by the
+# database's clock) to the deadline of a sleep or an event wait. The pair's key comes back first, so
+# the caller files each row under the pair that asked for it.
 SELECT_HISTORY = """
-SELECT execution_id, step_key, seq, kind, status, output::text, error::text,
-       extract(epoch FROM wake_at - now())::float8
-FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
-ORDER BY execution_id, seq
+SELECT s.execution_id, f.step_key, s.step_key, s.seq, s.kind, s.status, s.output::text,
+       s.error::text, extract(epoch FROM s.wake_at - now())::float8
+FROM unnest(%(ids)s::text[], %(keys)s::text[]) AS f(execution_id, step_key)
+JOIN zart_steps s ON s.execution_id = f.execution_id
+                 AND (f.step_key IS NULL OR s.step_key = f.step_key)
+ORDER BY s.execution_id, s.seq
 """
 
 # Events delivered and not consumed yet, in the order sent.
@@ -154,17 +160,21 @@ FROM zart_events WHERE execution_id = ANY(%(ids)s::text[]) AND consumed_by IS NU
 ORDER BY execution_id, id
 """
 
-# The last attempt of every step that has no checkpoint yet: its number, whether it is still open
-# (the worker running it died), and how many attempts failed (the retry budget spent; attempts
-# abandoned by a dying worker do not count).
+# The last attempt of every step that has no checkpoint yet (of the whole execution, or of one step:
+# the same pairs as SELECT_HISTORY): its number, whether it is still open (the worker running it
+# died), how many attempts failed (the retry budget spent; attempts abandoned by a dying worker do
+# not count), and how many died with their worker (open ones included): the poison-pill count.
 SELECT_OPEN_ATTEMPTS = """
-SELECT a.execution_id, a.step_key, max(a.attempt), bool_or(a.outcome IS NULL),
-       count(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out'))
-FROM zart_step_attempts a
-WHERE a.execution_id = ANY(%(ids)s::text[])
-  AND NOT EXISTS (SELECT 1 FROM zart_steps s
+SELECT a.execution_id, f.step_key, a.step_key, max(a.attempt), bool_or(a.outcome IS NULL),
+       count(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out')),
+       count(*) FILTER (WHERE a.outcome IS NULL
+                           OR (a.outcome = 'abandoned' AND a.error_type = 'WorkerLost'))
+FROM unnest(%(ids)s::text[], %(keys)s::text[]) AS f(execution_id, step_key)
+JOIN zart_step_attempts a ON a.execution_id = f.execution_id
+                         AND (f.step_key IS NULL OR a.step_key = f.step_key)
+WHERE NOT EXISTS (SELECT 1 FROM zart_steps s
                   WHERE s.execution_id = a.execution_id AND s.step_key = a.step_key)
-GROUP BY a.execution_id, a.step_key
+GROUP BY a.execution_id, f.step_key, a.step_key
 """
 
 # -- leases --------------------------------------------------------------------------------------------
@@ -181,9 +191,12 @@ RETURNING t.id
 """
 
 # Hands tasks back, each to run again after its delay ('Infinity': only an event or its branches wake
-# it). A task released to wait for an event runs again at once if that event is already there (it
-# may have been delivered while the worker ran the execution: see LOCK_EXECUTION_TASK), and one
-# released to wait for its branches runs again at once if none is left (see WAKE_FANNED_IN).
+# it). Only a task this worker still holds: the token alone is not enough, since a task the completer
+# just parked (claimed_by NULL) keeps its token, and releasing it again at shutdown would wake a
+# sleep or a parked fan-out early. A task released to wait for an event runs again at once if that
+# event is already there (it may have been delivered while the worker ran the execution: see
+# LOCK_EXECUTION_TASK), and one released to wait for its branches runs again at once if none is
+# left (see WAKE_FANNED_IN).
 RELEASE_TASKS = """
 UPDATE zart_tasks t
 SET run_at = CASE
@@ -201,8 +214,31 @@ SET run_at = CASE
 FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events)s::text[],
             %(branches)s::bool[])
      AS f(id, claims, delay, event, branches)
-WHERE t.id = f.id AND t.claims = f.claims
+WHERE t.id = f.id AND t.claims = f.claims AND t.claimed_by = %(worker)s
 RETURNING t.run_at <= now()
+"""
+
+# Tasks claimed in this worker's name that it does not hold: a claim whose COMMIT landed but whose
+# answer was lost (the connection dropped right after it), or a runner that ended without handing
+# its task back. Ready again at once instead of after the lease. Claimed tasks have run_at within
+# one lease from now, so the scan is a range of zart_tasks_run_at_idx, not the sleeping backlog.
+RELEASE_STRANDED = """
+UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
+WHERE run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+  AND claimed_by = %(worker)s AND NOT (id = ANY(%(held)s::bigint[]))
+RETURNING id
+"""
+
+# At shutdown: the attempts this worker was running when it stopped. Closed as abandoned with
+# error_type 'WorkerStopped' (not 'WorkerLost'), so a drain never counts towards the poison-pill limit.
+STOP_ATTEMPTS = """
+UPDATE zart_step_attempts a
+SET outcome = 'abandoned', finished_at = now(), error_type = 'WorkerStopped',
+    error_message = 'the worker stopped (drain or shutdown) during this attempt; the step runs again'
+FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempts)s::int[])
+     AS f(execution_id, step_key, attempt)
+WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt = f.attempt
+  AND a.outcome IS NULL AND a.worker_id = %(worker)s
 """
 
 # -- the completer's batch -----------------------------------------------------------------------------
@@ -264,6 +300,16 @@ FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(results)s::text[], %(errors
 WHERE r.id = f.id
 """
 
+# Every attempt of an execution still open when it ended (a workflow timeout cut its branches
+# short on other workers): they will never report, since their tasks are gone.
+CLOSE_OPEN_ATTEMPTS = """
+UPDATE zart_step_attempts a
+SET outcome = f.outcome, finished_at = now(), error_type = f.error_type, error_message = f.error_message
+FROM unnest(%(execution_ids)s::text[], %(outcomes)s::text[], %(error_types)s::text[],
+            %(error_messages)s::text[]) AS f(execution_id, outcome, error_type, error_message)
+WHERE a.execution_id = f.execution_id AND a.outcome IS NULL
+"""
+
 DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"
 
 # A finished execution leaves no task behind (branches still queued when it timed out included).
@@ -272,7 +318,11 @@ DELETE_EXECUTION_TASKS = "DELETE FROM zart_tasks WHERE execution_id = ANY(%(ids)
 # -- fan-out and fan-in (zart.parallel, zart.map) -----------------------------------------------------
 
 # Branches are inserted in the same transaction that parks the workflow task, so none can finish
-# before the workflow is parked. Re-inserting on replay is a no-op.
+# before the workflow is parked. Re-inserting on replay is a no-op, and a branch whose checkpoint
+# exists is not inserted again: a replay that loaded its history before that branch finished (the
+# workflow task woken early) must not run it twice. The batch locked the workflow task first
+# (EXTEND_LEASES), as every branch's fan-in does, so this statement sees every branch committed
+# before it.
 INSERT_BRANCH_TASKS = """
 INSERT INTO zart_tasks (execution_id, kind, step_key, payload, seq, grp, run_at)
 SELECT f.execution_id, 'step', f.step_key, f.payload::json, f.seq, f.grp,
@@ -280,6 +330,8 @@ SELECT f.execution_id, 'step', f.step_key, f.payload::json, f.seq, f.grp,
 FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(payloads)s::text[], %(seqs)s::int[],
             %(grps)s::int[], %(readies)s::bool[])
      AS f(execution_id, step_key, payload, seq, grp, ready)
+WHERE NOT EXISTS (SELECT 1 FROM zart_steps s
+                  WHERE s.execution_id = f.execution_id AND s.step_key = f.step_key)
 ON CONFLICT (execution_id, step_key) WHERE kind = 'step' DO NOTHING
 """
 

@@ -37,9 +37,10 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from . import registry, sql
-from .completer import Completer, Fragment
-from .db import connect, open_pool, resolve_url
+from .completer import CommitAbandoned, Completer, Fragment, FragmentRejected
+from .db import connect, is_transient, open_pool, resolve_url
 from .durations import parse_duration
+from .errors import CheckpointRejected
 from .logs import log_event
 from .replay import (
     Checkpoint,
@@ -49,6 +50,8 @@ from .replay import (
     PendingEvent,
     Services,
     StepCall,
+    error_json,
+    utcnow,
 )
 from .schema import ensure_migrated
 
@@ -57,6 +60,11 @@ T = TypeVar("T")
 
 _DB_RETRY_SECONDS = 1.0
 _BATON_SECONDS = 2.0
+# At stop, how long the completer keeps trying to commit what runners handed it before it gives up
+# (the outcome is then unknown, which the fencing token makes safe); and how long the hand-back of
+# the held tasks may wait for a connection. Together they bound a stop to the grace plus seconds.
+_STOP_COMMIT_SECONDS = 3.0
+_STOP_CHECKOUT_SECONDS = 3.0
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
 
@@ -85,6 +93,7 @@ class ClaimedTask:
 class _Held:
     task: ClaimedTask
     scope: trio.CancelScope
+    execution: ExecutionContext | None = None  # set once the runner has built it
 
 
 class Worker:
@@ -107,9 +116,14 @@ class Worker:
         grace: Any = "30s",
         claim_baton: Any = None,
         supervisor_pid: int | None = None,
+        max_abandoned: int | None = 3,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be at least 1")
+        if max_abandoned is not None and (isinstance(max_abandoned, bool) or max_abandoned < 0):
+            raise ValueError(
+                f"max_abandoned must be a whole number >= 0 (0: no limit), got {max_abandoned!r}"
+            )
         self.database_url = database_url
         self.concurrency = concurrency
         self.batch = batch
@@ -117,6 +131,11 @@ class Worker:
         self.poll_interval = parse_duration(poll_interval, "poll interval")
         self.grace = parse_duration(grace, "grace period")
         self.listen = listen
+        # The poison-pill limit (see Services.max_abandoned); 0 or None: no limit.
+        self.max_abandoned = max_abandoned or None
+        # Set when tasks may be claimed in this worker's name without being held (a claim whose
+        # answer was lost, a runner that ended abnormally): the next claim hands them back first.
+        self._in_doubt = False
         # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
         # way until this time". One notification then makes one worker claim, not all of them.
         self._claim_baton = claim_baton
@@ -204,8 +223,11 @@ class Worker:
 
     def _request_stop(self) -> None:
         # Runners cancelled from here on keep their entry in _held, so that _release_held can
-        # hand their tasks back.
+        # hand their tasks back. Those waiting for a commit get it, or CommitAbandoned once the
+        # completer gives up: a stop never waits on a database that does not answer.
         self._stopping = True
+        if self._completer is not None:
+            self._completer.give_up_after(_STOP_COMMIT_SECONDS)
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
 
@@ -223,34 +245,18 @@ class Worker:
             return
         assert self._pool is not None
         try:
-            with trio.CancelScope() as self._cancel_scope:
-                if self._stopping:  # stop() came while we were connecting
-                    self._cancel_scope.cancel()
-                async with trio.open_nursery() as nursery:
-                    if handle_signals:
-                        nursery.start_soon(self._handle_signals, nursery)
-                    self._completer = Completer(self._pool, self._db_limiter, self.worker_id, self.lease)
-                    nursery.start_soon(self._completer.run)
-                    if self.listen:
-                        nursery.start_soon(self._listen)
-                    nursery.start_soon(self._heartbeat)
-                    nursery.start_soon(self._claim_loop, nursery)
-                    log_event(
-                        log,
-                        "worker.started",
-                        worker=self.worker_id,
-                        pid=os.getpid(),
-                        concurrency=self.concurrency,
-                        batch=self.batch,
-                        lease=self.lease,
-                        listen=self.listen,
-                    )
-                    self._ready.set()
+            # The completer lives in a nursery of its own, around the one of the runners: a stop
+            # cancels the runners, and the completer is still there to answer the ones waiting
+            # for a commit. If it dies, it answers them all (CommitAbandoned) as it goes.
+            self._completer = Completer(self._pool, self._db_limiter, self.worker_id, self.lease)
+            async with trio.open_nursery() as services:
+                services.start_soon(self._completer.run)
+                await self._run_engine(handle_signals)
+                services.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 released = await self._release_held()
-                await self._db_quietly(self._unregister)
-                await trio.to_thread.run_sync(self._pool.close)
+                await trio.to_thread.run_sync(partial(self._pool.close, timeout=_STOP_CHECKOUT_SECONDS))
             log_event(
                 log,
                 "worker.stopped",
@@ -259,6 +265,50 @@ class Worker:
                 runs=self.executions_finished,
                 claims=self.claim_queries,
             )
+
+    async def _run_engine(self, handle_signals: bool) -> None:
+        """The listener, heartbeat, claimer and runners, until a stop cancels them."""
+        with trio.CancelScope() as self._cancel_scope:
+            if self._stopping:  # stop() came while we were connecting
+                self._cancel_scope.cancel()
+            async with trio.open_nursery() as nursery:
+                if handle_signals:
+                    nursery.start_soon(self._essential, self._handle_signals, nursery)
+                if self.listen:
+                    nursery.start_soon(self._essential, self._listen)
+                nursery.start_soon(self._essential, self._heartbeat)
+                nursery.start_soon(self._essential, self._claim_loop, nursery)
+                log_event(
+                    log,
+                    "worker.started",
+                    worker=self.worker_id,
+                    pid=os.getpid(),
+                    concurrency=self.concurrency,
+                    batch=self.batch,
+                    lease=self.lease,
+                    listen=self.listen,
+                )
+                self._ready.set()
+
+    async def _essential(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a piece the worker cannot do without; if it crashes, stop the whole worker.
+
+        Never a silent zombie: the crash is logged, the runners are stopped within the bounded
+        stop, and the error leaves the process (the supervisor starts a new one).
+        """
+        try:
+            await fn(*args)
+        except Exception as exc:
+            log_event(
+                log,
+                "worker.crashed",
+                logging.ERROR,
+                worker=self.worker_id,
+                piece=getattr(fn, "__name__", repr(fn)).lstrip("_"),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self._request_stop()
+            raise
 
     def _setup(self) -> None:
         url = resolve_url(self.database_url)
@@ -288,24 +338,24 @@ class Worker:
                     {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
                 )
 
-    def _unregister(self, conn: psycopg.Connection) -> None:
-        conn.execute(sql.UNREGISTER_WORKER, {"id": self.worker_id})
-
-    async def _db_quietly(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _db_quietly(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         """`_db`, but a database error is logged, not raised (shutdown paths)."""
         try:
-            return await self._db(fn, *args)
+            return await self._db(fn, *args, timeout=timeout)
         except (psycopg.Error, OSError) as exc:
             log_event(log, "worker.db_error", logging.WARNING, worker=self.worker_id, error=exc)
             return None
 
-    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(conn, *args)` on a pooled connection in a thread: one hop per transaction."""
+    async def _db(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """Run `fn(conn, *args)` on a pooled connection in a thread: one hop per transaction.
+
+        `timeout` bounds the wait for a connection (the pool's own default is 30 s).
+        """
         assert self._pool is not None
         pool = self._pool
 
         def call() -> T:
-            with pool.connection() as conn:
+            with pool.connection(timeout=timeout) as conn:
                 return fn(conn, *args)
 
         return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
@@ -354,9 +404,15 @@ class Worker:
             if free > 0 and self._take_baton():
                 limit = min(free, self.batch)
                 self.claim_queries += 1
+                held = list(self._held)
                 try:
-                    tasks, next_due = await self._db(self._claim, limit)
-                except (psycopg.Error, OSError) as exc:
+                    tasks, next_due = await self._db(self._claim, limit, held)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # The claim's COMMIT may have landed with its answer lost: tasks may now be
+                    # claimed in our name that we do not hold. The next claim hands them back.
+                    self._in_doubt = True
                     if not failing:
                         log_event(log, "claim.failing", logging.WARNING, worker=self.worker_id, error=exc)
                         failing = True
@@ -368,9 +424,8 @@ class Worker:
                     log_event(log, "claim.recovered", worker=self.worker_id)
                     failing = False
                 for task in tasks:
-                    scope = trio.CancelScope()
-                    self._held[task.id] = _Held(task, scope)
-                    nursery.start_soon(self._run_task, task, scope)
+                    entry = self._held[task.id] = _Held(task, trio.CancelScope())
+                    nursery.start_soon(self._run_task, entry)
                 if len(tasks) == limit:
                     if len(self._held) < self.concurrency:
                         continue  # there may be more ready right now
@@ -397,11 +452,31 @@ class Worker:
         if self._claim_baton is not None:
             self._claim_baton.value = 0.0
 
-    def _claim(self, conn: psycopg.Connection, limit: int) -> tuple[list[ClaimedTask], float | None]:
+    def _claim(
+        self, conn: psycopg.Connection, limit: int, held: list[int]
+    ) -> tuple[list[ClaimedTask], float | None]:
+        in_doubt, self._in_doubt = self._in_doubt, False
         with conn.transaction():
+            if in_doubt:
+                stranded = conn.execute(
+                    sql.RELEASE_STRANDED, {"worker": self.worker_id, "lease": self.lease, "held": held}
+                ).fetchall()
+                if stranded:
+                    log_event(log, "claim.recovered_stranded", worker=self.worker_id, tasks=len(stranded))
             rows = conn.execute(
                 sql.CLAIM_TASKS, {"limit": limit, "lease": self.lease, "worker": self.worker_id}
             ).fetchall()
+        try:
+            return self._load_claimed(conn, rows, limit)
+        except BaseException:
+            self._in_doubt = True  # claimed, committed, but not loaded: hand them back next time
+            raise
+
+    def _load_claimed(
+        self, conn: psycopg.Connection, rows: list[tuple[Any, ...]], limit: int
+    ) -> tuple[list[ClaimedTask], float | None]:
+        """What the claimed tasks' runners need: one execution's history for a workflow task,
+        one step's checkpoint and attempts for a branch task."""
         if len(rows) < limit:  # nothing more is ready: when should we look again?
             if not rows:
                 conn.execute(sql.DELETE_ORPHAN_TASKS)
@@ -411,22 +486,30 @@ class Worker:
             next_due = None
         if not rows:
             return [], next_due
-        ids = [row[2] for row in rows]
-        history: dict[str, list[Checkpoint]] = {}
-        for execution_id, key, seq, kind, status, output, error, wake_in in conn.execute(
-            sql.SELECT_HISTORY, {"ids": ids}
+        # (execution id, step key or None): the history each task's runner needs, by task id.
+        wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
+        scope = {"ids": [w[0] for w in wanted.values()], "keys": [w[1] for w in wanted.values()]}
+        history: dict[tuple[str, str | None], list[Checkpoint]] = {}
+        for execution_id, asked, key, seq, kind, status, output, error, wake_in in conn.execute(
+            sql.SELECT_HISTORY, scope
         ):
-            history.setdefault(execution_id, []).append(
+            history.setdefault((execution_id, asked), []).append(
                 Checkpoint(key, seq, status, output, error, kind, wake_in)
             )
+        workflow_ids = [row[2] for row in rows if row[3] != "step"]
         events: dict[str, list[PendingEvent]] = {}
-        for execution_id, event_id, name, payload in conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": ids}):
-            events.setdefault(execution_id, []).append(PendingEvent(event_id, name, payload))
-        attempts: dict[str, dict[str, LastAttempt]] = {}
-        for execution_id, key, attempt, still_open, failures in conn.execute(
-            sql.SELECT_OPEN_ATTEMPTS, {"ids": ids}
+        if workflow_ids:
+            for execution_id, event_id, name, payload in conn.execute(
+                sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids}
+            ):
+                events.setdefault(execution_id, []).append(PendingEvent(event_id, name, payload))
+        attempts: dict[tuple[str, str | None], dict[str, LastAttempt]] = {}
+        for execution_id, asked, key, attempt, still_open, failures, crashes in conn.execute(
+            sql.SELECT_OPEN_ATTEMPTS, scope
         ):
-            attempts.setdefault(execution_id, {})[key] = LastAttempt(attempt, still_open, failures)
+            attempts.setdefault((execution_id, asked), {})[key] = LastAttempt(
+                attempt, still_open, failures, crashes
+            )
         tasks = [
             ClaimedTask(
                 id=task_id,
@@ -437,9 +520,9 @@ class Worker:
                 status=status,
                 input_json=input_json,
                 seconds_to_deadline=seconds_left,
-                history=history.get(execution_id, []),
-                last_attempts=attempts.get(execution_id, {}),
-                events=events.get(execution_id, []),
+                history=history.get(wanted[task_id], []),
+                last_attempts=attempts.get(wanted[task_id], {}),
+                events=events.get(execution_id, []) if kind != "step" else [],
                 step_key=step_key,
                 payload_json=payload_json,
                 seq=seq,
@@ -464,32 +547,81 @@ class Worker:
 
     # -- running ----------------------------------------------------------------------------------
 
-    async def _run_task(self, task: ClaimedTask, scope: trio.CancelScope) -> None:
-        assert self._completer is not None
+    async def _run_task(self, entry: _Held) -> None:
+        """Run one claimed task; whatever happens to it, the worker and its other tasks go on."""
+        task = entry.task
         was_full = len(self._held) >= self.concurrency
         try:
-            with scope:
-                await self._run_execution(task)
+            with entry.scope:
+                await self._run_execution(task, entry)
         except LeaseLost:
             log_event(log, "lease.lost", logging.WARNING, worker=self.worker_id, execution=task.execution_id)
-        except (psycopg.Error, OSError) as exc:
-            log_event(
-                log,
-                "execution.interrupted",
-                logging.WARNING,
-                worker=self.worker_id,
-                execution=task.execution_id,
-                error=exc,
+        except FragmentRejected as exc:
+            # PostgreSQL refused this execution's own writes (its batch-mates were committed):
+            # it fails alone, with an error that says so.
+            await self._fail_alone(
+                task, CheckpointRejected(f"PostgreSQL refused to store its progress: {exc}")
             )
+        except CommitAbandoned as exc:
+            self._interrupted(task, exc)
+        except Exception as exc:
+            if not is_transient(exc):
+                # Not the database, not the workflow's code (its errors are recorded by the
+                # replay): a fault of the engine with this one execution. Fail it, keep the rest.
+                log.exception("execution %s crashed its runner", task.execution_id)
+                await self._fail_alone(task, exc)
+            else:
+                self._interrupted(task, exc)
         finally:
-            if not self._stopping:
-                self._held.pop(task.id, None)
+            # Only our own entry: a lapsed task re-claimed by this same worker has a new one.
+            if not self._stopping and self._held.get(task.id) is entry:
+                del self._held[task.id]
             if was_full:
                 self._wake.set()
             if self._draining and not self._held:
                 self._drained.set()
 
-    async def _run_execution(self, task: ClaimedTask) -> None:
+    def _interrupted(self, task: ClaimedTask, error: BaseException) -> None:
+        """A runner ended without knowing what is durable: its task may still be claimed by us."""
+        log_event(
+            log,
+            "execution.interrupted",
+            logging.WARNING,
+            worker=self.worker_id,
+            execution=task.execution_id,
+            error=error,
+        )
+        if not self._stopping:  # at a stop, _release_held hands it back
+            self._in_doubt = True
+            self._wake.set()
+
+    async def _fail_alone(self, task: ClaimedTask, error: BaseException) -> None:
+        """End one execution `failed` with `error`, in a fragment of the engine's own text only."""
+        assert self._completer is not None
+        message = "the execution failed in the engine; see its error"
+        fragment = Fragment(
+            task.execution_id,
+            task.id,
+            task.claims,
+            execution=("failed", None, error_json(error), None, utcnow()),
+            finish_execution=True,
+            close_attempts=("abandoned", type(error).__name__, message),
+        )
+        log_event(
+            log,
+            "execution.failed_alone",
+            logging.ERROR,
+            worker=self.worker_id,
+            execution=task.execution_id,
+            error=f"{type(error).__name__}: {error}",
+        )
+        try:
+            with trio.CancelScope(shield=True):
+                await self._completer.commit(fragment)
+        except (FragmentRejected, CommitAbandoned) as exc:
+            self._interrupted(task, exc)
+
+    async def _run_execution(self, task: ClaimedTask, entry: _Held) -> None:
         assert self._completer is not None
         if task.status in TERMINAL_STATUSES:
             await self._completer.commit(Fragment(task.execution_id, task.id, task.claims, finish_task=True))
@@ -521,13 +653,16 @@ class Worker:
             claims=task.claims,
             history=task.history,
             last_attempts=task.last_attempts,
-            services=Services(self._completer, self._step_limiter, self.worker_id, self._wake_claimer),
+            services=Services(
+                self._completer, self._step_limiter, self.worker_id, self._wake_claimer, self.max_abandoned
+            ),
             status=task.status,
             events=task.events,
             deadline=None
             if task.seconds_to_deadline is None
             else trio.current_time() + task.seconds_to_deadline,
         )
+        entry.execution = execution
         if branch is not None:
             assert task.step_key is not None and task.seq is not None and task.group is not None
             call = StepCall(execution, step, task.step_key, tuple(branch["args"]), branch["kwargs"])
@@ -557,7 +692,9 @@ class Worker:
             held = list(self._held.values())
             try:
                 kept = await self._db(self._beat, [h.task for h in held])
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 log_event(log, "heartbeat.failed", logging.WARNING, worker=self.worker_id, error=exc)
                 continue
             missed = {entry.task.id for entry in held if entry.task.id not in kept}
@@ -592,14 +729,29 @@ class Worker:
         return {row[0] for row in rows}
 
     async def _release_held(self) -> int:
-        """Hand in-flight tasks back at shutdown so another worker resumes them at once."""
-        held = [h.task for h in self._held.values()]
+        """Hand in-flight tasks back at shutdown so another worker resumes them at once, and
+        remove this worker's row: one transaction, one wait for a connection at most.
+
+        Only tasks still claimed by this worker are touched (RELEASE_TASKS): one the completer
+        parked or finished meanwhile keeps what it committed. The attempts cut short are closed as
+        `WorkerStopped`, which the poison-pill limit does not count.
+        """
+        entries = list(self._held.values())
         self._held.clear()
-        if not held or self._pool is None:
+        if self._pool is None:
             return 0
+        held = [entry.task for entry in entries]
+        cut_short = [
+            (entry.task.execution_id, *entry.execution.in_flight)
+            for entry in entries
+            if entry.execution is not None and entry.execution.in_flight is not None
+        ]
 
         def release(conn: psycopg.Connection) -> None:
             with conn.transaction():
+                conn.execute(sql.UNREGISTER_WORKER, {"id": self.worker_id})
+                if not held:
+                    return
                 conn.execute(
                     sql.RELEASE_TASKS,
                     {
@@ -608,9 +760,20 @@ class Worker:
                         "delays": [0.0] * len(held),
                         "events": [None] * len(held),
                         "branches": [False] * len(held),
+                        "worker": self.worker_id,
                     },
                 )
+                if cut_short:
+                    conn.execute(
+                        sql.STOP_ATTEMPTS,
+                        {
+                            "execution_ids": [row[0] for row in cut_short],
+                            "step_keys": [row[1] for row in cut_short],
+                            "attempts": [row[2] for row in cut_short],
+                            "worker": self.worker_id,
+                        },
+                    )
                 conn.execute(sql.NOTIFY_TASKS)
 
-        await self._db_quietly(release)
+        await self._db_quietly(release, timeout=_STOP_CHECKOUT_SECONDS)
         return len(held)
