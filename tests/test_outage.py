@@ -221,3 +221,35 @@ def test_soak_worker_and_supervisor_ride_out_a_60s_outage(server_url, subprocess
             _drop_database(server_url, name)
     print(f"60 s outage: a new execution completed after {results}")
     assert all(seconds < RESUME_SECONDS + RESUME_SLACK for seconds in results.values()), results
+
+
+def test_supervisor_never_gives_up_on_workers_that_exit_for_an_unreachable_database(subprocess_env, tmp_path):
+    """The safety net behind the workers' waiting: a worker that exits all the same because the
+    database could not be reached (exit 75) is replaced, with a capped back-off, and never counts
+    towards the 5 start-up failures after which the supervisor gives up."""
+    app = tmp_path / "db_gone_in_worker.py"
+    app.write_text(
+        "import os, zart\n"
+        "_parent = os.getpid()\n"
+        "_real = zart.Worker.run\n"
+        "def _run(self):\n"
+        "    if os.getpid() != _parent:\n"
+        "        raise zart.DatabaseUnavailable('cannot connect to PostgreSQL at test: refused')\n"
+        "    _real(self)\n"
+        "zart.Worker.run = _run\n"
+    )
+    env = dict(subprocess_env, PYTHONPATH=f"{tmp_path}:{subprocess_env['PYTHONPATH']}")
+    supervisor = SupervisorProcess(env, "--procs", "1", app="db_gone_in_worker")
+    try:
+        wait_until(
+            lambda: (
+                supervisor.log().count("status='exited with status 75'") >= 7
+                or supervisor.process.poll() is not None
+            ),
+            timeout=30,
+            what="seven exits, more than the five start-up failures that make it give up",
+        )
+        assert supervisor.process.poll() is None, supervisor.log()
+    finally:
+        assert supervisor.stop() == 0
+    assert "event=supervisor.giving_up" not in supervisor.log()
