@@ -338,12 +338,11 @@ def test_bad_json(subprocess_env, database_url, args, what):
         ["send-event", "x", "go"],
         ["start", "three-steps"],
         ["prune", "--older-than", "30d"],
-        ["worker", "--app", "tests.apps.core_app"],
-        ["supervise", "--procs", "1"],
         ["demo", "--runs", "1"],
     ],
 )
 def test_unreachable_database(subprocess_env, args):
+    # `zart worker` and `zart supervise` wait for an unreachable database instead: see test_outage.py.
     line = _one_line_error(run_cli(*args, "--database-url", UNREACHABLE, env=subprocess_env))
     assert line.startswith(
         "zart: error: cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/nowhere"

@@ -346,9 +346,11 @@ def supervise(database_url: str | None, apps: tuple[str, ...], procs: int, **eng
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
     url = db.resolve_url(database_url)
-    schema.migrate(url)
     settings = _worker_settings(engine)
     grace = parse_duration(settings.pop("grace"), "--grace")
+    # Started during an outage, it waits for the database (as its workers would), so that a
+    # supervisor (re)started by systemd or Kubernetes before PostgreSQL comes up is not a crash loop.
+    db.call_when_reachable(lambda: schema.migrate(url), logging.getLogger("zart.supervisor"))
     sys.exit(Supervisor(url, procs, grace, settings).run())
 
 

@@ -286,10 +286,14 @@ def list_executions(
 ) -> list[ExecutionInfo]:
     """The newest executions, optionally of one status and/or workflow."""
     url = resolve_url(database_url)
+    statement = {
+        (False, False): sql.LIST_EXECUTIONS,
+        (True, False): sql.LIST_EXECUTIONS_BY_STATUS,
+        (False, True): sql.LIST_EXECUTIONS_BY_WORKFLOW,
+        (True, True): sql.LIST_EXECUTIONS_BY_STATUS_AND_WORKFLOW,
+    }[status is not None, workflow is not None]
     with transaction(url) as conn:
-        rows = conn.execute(
-            sql.LIST_EXECUTIONS, {"status": status, "workflow": workflow, "limit": limit}
-        ).fetchall()
+        rows = conn.execute(statement, {"status": status, "workflow": workflow, "limit": limit}).fetchall()
     return [
         ExecutionInfo(ident, wf, st, None, None, None, created, None, finished)
         for ident, wf, st, created, finished in rows

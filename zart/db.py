@@ -7,18 +7,41 @@ connections and pools; code running under trio hops to a thread once per whole t
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import ConfigurationError, DatabaseUnavailable
+from .logs import log_event
+
+T = TypeVar("T")
 
 ENV_URL = "ZART_DATABASE_URL"
+
+# Connection failures that waiting will not cure: the server answered, and refused who we are or
+# what we asked for. libpq reports them without an SQLSTATE, so they are told apart by the server's
+# (English) message. Everything else (refused, timed out, starting up, shutting down, not accepting
+# connections, too many clients) is an outage that long-running processes wait out.
+_CONFIGURATION_PROBLEMS = re.compile(
+    r"does not exist"  # database or role
+    r"|authentication failed"  # password, scram, peer, ident, gss...
+    r"|no pg_hba\.conf entry|pg_hba\.conf rejects"
+    r"|no password supplied|password is required"
+    r"|permission denied for database"
+    r"|invalid (connection option|sslmode|integer value|port)",
+    re.IGNORECASE,
+)
+
+# How long a pool with `keep_reconnecting` tries one connection before starting over (see open_pool).
+_RECONNECT_SECONDS = 1.0
 
 
 def resolve_url(database_url: str | None = None) -> str:
@@ -36,29 +59,6 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-# SQLSTATE classes that say "try again" rather than "this data is wrong": connection exceptions,
-# transaction rollbacks (serialization failures, deadlocks), insufficient resources, operator
-# intervention (shutdown, query cancelled, statement timeout) and system errors.
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when `exc` says the database is (for now) unreachable or busy, not that the data is bad.
-
-    The distinction decides between retrying a batch as it is and looking for the one execution
-    whose values PostgreSQL refuses. A client-side error without a SQLSTATE is transient only when
-    it is an OperationalError (a lost connection, a pool timeout).
-    """
-    if isinstance(exc, OSError | DatabaseUnavailable):
-        return True
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:
-        return isinstance(exc, psycopg.OperationalError)
-    return state[:2] in _TRANSIENT_CLASSES or state == "55P03"  # 55P03: lock_not_available
-
-
 def _configure(conn: psycopg.Connection) -> None:
     # Zart's values come back as the exact text stored (`::text` in the queries) and are decoded
     # with orjson by the caller, so no json loader is registered here.
@@ -66,13 +66,19 @@ def _configure(conn: psycopg.Connection) -> None:
 
 
 def connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection:
-    """A plain connection, with a clear error when the server cannot be reached."""
+    """A plain connection, with a clear error when the server cannot be reached.
+
+    `DatabaseUnavailable` when the server cannot be reached now (an outage: worth waiting for),
+    `ConfigurationError` when it answered and refused the URL's user, password or database (no
+    amount of waiting helps: the caller must fail at once).
+    """
     try:
         conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {redact(url)}: {first_line(exc)}"
-        ) from None
+        message = f"cannot connect to PostgreSQL at {redact(url)}: {first_line(exc)}"
+        if _CONFIGURATION_PROBLEMS.search(str(exc)):
+            raise ConfigurationError(message) from None
+        raise DatabaseUnavailable(message) from None
     except psycopg.ProgrammingError as exc:
         raise ConfigurationError(f"invalid database URL {redact(url)}: {first_line(exc)}") from None
     _configure(conn)
@@ -84,8 +90,87 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "zart") -> ConnectionPool:
-    """A pool of autocommit connections; fails fast with DatabaseUnavailable."""
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means "the database cannot be reached right now" (an outage to wait out), as
+    opposed to a configuration error or a bug, which no retry cures."""
+    if isinstance(exc, BaseExceptionGroup):  # from a trio nursery
+        return all(unreachable(inner) for inner in exc.exceptions)
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    if isinstance(exc, psycopg.OperationalError):  # a lost connection, a pool timeout, a shutdown
+        return not _CONFIGURATION_PROBLEMS.search(str(exc))
+    return isinstance(exc, OSError)
+
+
+# SQLSTATE classes that say "try again" rather than "this data is wrong": connection exceptions,
+# transaction rollbacks (serialization failures, deadlocks), insufficient resources, operator
+# intervention (shutdown, query cancelled, statement timeout) and system errors.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` says the database is (for now) unreachable or busy, not that the data is bad.
+
+    The distinction decides between retrying a batch as it is and looking for the one execution
+    whose values PostgreSQL refuses. An error with a SQLSTATE is judged by its class (a program
+    limit exceeded, say, is an OperationalError but no retry cures it); one without is transient
+    when the database is `unreachable`.
+    """
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    if state is not None:
+        return state[:2] in _TRANSIENT_CLASSES or state == "55P03"  # 55P03: lock_not_available
+    return unreachable(exc)
+
+
+def call_when_reachable(fn: Callable[[], T], logger: logging.Logger, retry_seconds: float = 1.0) -> T:
+    """`fn()`, retried while the database cannot be reached (a long-running command starting during
+    an outage waits for it, logging `database.unavailable` once and `database.reconnected` when it
+    is back); any other error, a configuration error included, is raised at once."""
+    lost_at = None
+    delay = 0.1
+    while True:
+        try:
+            result = fn()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            if lost_at is None:
+                lost_at = time.monotonic()
+                log_event(
+                    logger,
+                    "database.unavailable",
+                    logging.WARNING,
+                    error=first_line(exc),
+                    retrying_every=retry_seconds,
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, retry_seconds)
+            continue
+        if lost_at is not None:
+            log_event(logger, "database.reconnected", after_seconds=round(time.monotonic() - lost_at, 1))
+        return result
+
+
+def open_pool(
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    name: str = "zart",
+    keep_reconnecting: bool = False,
+) -> ConnectionPool:
+    """A pool of autocommit connections; fails fast with DatabaseUnavailable.
+
+    psycopg_pool replaces a lost connection with attempts spaced by a doubling back-off (1, 2, 4,
+    ... 128 s) for 5 minutes, so after an outage of a minute a pool may wait half a minute more
+    before it tries again. A pool with `keep_reconnecting` (the worker's) instead gives up each
+    attempt after about a second and starts a fresh one at once: it tries about once a second for
+    as long as the outage lasts, and is serving again within about a second of the database's return.
+    """
+    extra: dict[str, Any] = {}
+    if keep_reconnecting:
+        _QuietReconnects.pools.add(name)
+        extra = {"reconnect_timeout": _RECONNECT_SECONDS, "reconnect_failed": _reconnect_again}
     try:
         # Validate the URL (and reachability) with one direct connection: the pool alone would
         # only report a generic timeout.
@@ -98,11 +183,39 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "za
             configure=_configure,
             name=name,
             open=False,
+            **extra,
         )
         pool.open(wait=True, timeout=10)
     except PoolTimeout:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {redact(url)}") from None
     return pool
+
+
+def _reconnect_again(pool: ConnectionPool) -> None:
+    """A connection attempt gave up: start another (check() grows the pool back to its size)."""
+    if not pool.closed:
+        pool.check()
+
+
+class _QuietReconnects(logging.Filter):
+    """Drops psycopg_pool's warning for every failed attempt of a `keep_reconnecting` pool (one a
+    second during an outage); the worker logs the outage once instead (`database.unavailable`,
+    `claim.failing`, `listen.lost`)."""
+
+    pools: ClassVar[set[str]] = set()
+    _messages = ("error connecting in", "reconnection attempt in pool")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith(self._messages)
+            and isinstance(record.args, tuple)
+            and bool(record.args)
+            and record.args[0] in self.pools
+        )
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietReconnects())
 
 
 _pools: dict[tuple[int, str], ConnectionPool] = {}

@@ -8,6 +8,11 @@ to each child) and exits when the supervisor disappears.
 A child that dies is replaced; one that dies within `STARTUP_SECONDS` of its start counts as a
 start-up failure, and after `MAX_STARTUP_FAILURES` in a row the supervisor stops everything and exits
 non-zero instead of spinning. Replacements are spaced by an exponential back-off.
+
+A database outage is not a crash loop: workers wait for the database rather than exit, and one that
+exits all the same because the database could not be reached (status `EXIT_DATABASE_UNAVAILABLE`)
+is replaced with a back-off capped at `DATABASE_RETRY_SECONDS` and never counts towards giving up:
+the supervisor outlives an outage of any length and has workers again soon after it ends.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from typing import Any
 
 import attrs
 
+from .db import unreachable
 from .logs import log_event
 
 log = logging.getLogger("zart.supervisor")
 
 STARTUP_SECONDS = 5.0
 MAX_STARTUP_FAILURES = 5
+EXIT_DATABASE_UNAVAILABLE = os.EX_TEMPFAIL  # 75: "try again later"
+DATABASE_RETRY_SECONDS = 2.0
 _HANDLED = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT)
 
 
@@ -57,6 +65,7 @@ class Supervisor:
         self._children: dict[int, _Child] = {}
         self._baton = multiprocessing.Value("d", 0.0, lock=False)  # shared by the forked workers
         self._startup_failures = 0
+        self._database_exits = 0  # workers in a row that exited because the database was unreachable
         self._stopping = False
 
     def run(self) -> int:
@@ -80,6 +89,13 @@ class Supervisor:
             if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                 return self._shutdown(signal.Signals(received.si_signo))
             for slot, child, status in self._reap():
+                if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_DATABASE_UNAVAILABLE:
+                    # The database is the problem, not the worker: wait it out, never give up.
+                    self._database_exits += 1
+                    delay = min(0.1 * (2 ** (self._database_exits - 1)), DATABASE_RETRY_SECONDS)
+                    respawn_at[slot] = time.monotonic() + delay
+                    continue
+                self._database_exits = 0
                 # A worker that exits by itself soon after it started failed at start-up; one that
                 # was killed (SIGKILL, OOM) or ran for a while is replaced without holding back.
                 if not os.WIFSIGNALED(status) and time.monotonic() - child.started < STARTUP_SECONDS:
@@ -146,6 +162,7 @@ class Supervisor:
                 ).run()
                 code = 0
             except BaseException as exc:  # the child must always leave through os._exit
+                code = EXIT_DATABASE_UNAVAILABLE if unreachable(exc) else 1
                 log_event(
                     log,
                     "worker.crashed",

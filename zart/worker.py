@@ -38,9 +38,9 @@ from psycopg_pool import ConnectionPool
 
 from . import registry, sql
 from .completer import CommitAbandoned, Completer, Fragment, FragmentRejected
-from .db import connect, is_transient, open_pool, resolve_url
+from .db import connect, first_line, is_transient, open_pool, resolve_url, unreachable
 from .durations import parse_duration
-from .errors import CheckpointRejected
+from .errors import CheckpointRejected, DatabaseUnavailable
 from .logs import log_event
 from .replay import (
     Checkpoint,
@@ -58,6 +58,10 @@ from .schema import ensure_migrated
 log = logging.getLogger("zart.worker")
 T = TypeVar("T")
 
+# Retries through an outage start after _FIRST_RETRY_SECONDS and double up to _DB_RETRY_SECONDS:
+# a short blip costs little, and however long the outage, the worker notices the database's return
+# within about a second.
+_FIRST_RETRY_SECONDS = 0.1
 _DB_RETRY_SECONDS = 1.0
 _BATON_SECONDS = 2.0
 # At stop, how long the completer keeps trying to commit what runners handed it before it gives up
@@ -236,12 +240,16 @@ class Worker:
         self._wake = trio.Event()
         self._drained = trio.Event()
         try:
-            await trio.to_thread.run_sync(self._setup)
+            started = await self._setup_when_reachable(handle_signals)
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()
             if self._thread is None:
                 raise
+            return
+        if not started:  # told to stop while waiting for the database
+            log_event(log, "worker.stopped", worker=self.worker_id, handed_back=0, runs=0, claims=0)
+            self._ready.set()
             return
         assert self._pool is not None
         try:
@@ -310,33 +318,102 @@ class Worker:
             self._request_stop()
             raise
 
+    async def _setup_when_reachable(self, handle_signals: bool) -> bool:
+        """`_setup`, retried while the database cannot be reached; False if stopped meanwhile.
+
+        A worker started (or restarted by its supervisor) during an outage waits for the database
+        instead of exiting: an exit would only be a crash to count, and the work resumes sooner
+        when the worker is already there. A configuration error (unknown database or role, failed
+        authentication, a malformed URL) is raised at once. SIGTERM/SIGINT (`run()`) and `stop()`
+        end the wait.
+        """
+        lost_at: float | None = None
+        delay = _FIRST_RETRY_SECONDS
+        with contextlib.ExitStack() as stack:
+            signals = None
+            if handle_signals:
+                signals = stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+            with trio.CancelScope() as self._cancel_scope:
+                if self._stopping:  # stop() came before we got here
+                    self._cancel_scope.cancel()
+                while True:
+                    try:
+                        await trio.to_thread.run_sync(self._setup)
+                    except Exception as exc:
+                        if not unreachable(exc):
+                            raise
+                        if lost_at is None:
+                            lost_at = time.monotonic()
+                            log_event(
+                                log,
+                                "database.unavailable",
+                                logging.WARNING,
+                                worker=self.worker_id,
+                                error=first_line(exc),
+                                retrying_every=_DB_RETRY_SECONDS,
+                            )
+                    else:
+                        break
+                    with trio.move_on_after(delay):
+                        if signals is not None:
+                            async for signum in signals:
+                                log_event(
+                                    log,
+                                    "worker.draining",
+                                    worker=self.worker_id,
+                                    reason=signal.Signals(signum).name,
+                                    in_flight=0,
+                                    grace=self.grace,
+                                )
+                                return False
+                        await trio.sleep_forever()
+                    delay = min(delay * 2, _DB_RETRY_SECONDS)
+            self._cancel_scope = None
+        if self._pool is None:  # stop() cancelled the wait
+            return False
+        if lost_at is not None:
+            log_event(
+                log,
+                "database.reconnected",
+                worker=self.worker_id,
+                after_seconds=round(time.monotonic() - lost_at, 1),
+            )
+        return True
+
     def _setup(self) -> None:
+        """Migrate, open the pool, register: all or nothing, so that a failed attempt (the database
+        went away half-way) leaves no pool behind and the next attempt starts clean."""
         url = resolve_url(self.database_url)
         self.database_url = url
         ensure_migrated(url)
         size = 6
-        self._pool = open_pool(url, min_size=2, max_size=size, name="zart-worker")
+        pool = open_pool(url, min_size=2, max_size=size, name="zart-worker", keep_reconnecting=True)
+        try:
+            with pool.connection() as conn:
+                conn.execute(
+                    sql.REGISTER_WORKER,
+                    {
+                        "id": self.worker_id,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "supervisor_pid": self._supervisor_pid,
+                        "concurrency": self.concurrency,
+                    },
+                )
+                conn.execute(sql.FORGET_DEAD_WORKERS)
+            workflows = registry.workflows()
+            if workflows:
+                with pool.connection() as conn:
+                    conn.execute(
+                        sql.REGISTER_WORKFLOWS,
+                        {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
+                    )
+        except BaseException:
+            pool.close()
+            raise
         self._db_limiter = trio.CapacityLimiter(size)
         self._step_limiter = trio.CapacityLimiter(self.concurrency)
-        with self._pool.connection() as conn:
-            conn.execute(
-                sql.REGISTER_WORKER,
-                {
-                    "id": self.worker_id,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "supervisor_pid": self._supervisor_pid,
-                    "concurrency": self.concurrency,
-                },
-            )
-            conn.execute(sql.FORGET_DEAD_WORKERS)
-        workflows = registry.workflows()
-        if workflows:
-            with self._pool.connection() as conn:
-                conn.execute(
-                    sql.REGISTER_WORKFLOWS,
-                    {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
-                )
+        self._pool = pool
 
     async def _db_quietly(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         """`_db`, but a database error is logged, not raised (shutdown paths)."""
@@ -363,9 +440,16 @@ class Worker:
     # -- wake-ups ---------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Set the wake-up event whenever a NOTIFY arrives; reconnect if the connection drops."""
+        """Set the wake-up event whenever a NOTIFY arrives; reconnect if the connection drops.
+
+        Reconnection retries every failure to reach the database (a lost connection, a refused or
+        failed connect: `DatabaseUnavailable`) for as long as the outage lasts, with a back-off
+        capped at `_DB_RETRY_SECONDS`, so the worker hears notifications again within about a
+        second of the database's return. A configuration error (the database or role gone, the
+        password changed) is not an outage: it ends the worker.
+        """
         lost = False
-        delay = _DB_RETRY_SECONDS
+        delay = _FIRST_RETRY_SECONDS
         while True:
             conn: psycopg.Connection | None = None
             try:
@@ -373,7 +457,7 @@ class Worker:
                 conn.execute(f"LISTEN {sql.TASKS_CHANNEL}")
                 if lost:
                     log_event(log, "listen.reconnected", worker=self.worker_id)
-                    lost, delay = False, _DB_RETRY_SECONDS
+                    lost, delay = False, _FIRST_RETRY_SECONDS
                 self._wake.set()  # anything that happened while we were not listening
                 while True:
                     await trio.lowlevel.wait_readable(conn.fileno())
@@ -383,12 +467,12 @@ class Worker:
                         got = True
                     if got:
                         self._wake.set()
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.Error, OSError, DatabaseUnavailable) as exc:
                 if not lost:
                     log_event(log, "listen.lost", logging.WARNING, worker=self.worker_id, error=exc)
                     lost = True
                 await trio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, _DB_RETRY_SECONDS)
             finally:
                 if conn is not None:
                     conn.close()

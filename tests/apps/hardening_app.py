@@ -79,12 +79,12 @@ async def surrogate_retry() -> str:
     return "unreachable"
 
 
-@zart.step("tick")
+@zart.step("hardening-tick")
 async def tick(i: int) -> int:
     return i + 1
 
 
-@zart.workflow("many-steps")
+@zart.workflow("hardening-many-steps")
 async def many_steps(n: int) -> int:
     x = 0
     for _ in range(n):

@@ -1,0 +1,11 @@
+-- The execution list without a filter (`zart list`, `zart.list()`, GET /executions) orders by
+-- `created_at DESC, id` and takes the first page. Neither index on zart_execution_runs serves that
+-- order (both lead with status or workflow), so every call read and sorted the whole table: 340 ms
+-- at 500,000 executions, and growing with the table. This index is that order exactly, so the page
+-- is the first `limit` entries of one index scan, however large the table.
+--
+-- The filtered lists keep their (status, created_at) and (workflow, created_at) indexes; the `, id`
+-- tie-breaker costs them an incremental sort of equal timestamps only. (Finishing an execution no
+-- longer scans zart_tasks either, but that needed no index: DELETE_EXECUTION_TASKS now names each
+-- task kind, so that each kind's partial index on execution_id serves it. See zart/sql.py.)
+CREATE INDEX zart_execution_runs_created_idx ON zart_execution_runs (created_at DESC, id);

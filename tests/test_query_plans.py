@@ -1,0 +1,150 @@
+"""Hot statements stay on their indexes with a realistic backlog (hardening item 7).
+
+Finishing an execution (`DELETE_EXECUTION_TASKS`) used to scan the whole of zart_tasks, and the
+unfiltered execution list the whole of zart_execution_runs: costs that grow with the tables. Here the
+tables hold 100,000 executions and 100,000 parked tasks, inserted by SQL, and EXPLAIN ANALYZE of each
+statement must show no sequential scan of them, both as planned for the values at hand and as the
+generic plan a prepared statement may settle on (Zart prepares statements on their second use).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+
+from zart import sql
+
+BIG_TABLES = {"zart_tasks", "zart_execution_runs"}
+# Each statement reads a handful of index entries; a scan of either table takes ~10 ms here. The
+# bound is loose (a loaded CI machine); the plan is what the test is about.
+MAX_MS = 25.0
+
+
+@pytest.fixture(scope="module")
+def backlog(server_url: str) -> Iterator[str]:
+    from zart.schema import migrate
+
+    from .conftest import _create_database, _drop_database
+
+    name, url = _create_database(server_url)
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO zart_execution_runs (id, workflow, status, created_at, finished_at)
+               SELECT 'done-' || g, 'wf-' || (g % 5), 'completed',
+                      now() - make_interval(secs => g), now() - make_interval(secs => g)
+               FROM generate_series(1, 80000) g"""
+        )
+        conn.execute(
+            """INSERT INTO zart_execution_runs (id, workflow, status)
+               SELECT 'parked-' || g, 'wf-' || (g % 5), 'waiting' FROM generate_series(1, 20000) g"""
+        )
+        conn.execute(  # executions waiting for an event, forever
+            """INSERT INTO zart_tasks (execution_id, kind, run_at)
+               SELECT 'parked-' || g, 'workflow', 'infinity' FROM generate_series(1, 20000) g"""
+        )
+        conn.execute(  # zart.map branches parked beyond the window
+            """INSERT INTO zart_tasks (execution_id, kind, step_key, run_at, grp, seq)
+               SELECT 'parked-' || (g % 1000), 'step', 'item[' || g || ']', 'infinity', 0, g
+               FROM generate_series(1, 80000) g"""
+        )
+        conn.execute("INSERT INTO zart_execution_runs (id, workflow) VALUES ('finishing', 'wf-1')")
+        conn.execute("INSERT INTO zart_tasks (execution_id) VALUES ('finishing')")
+        conn.execute("VACUUM ANALYZE zart_tasks, zart_execution_runs")
+    yield url
+    _drop_database(server_url, name)
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _prepared(statement: str) -> tuple[str, list[str]]:
+    """The statement with $n placeholders, and the parameter names in $n order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, statement), names
+
+
+def explain(url: str, statement: str, params: dict[str, Any], generic: bool) -> tuple[list[dict], float]:
+    """The plan's nodes and the execution time (ms) of one run, rolled back."""
+    with psycopg.connect(url) as conn:  # a transaction, rolled back at the end: DELETEs delete nothing
+        if generic:  # the plan a prepared statement may settle on, whatever the values
+            text, names = _prepared(statement)
+            conn.execute(pgsql.SQL("PREPARE checked AS {}").format(pgsql.SQL(text)))
+            conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            args = pgsql.SQL(", ").join(pgsql.Literal(params[name]) for name in names)
+            query = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE checked({})").format(args)
+            (result,) = conn.execute(query).fetchone()
+        else:
+            (result,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchone()
+        conn.rollback()
+    if isinstance(result, str):
+        result = orjson.loads(result)
+    return list(_nodes(result[0]["Plan"])), result[0]["Execution Time"]
+
+
+STATEMENTS = {
+    "finish": (sql.DELETE_EXECUTION_TASKS, {"ids": ["finishing"]}),
+    "finish-parked": (sql.DELETE_EXECUTION_TASKS, {"ids": ["parked-7", "parked-8"]}),
+    "list": (sql.LIST_EXECUTIONS, {"status": None, "workflow": None, "limit": 50}),
+    "list-status": (sql.LIST_EXECUTIONS_BY_STATUS, {"status": "running", "workflow": None, "limit": 50}),
+    "list-workflow": (sql.LIST_EXECUTIONS_BY_WORKFLOW, {"status": None, "workflow": "wf-3", "limit": 50}),
+    "list-both": (
+        sql.LIST_EXECUTIONS_BY_STATUS_AND_WORKFLOW,
+        {"status": "waiting", "workflow": "wf-3", "limit": 50},
+    ),
+}
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+@pytest.mark.parametrize("name", list(STATEMENTS))
+def test_no_sequential_scan_of_a_big_table(backlog, name, generic):
+    statement, params = STATEMENTS[name]
+    nodes, ms = explain(backlog, statement, params, generic)
+    scans = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name")) for node in nodes]
+    assert not [scan for scan in scans if scan[0] == "Seq Scan" and scan[1] in BIG_TABLES], scans
+    assert ms < MAX_MS, f"{name}: {ms:.1f} ms, {scans}"
+
+
+def test_finishing_deletes_every_task_of_the_execution(backlog):
+    """The split by kind still deletes both kinds."""
+    with psycopg.connect(backlog) as conn:
+        conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": ["parked-7", "finishing"]})
+        left = conn.execute(
+            "SELECT count(*) FROM zart_tasks WHERE execution_id IN ('parked-7', 'finishing')"
+        ).fetchone()
+        conn.rollback()
+    assert left == (0,)
+
+
+def test_the_list_is_newest_first_with_the_id_tie_breaker(backlog):
+    with psycopg.connect(backlog, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO zart_execution_runs (id, workflow, status, created_at)"
+            " SELECT 'tie-' || g, 'wf-tie', 'failed', '2100-01-01' FROM generate_series(1, 3) g"
+        )
+        try:
+            rows = conn.execute(sql.LIST_EXECUTIONS, {"limit": 5}).fetchall()
+            by_status = conn.execute(
+                sql.LIST_EXECUTIONS_BY_STATUS, {"status": "failed", "limit": 2}
+            ).fetchall()
+        finally:
+            conn.execute("DELETE FROM zart_execution_runs WHERE workflow = 'wf-tie'")
+    assert [row[0] for row in rows[:3]] == ["tie-1", "tie-2", "tie-3"]
+    keys = [(-row[3].timestamp(), row[0]) for row in rows]
+    assert keys == sorted(keys)  # newest first, then by id
+    assert [row[0] for row in by_status] == ["tie-1", "tie-2"]
