@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import re
 import uuid
 
+import attrs
 import pytest
 
 import zart
+from zart import serde
 
 from .apps import core_app
 from .helpers import run_cli, scalar
@@ -67,6 +71,67 @@ def test_unserialisable_workflow_result_fails_the_execution(database_url, worker
     handle = zart.start(core_app.bad_result, {}, database_url=database_url)
     with pytest.raises(zart.WorkflowFailed, match="the result of workflow 'bad-result'"):
         handle.result(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        (float("nan"), "cannot serialise NaN passed as the input of workflow 'three-steps':"),
+        (
+            {"n": [1, float("inf")]},
+            "cannot serialise infinity passed as the input of workflow 'three-steps' (at n[1])",
+        ),
+        (
+            {"n": -float("inf")},
+            "cannot serialise -infinity passed as the input of workflow 'three-steps' (at n)",
+        ),
+        (
+            {"n": 2**64},
+            "an integer beyond 64 bits (20 digits) passed as the input of workflow 'three-steps' (at n)",
+        ),
+        ({"n": -(2**63) - 1}, "an integer beyond 64 bits (19 digits) passed as the input"),
+    ],
+)
+def test_values_that_would_change_are_refused_naming_the_place(database_url, value, named):
+    # orjson would store NaN and the infinities as null; integers beyond 64 bits do not fit its numbers.
+    before = _count_runs(database_url)
+    with pytest.raises(zart.SerializationError) as error:
+        zart.start(core_app.three_steps, value, database_url=database_url)
+    assert named in str(error.value)
+    assert _count_runs(database_url) == before
+
+
+def test_serde_refuses_non_finite_numbers_everywhere_it_looks():
+    @attrs.frozen
+    class Reading:
+        value: float
+
+    @dataclasses.dataclass
+    class Sample:
+        readings: list
+
+    assert (
+        serde.dumps({"ok": [None, 1.5, 2**64 - 1, -(2**63)]}, "x")
+        == b'{"ok":[null,1.5,18446744073709551615,-9223372036854775808]}'
+    )
+    for value, path in [
+        (Reading(float("nan")), "value"),
+        (Sample([Reading(1.0), Reading(float("inf"))]), "readings[1].value"),
+        ({"a b": (float("nan"),)}, "['a b'][0]"),
+    ]:
+        with pytest.raises(
+            zart.SerializationError, match=re.escape(f"passed as the result of step 's#1' (at {path})")
+        ):
+            serde.dumps(value, "the result of step 's#1'")
+
+
+def test_a_step_returning_nan_fails_without_retries(database_url, worker):
+    handle = zart.start(core_app.nan_step_result, {}, database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed) as failure:
+        handle.result(timeout=30)
+    assert failure.value.error_type == "StepFailed"  # the step failed: its result was refused
+    assert "cannot serialise NaN passed as the result of step 'measure#1' (at ratio)" in failure.value.message
+    assert [step.attempts for step in handle.steps()] == [1]
 
 
 def test_existing_id_returns_the_same_execution_without_a_second_run(database_url, worker):

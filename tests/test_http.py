@@ -488,6 +488,20 @@ MALFORMED: list[Case] = [
     start_with_id("id with newline", "a\nb"),
     start_with_id("id with DEL", "a\u007fb"),
     start("id of another workflow", {"workflow": "sleeper", "id": "{pending}"}, (409, "duplicate_execution")),
+    # Values PostgreSQL cannot hold, or that would come back changed.
+    start("input with NUL", {"workflow": "wait-for-one", "input": {"note": "a\u0000b"}}),
+    start("input key with NUL", {"workflow": "wait-for-one", "input": {"a\u0000": 1}}),
+    start("input with lone surrogate", b'{"workflow": "wait-for-one", "input": ["\\udc00"]}', BAD_JSON),
+    start(
+        "input big integer", b'{"workflow": "wait-for-one", "input": {"n": 123456789012345678901234567890}}'
+    ),
+    start("input integer just past 64 bits", b'{"workflow": "wait-for-one", "input": 18446744073709551616}'),
+    start("input integer below -2**63", b'{"workflow": "wait-for-one", "input": -9223372036854775809}'),
+    start("input beyond a double", b'{"workflow": "wait-for-one", "input": 1e400}'),
+    start("input Infinity", b'{"workflow": "wait-for-one", "input": -Infinity}', BAD_JSON),
+    start(
+        "input nested 300 deep", b'{"workflow": "wait-for-one", "input": ' + b"[" * 300 + b"]" * 300 + b"}"
+    ),
     # Ids in paths.
     get("unknown id", "/v1/executions/nobody-has-this-id", NOT_FOUND),
     get("unknown emoji id", "/v1/executions/%F0%9F%9A%80", NOT_FOUND),
@@ -522,11 +536,22 @@ MALFORMED: list[Case] = [
     post("event unknown field", f"{PENDING}/events/go", b'{"data": 1}', INVALID),
     post("event name with NUL", f"{PENDING}/events/g%00o", b"{}", INVALID),
     post("event name too long", f"{PENDING}/events/{LONG}", b"{}", INVALID),
+    post("event payload with NUL", f"{PENDING}/events/go", b'{"payload": "\\u0000"}', INVALID),
+    post("event payload with surrogate", f"{PENDING}/events/go", b'{"payload": "\\ud800x"}', BAD_JSON),
+    post(
+        "event payload big integer",
+        f"{PENDING}/events/go",
+        b'{"payload": [1, 99999999999999999999]}',
+        INVALID,
+    ),
+    post("event key with NUL", f"{PENDING}/events/go", b'{"key": "k\\u0000"}', INVALID),
     post("event huge payload", f"{PENDING}/events/go", _json({"payload": "p" * BODY_LIMIT}), TOO_LARGE),
     # Cancelling.
     post("cancel unknown id", "/v1/executions/nobody-has-this-id/cancel", None, NOT_FOUND, {}),
     post("cancel reason a number", f"{PENDING}/cancel", b'{"reason": 1}', INVALID),
     post("cancel body not JSON", f"{PENDING}/cancel", b"{", BAD_JSON),
+    post("cancel reason with NUL", f"{PENDING}/cancel", b'{"reason": "customer\\u0000withdrew"}', INVALID),
+    post("cancel reason with surrogate", f"{PENDING}/cancel", b'{"reason": "\\udfff"}', BAD_JSON),
     # No such endpoint.
     get("unknown endpoint", "/v1/execution", (404, "not_found")),
     get("trailing slash", "/v1/executions/", (404, "not_found")),
@@ -596,6 +621,59 @@ def test_malformed_request_is_rejected_and_changes_nothing(
         response = http.send(request)
     check(response, status, code)
     assert snapshot(url) == before, f"{name}: the database changed"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/v1/executions/{pending}/cancel", {"reason": "a\u0000b"}, "field 'reason' holds a NUL character"),
+        (
+            "/v1/executions",
+            b'{"workflow": "wait-for-one", "input": {"account": 123456789012345678901234567890}}',
+            "field 'input' holds an integer beyond 64 bits (30 digits) at input.account",
+        ),
+        (
+            "/v1/executions",
+            b'{"workflow": "wait-for-one", "input": {"x": [0, 1e999]}}',
+            "field 'input' holds infinity at input.x[1]",
+        ),
+        (
+            "/v1/executions/{pending}/events/go",
+            b'{"payload": {"note": "\\ud83d"}}',
+            "field 'payload' holds a lone surrogate (U+D83D) at payload.note",
+        ),
+        ("/v1/executions/{pending}/events/go", {"key": "k\u0000"}, "field 'key' holds a NUL character"),
+    ],
+)
+def test_a_value_that_cannot_be_stored_as_sent_is_named(quiet_server, path, body, named):
+    base, url, ids = quiet_server
+    before = snapshot(url)
+    content = body if isinstance(body, bytes) else _json(body)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        response = http.post(
+            path.format(pending=quote(ids["pending"], safe="")), content=content, headers=JSON
+        )
+    assert response.status_code in (400, 422)
+    assert named in check(response, response.status_code)["error"]["message"]
+    assert snapshot(url) == before
+
+
+def test_numbers_at_the_edges_of_the_rule_are_kept_exactly(api):
+    values = {
+        "max": 2**64 - 1,
+        "min": -(2**63),
+        "huge": 1.7976931348623157e308,
+        "tiny": 5e-324,
+        "ok": "\u2028é",
+    }
+    execution_id = unique("http-edges")
+    check(
+        api.post("/v1/executions", json={"workflow": "wait-for-one", "input": values, "id": execution_id}),
+        201,
+    )
+    stored = check(api.get(f"/v1/executions/{execution_id}"), 200)["input"]
+    assert stored == values and isinstance(stored["max"], int) and isinstance(stored["min"], int)
+    check(api.post(f"/v1/executions/{execution_id}/cancel"), 202)
 
 
 # -- the command ----------------------------------------------------------------------------------------

@@ -605,9 +605,35 @@ def demo(runs: int, procs: int, concurrency: int, database_url: str | None) -> N
     show_default=True,
     help="Largest request body, in bytes or with a unit (64KiB, 2MiB); larger ones get 413.",
 )
+@click.option(
+    "--lock-timeout",
+    default="2s",
+    show_default=True,
+    help="Longest a request waits on a row locked by a worker; then 503 (code timeout).",
+)
+@click.option(
+    "--statement-timeout",
+    default="5s",
+    show_default=True,
+    help="Longest one statement of a request may run; then 503 (code timeout).",
+)
+@click.option(
+    "--client-timeout",
+    default="15s",
+    show_default=True,
+    help="Longest a client may take to send a request's headers, or its body; also the idle keep-alive.",
+)
 @_handle_errors
 def serve(
-    database_url: str | None, apps: tuple[str, ...], host: str, port: int, workers: int, max_body_size: str
+    database_url: str | None,
+    apps: tuple[str, ...],
+    host: str,
+    port: int,
+    workers: int,
+    max_body_size: str,
+    lock_timeout: str,
+    statement_timeout: str,
+    client_timeout: str,
 ) -> None:
     """Serve the HTTP API (with $ZART_API_TOKEN set, every call but /healthz needs that bearer token)."""
     from .http import serve as serve_http
@@ -622,6 +648,9 @@ def serve(
             port=port,
             workers=workers,
             max_body_size=max_body_size,
+            lock_timeout=lock_timeout,
+            statement_timeout=statement_timeout,
+            client_timeout=client_timeout,
         )
     )
 

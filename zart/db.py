@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 import psycopg
+from psycopg import conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .errors import ConfigurationError, DatabaseUnavailable
@@ -55,8 +56,22 @@ def resolve_url(database_url: str | None = None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for error messages and logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL (or `key=value` connection string) without its password, for error messages and logs."""
+    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+def with_session_settings(url: str, application_name: str, settings: dict[str, str]) -> str:
+    """`url` whose connections start with these settings (`-c name=value` options) and this name.
+
+    The settings travel in the connection string, so every connection of a pool opened on it carries
+    them from its first statement, and a pool for it is another pool than the one for `url`.
+    """
+    params = conninfo.conninfo_to_dict(url)
+    options = [params["options"]] if params.get("options") else []
+    options += [f"-c {name}={value}" for name, value in settings.items()]
+    params.update(options=" ".join(options), application_name=application_name)
+    return conninfo.make_conninfo("", **params)
 
 
 def _configure(conn: psycopg.Connection) -> None:

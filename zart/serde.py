@@ -3,7 +3,8 @@
 Values are stored in `json` (not `jsonb`) columns on purpose: `jsonb` re-orders object keys, so a
 workflow iterating over a dict would see one order on the first run and another on replay. Storing the
 exact bytes orjson produced, and handing the workflow `orjson.loads` of those same bytes, makes the
-first run and every replay see identical values.
+first run and every replay see identical values. A value that would not come back as given (NaN, an
+infinity, an integer beyond 64 bits: see `jsonvalues`) is refused rather than stored changed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import attrs
 import orjson
 
 from .errors import SerializationError
+from .jsonvalues import Unstorable, find_unstorable
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -29,8 +31,11 @@ def _default(value: Any) -> Any:
 def dumps(value: Any, where: str) -> bytes:
     """Serialise `value`; `where` names the call site for the error ("input of workflow 'x'")."""
     try:
-        return orjson.dumps(value, default=_default, option=_OPTIONS)
+        data = orjson.dumps(value, default=_default, option=_OPTIONS)
     except orjson.JSONEncodeError as exc:
+        found = find_unstorable(value)
+        if found is not None:
+            raise _unstorable(found, where) from None
         culprit = _find_unserialisable(value)
         type_name = type(culprit).__qualname__ if culprit is not _NOTHING else type(value).__qualname__
         raise SerializationError(
@@ -38,6 +43,17 @@ def dumps(value: Any, where: str) -> bytes:
             f"Zart stores values as JSON (dict, list, str, int, float, bool, None, dataclasses, "
             f"attrs classes, datetime, UUID) ({exc})"
         ) from None
+    # orjson writes NaN and the infinities as null: only then is the value walked, to find one.
+    if b"null" in data:
+        found = find_unstorable(value)
+        if found is not None:
+            raise _unstorable(found, where)
+    return data
+
+
+def _unstorable(found: Unstorable, where: str) -> SerializationError:
+    at = f" (at {found.path})" if found.path else ""
+    return SerializationError(f"cannot serialise {found.what} passed as {where}{at}: {found.why}")
 
 
 def loads(data: bytes | str | None) -> Any:

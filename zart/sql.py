@@ -25,6 +25,9 @@ INSERT INTO zart_tasks (execution_id, kind) VALUES (%(id)s, 'workflow')
 
 NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', '')"
 
+# The HTTP API's health check: the server answers a statement.
+PING = "SELECT 1"
+
 SELECT_EXECUTION = """
 SELECT id, workflow, status, input::text, result::text, error::text,
        created_at, started_at, finished_at

@@ -158,3 +158,13 @@ async def bad_step_argument(payload: dict) -> None:
 @zart.workflow("bad-result")
 async def bad_result(payload: dict) -> object:
     return {1, 2, 3}
+
+
+@zart.step("measure")
+def measure() -> dict:
+    return {"ratio": float("nan")}
+
+
+@zart.workflow("nan-step-result")
+async def nan_step_result(payload: dict) -> dict:
+    return await measure()

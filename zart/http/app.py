@@ -2,12 +2,12 @@
 
 Every endpoint validates its request completely before touching the database, then makes one hop
 to a worker thread (`trio.to_thread.run_sync`) that runs the blocking client functions of
-`zart.client` on the process's psycopg pool: the event loop never waits on PostgreSQL.
+`zart.client` on a psycopg pool: the event loop never waits on PostgreSQL. Which threads and which
+pool, with which time limits, is the request's lane (see `lanes`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import attrs
 import orjson
-import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -24,10 +23,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import client, db
+from .. import client, db, sql
 from ..views import execution_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
-from .middleware import BearerAuth, RawPath
+from .lanes import HEALTH_POOL_WAIT, lanes, run_in_lane
+from .middleware import BearerAuth, BodyDeadline, RawPath
 from .openapi import openapi_document
 from .validation import (
     DEFAULT_LIST_LIMIT,
@@ -42,10 +42,9 @@ from .validation import (
 )
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
-# Threads that may wait on the database at once: the size of the client pool (`db.shared_pool`),
-# so that a request waits for a connection here, cancellably, rather than in a thread.
-DB_THREADS = 8
-HEALTH_TIMEOUT = 5.0
+DEFAULT_LOCK_TIMEOUT = 2.0
+DEFAULT_STATEMENT_TIMEOUT = 5.0
+DEFAULT_CLIENT_TIMEOUT = 15.0
 
 
 @attrs.frozen
@@ -56,20 +55,20 @@ class Settings:
     token: str | None = attrs.field(default=None, repr=False)
     max_body_size: int = DEFAULT_MAX_BODY_SIZE
     apps: tuple[str, ...] = ()
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds a request waits on a locked row
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT  # seconds one of its statements may run
+    client_timeout: float = DEFAULT_CLIENT_TIMEOUT  # seconds a client has for its headers, or its body
 
 
 def execution_path(execution_id: str) -> str:
     return f"/v1/executions/{quote(execution_id, safe='')}"
 
 
-async def in_thread(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
-    """The one hop of a request to a thread, where the blocking client code runs."""
-    limiter = request.app.state.db_limiter
-    return await trio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
-
-
-def _url(request: Request) -> str:
-    return request.app.state.settings.database_url
+async def in_thread(request: Request, lane: str, fn: Callable[[str], Any]) -> Any:
+    """The one hop of a request to a thread of its lane, where `fn(url of the lane's pool)` runs."""
+    state = request.app.state
+    chosen = state.lanes[lane]
+    return await run_in_lane(chosen, state.limiters[lane], fn, chosen.url)
 
 
 @endpoint
@@ -79,9 +78,8 @@ async def start_execution(request: Request) -> Response:
         raise invalid("missing field 'workflow' (the name of the workflow to start)")
     workflow = check_name(body["workflow"], "field 'workflow'", MAX_WORKFLOW_NAME_LENGTH)
     execution_id = optional_name(body, "id", "field 'id'")
-    url = _url(request)
 
-    def start() -> dict[str, Any]:
+    def start(url: str) -> dict[str, Any]:
         handle = client.start(workflow, body.get("input"), id=execution_id, database_url=url)
         return {
             "id": handle.id,
@@ -90,7 +88,7 @@ async def start_execution(request: Request) -> Response:
             "created": handle.created,
         }
 
-    started = await in_thread(request, start)
+    started = await in_thread(request, "write", start)
     return json_response(
         started, 201 if started["created"] else 200, {"Location": execution_path(started["id"])}
     )
@@ -99,13 +97,12 @@ async def start_execution(request: Request) -> Response:
 @endpoint
 async def get_execution(request: Request) -> Response:
     execution_id = segment(request, "id", "execution id")
-    url = _url(request)
 
-    def fetch() -> dict[str, Any]:
+    def fetch(url: str) -> dict[str, Any]:
         handle = client.get(execution_id, database_url=url)
         return execution_json(handle.info(), handle.steps())
 
-    return json_response(await in_thread(request, fetch))
+    return json_response(await in_thread(request, "read", fetch))
 
 
 @endpoint
@@ -125,13 +122,12 @@ async def list_executions(request: Request) -> Response:
         if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= MAX_LIST_LIMIT:
             raise invalid(f"query parameter 'limit' must be an integer from 1 to {MAX_LIST_LIMIT}")
         limit = int(limit_text)
-    url = _url(request)
 
-    def fetch() -> list[dict[str, Any]]:
+    def fetch(url: str) -> list[dict[str, Any]]:
         found = client.list_executions(status=status, workflow=workflow, limit=limit, database_url=url)
         return [summary_json(info) for info in found]
 
-    return json_response({"executions": await in_thread(request, fetch)})
+    return json_response({"executions": await in_thread(request, "read", fetch)})
 
 
 @endpoint
@@ -140,12 +136,11 @@ async def send_event(request: Request) -> Response:
     name = segment(request, "name", "event name")
     body = await json_object(request, ("payload", "key"), required=False)
     key = optional_name(body, "key", "field 'key'")
-    url = _url(request)
 
-    def send() -> bool:
+    def send(url: str) -> bool:
         return client.send_event(execution_id, name, body.get("payload"), key=key, database_url=url)
 
-    delivered = await in_thread(request, send)
+    delivered = await in_thread(request, "write", send)
     return json_response({"execution_id": execution_id, "event": name, "delivered": delivered}, 202)
 
 
@@ -156,25 +151,24 @@ async def cancel_execution(request: Request) -> Response:
     reason = body.get("reason", "cancelled")
     if not isinstance(reason, str) or len(reason) > 1000:
         raise invalid("field 'reason' must be a string of at most 1000 characters")
-    url = _url(request)
 
-    def cancel() -> dict[str, Any]:
+    def cancel(url: str) -> dict[str, Any]:
         cancelled = client.cancel(execution_id, reason=reason, database_url=url)
         status = client.get(execution_id, database_url=url).status()
         return {"id": execution_id, "status": status, "cancelled": cancelled}
 
-    return json_response(await in_thread(request, cancel), 202)
+    return json_response(await in_thread(request, "write", cancel), 202)
 
 
 @endpoint
 async def healthz(request: Request) -> Response:
-    url = _url(request)
+    """PostgreSQL answers, on the health lane: never behind requests that wait on locked rows."""
 
-    def ping() -> None:
-        with db.shared_pool(url).connection(timeout=HEALTH_TIMEOUT) as conn:
-            conn.execute("SELECT 1")
+    def ping(url: str) -> None:
+        with db.shared_pool(url).connection(timeout=HEALTH_POOL_WAIT) as conn:
+            conn.execute(sql.PING)
 
-    await in_thread(request, ping)
+    await in_thread(request, "health", ping)
     return json_response({"status": "ok"})
 
 
@@ -188,7 +182,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.db_limiter = trio.CapacityLimiter(DB_THREADS)
+        app.state.limiters = {name: lane.limiter() for name, lane in app.state.lanes.items()}
         yield
 
     app = Starlette(
@@ -201,12 +195,17 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
-        middleware=[Middleware(BearerAuth, token=settings.token), Middleware(RawPath)],
+        middleware=[
+            Middleware(BodyDeadline, seconds=settings.client_timeout),
+            Middleware(BearerAuth, token=settings.token),
+            Middleware(RawPath),
+        ],
         exception_handlers={HTTPException: http_exception, Exception: http_exception},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # `/v1/executions/` is no endpoint, not a redirect
     app.state.settings = settings
+    app.state.lanes = lanes(settings.database_url, settings.lock_timeout, settings.statement_timeout)
     app.state.openapi = orjson.dumps(openapi_document())
     return app
 
@@ -217,7 +216,13 @@ def spawned_app(encoded: str) -> Starlette:
 
     values = orjson.loads(bytes.fromhex(encoded))
     settings = Settings(
-        values["database_url"], values["token"], values["max_body_size"], tuple(values["apps"])
+        values["database_url"],
+        values["token"],
+        values["max_body_size"],
+        tuple(values["apps"]),
+        values["lock_timeout"],
+        values["statement_timeout"],
+        values["client_timeout"],
     )
     if not logging.getLogger().handlers:
         logging.basicConfig(

@@ -23,6 +23,7 @@ from ..errors import (
     DuplicateExecution,
     ExecutionFinished,
     ExecutionNotFound,
+    SerializationError,
     UnknownWorkflow,
 )
 
@@ -46,6 +47,14 @@ class ApiError(Exception):
 
 def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_request", message)
+
+
+# A 503 that says when to ask again: the condition (a locked row, a full server) is a passing one.
+RETRY = {"Retry-After": "1"}
+
+
+def busy(message: str) -> ApiError:
+    return ApiError(503, "busy", message, RETRY)
 
 
 def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -78,6 +87,23 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(404, "execution_not_found", str(exc))
     if isinstance(exc, ExecutionFinished):
         return ApiError(409, "execution_finished", str(exc))
+    if isinstance(exc, SerializationError):
+        return invalid(str(exc))
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return ApiError(
+            503,
+            "timeout",
+            "a row this request needs stayed locked past the server's --lock-timeout "
+            "(a worker is busy with this execution); try again",
+            RETRY,
+        )
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return ApiError(
+            503,
+            "timeout",
+            "the database did not answer within the server's --statement-timeout; try again later",
+            RETRY,
+        )
     if isinstance(exc, (DatabaseUnavailable, PoolTimeout, psycopg.OperationalError)):
         return ApiError(503, "database_unavailable", "the database is unavailable; try again later")
     if isinstance(exc, ClientDisconnect):

@@ -1,12 +1,52 @@
-"""ASGI middleware of the API: bearer-token authentication, and routing on the raw path."""
+"""ASGI middleware of the API: a deadline for request bodies, bearer-token authentication, and
+routing on the raw path."""
 
 from __future__ import annotations
 
 import hmac
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import trio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import CLOSE, ApiError, error_response
+
+
+class BodyDeadline:
+    """A request's body must have arrived `seconds` after its headers did, or the answer is 408.
+
+    Hypercorn bounds the wait for a request's headers (its keep-alive timeout, see `server`) but not
+    for its body: a client trickling one byte at a time would hold its connection, and the task
+    reading it, forever. Every `receive` of the body is bounded by the one deadline; the 408 carries
+    `Connection: close`, so the connection ends with it.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = trio.current_time() + self.seconds
+        complete = False
+
+        async def receive_by_deadline() -> Message:
+            nonlocal complete
+            if complete:  # after the body: a wait for the client to disconnect, not bounded here
+                return await receive()
+            with trio.move_on_at(deadline):
+                message = await receive()
+                complete = message["type"] != "http.request" or not message.get("more_body", False)
+                return message
+            raise ApiError(
+                408,
+                "body_timeout",
+                f"the request body did not arrive within {self.seconds:g} s of its headers",
+                CLOSE,
+            )
+
+        await self.app(scope, receive_by_deadline, send)
 
 
 class BearerAuth:

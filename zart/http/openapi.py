@@ -31,11 +31,20 @@ _ANY: dict[str, Any] = {"description": "any JSON value"}
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 description of this API (served at /openapi.json)."""
     errors = {
-        "400": _error("malformed request: invalid JSON, a body not sent as application/json"),
+        "400": _error(
+            "malformed request: invalid JSON (a lone surrogate too), a body not sent as application/json"
+        ),
         "401": _error("missing or wrong bearer token (when ZART_API_TOKEN is set)"),
+        "408": _error("the body did not arrive within the server's --client-timeout (code body_timeout)"),
         "413": _error("the body is larger than the server's --max-body-size"),
-        "422": _error("well-formed JSON with missing or wrong fields, or invalid ids or names"),
-        "503": _error("PostgreSQL does not answer"),
+        "422": _error(
+            "well-formed JSON with missing or wrong fields, invalid ids or names, or a value Zart would "
+            "not store as sent: a NUL character, an integer beyond 64 bits, a number beyond a double"
+        ),
+        "503": _error(
+            "try again later (see Retry-After): PostgreSQL does not answer (database_unavailable), "
+            "a locked row or a statement took too long (timeout), the server is at capacity (busy)"
+        ),
     }
     not_found = _error("no execution with this id")
     id_param = {

@@ -2,6 +2,8 @@
 
 The socket is bound here, before Hypercorn starts, so that a bad address or a port in use is a clear
 configuration error and `--port 0` can log the port it got; SIGTERM and SIGINT stop the server.
+A slow client is cut off: Hypercorn's keep-alive timeout bounds an idle connection and a request's
+headers, `middleware.BodyDeadline` its body, both `--client-timeout`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ import orjson
 import trio
 
 from .. import db, schema
+from ..durations import parse_duration
 from ..errors import ConfigurationError
 from ..logs import log_event
-from .app import DEFAULT_MAX_BODY_SIZE, Settings, create_app
+from .app import (
+    DEFAULT_CLIENT_TIMEOUT,
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_STATEMENT_TIMEOUT,
+    Settings,
+    create_app,
+)
 
 log = logging.getLogger("zart.http")
 
@@ -55,6 +65,13 @@ def parse_size(text: str | int, what: str = "--max-body-size") -> int:
     if size < 1:
         raise ConfigurationError(f"invalid {what} {text!r}: it must be at least 1 byte")
     return size
+
+
+def _seconds(value: str | float, option: str) -> float:
+    try:
+        return parse_duration(value, option)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _token_from_env() -> str | None:
@@ -98,13 +115,24 @@ def serve(
     port: int = 8080,
     workers: int = 1,
     max_body_size: str | int = DEFAULT_MAX_BODY_SIZE,
+    lock_timeout: str | float = DEFAULT_LOCK_TIMEOUT,
+    statement_timeout: str | float = DEFAULT_STATEMENT_TIMEOUT,
+    client_timeout: str | float = DEFAULT_CLIENT_TIMEOUT,
 ) -> int:
     """Serve the API until SIGTERM or SIGINT; the exit code. The caller imported `apps` already."""
     from hypercorn.config import Config
 
     if workers < 1:
         raise ConfigurationError(f"--workers must be at least 1, not {workers}")
-    settings = Settings(db.resolve_url(database_url), _token_from_env(), parse_size(max_body_size), apps)
+    settings = Settings(
+        db.resolve_url(database_url),
+        _token_from_env(),
+        parse_size(max_body_size),
+        apps,
+        _seconds(lock_timeout, "--lock-timeout"),
+        _seconds(statement_timeout, "--statement-timeout"),
+        _seconds(client_timeout, "--client-timeout"),
+    )
     schema.migrate(settings.database_url)
     sock = _listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
@@ -116,8 +144,13 @@ def serve(
         workers=workers,
         authentication="on" if settings.token else "off",
         max_body_size=settings.max_body_size,
+        lock_timeout=f"{settings.lock_timeout:g}s",
+        statement_timeout=f"{settings.statement_timeout:g}s",
+        client_timeout=f"{settings.client_timeout:g}s",
     )
     config = Config()
+    # Closes a connection idle that long, between requests or before a request's headers are complete.
+    config.keep_alive_timeout = settings.client_timeout
     config.bind = [f"fd://{sock.detach()}"]  # Hypercorn's socket owns the descriptor from here on
     config.worker_class = "trio"
     config.workers = workers
@@ -138,6 +171,9 @@ def serve(
                 "token": settings.token,
                 "max_body_size": settings.max_body_size,
                 "apps": list(settings.apps),
+                "lock_timeout": settings.lock_timeout,
+                "statement_timeout": settings.statement_timeout,
+                "client_timeout": settings.client_timeout,
                 "log_level": logging.getLevelName(logging.getLogger().level),
             }
         ).hex()

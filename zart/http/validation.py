@@ -2,18 +2,24 @@
 
 Every check raises an `ApiError` that says what was wrong, so that a client learns it from the
 first 4xx rather than from a 500 or a half-done operation.
+
+Bodies are decoded by the standard library's `json` rather than orjson, which reads an integer beyond
+64 bits as a float and cannot say which field holds a lone surrogate: every value then goes through
+`jsonvalues.find_unstorable`, the rule `serde` applies too, so that a field Zart would not store as
+sent is refused with its name.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
 from starlette.requests import Request
 
 from .. import client
+from ..jsonvalues import find_unstorable
 from .errors import CLOSE, ApiError, invalid
 
 STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "timed_out", "cancelled")
@@ -107,17 +113,44 @@ async def json_object(request: Request, fields: tuple[str, ...], *, required: bo
         return {}
     if not required:
         _check_content_type(request)
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    value = _decode(body)
     expected = ", ".join(repr(field) for field in fields)
     if not isinstance(value, dict):
         raise invalid(f"the body must be a JSON object with the fields {expected}, not {_json_type(value)}")
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise invalid(f"unknown field {unknown[0]!r} (the fields are {expected})")
+    for field in fields:
+        if field in value and (found := find_unstorable(value[field], field, text=True)):
+            at = "" if found.path == field else f" at {found.path}"
+            message = f"field {field!r} holds {found.what}{at}: {found.why}"
+            if found.unicode:
+                raise ApiError(400, "invalid_json", f"the body is not valid JSON text: {message}")
+            raise invalid(message)
     return value
+
+
+class _NotJson(ValueError):
+    """`NaN`, `Infinity` or `-Infinity`: the standard library reads them, JSON has none of them."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _decode(body: bytes) -> Any:
+    """The body's JSON value: strict UTF-8 without a byte order mark, no NaN, at most ~1000 levels deep."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"it is not UTF-8 ({exc.reason} at byte {exc.start})"
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {reason}") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, _NotJson) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON: it is nested too deeply") from None
 
 
 def optional_name(body: dict[str, Any], field: str, what: str) -> str | None:

@@ -1,0 +1,85 @@
+"""Where a request waits on PostgreSQL: lanes, each with its own threads, connections and time limits.
+
+A request that needs the database runs its blocking client code in a thread, on a pooled connection.
+Requests are split into lanes so that one kind cannot starve another: writes (start, event, cancel)
+lock an execution's task row and so may wait on a worker that holds it; reads (get, list) take no row
+lock; the health check has a lane of its own, so that it answers while the others are full. Each lane
+has its own pool, whose connections carry `lock_timeout` and `statement_timeout`: a request waits on
+PostgreSQL a bounded time, then answers 503 `timeout`. A request that finds its lane full waits for a
+free thread at most `QUEUE_WAIT` seconds, behind at most `MAX_WAITING` others, then answers 503 `busy`:
+there is no unbounded queue.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from .. import db
+from .errors import busy
+
+# Threads of a read or write lane: the size of the pool `db.shared_pool` opens for its URL, so that
+# a thread never waits for a connection.
+LANE_THREADS = 8
+HEALTH_THREADS = 2
+QUEUE_WAIT = 1.0
+MAX_WAITING = 128
+# The health check's own limits: short, since a load balancer asks often and acts on a slow answer.
+HEALTH_STATEMENT_TIMEOUT = 1.0
+HEALTH_POOL_WAIT = 2.0
+
+
+@attrs.frozen
+class Lane:
+    """One kind of request: the database URL of its pool (with its session settings) and its threads."""
+
+    name: str
+    url: str = attrs.field(repr=False)
+    threads: int
+
+    def limiter(self) -> trio.CapacityLimiter:
+        """The lane's slots; made inside the server's trio loop (a limiter belongs to one loop)."""
+        return trio.CapacityLimiter(self.threads)
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def lanes(database_url: str, lock_timeout: float, statement_timeout: float) -> dict[str, Lane]:
+    """The lanes of one server process: `read`, `write` and `health`."""
+
+    def lane(name: str, threads: int, lock: float, statement: float) -> Lane:
+        settings = {"lock_timeout": _milliseconds(lock), "statement_timeout": _milliseconds(statement)}
+        return Lane(name, db.with_session_settings(database_url, f"zart-api-{name}", settings), threads)
+
+    health = min(HEALTH_STATEMENT_TIMEOUT, statement_timeout)
+    return {
+        "read": lane("read", LANE_THREADS, lock_timeout, statement_timeout),
+        "write": lane("write", LANE_THREADS, lock_timeout, statement_timeout),
+        "health": lane("health", HEALTH_THREADS, health, health),
+    }
+
+
+async def run_in_lane(lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn(*args)` in a thread once the lane has a free slot; 503 `busy` if none comes soon."""
+    full = busy(
+        f"the server is at capacity ({lane.threads} {lane.name} requests in flight); try again shortly"
+    )
+    if limiter.available_tokens == 0 and limiter.statistics().tasks_waiting >= MAX_WAITING:
+        raise full
+    acquired = False
+    with trio.move_on_after(QUEUE_WAIT):
+        await limiter.acquire()
+        acquired = True
+    if not acquired:
+        raise full
+    try:
+        # trio's default thread limiter (40) never binds here: the lanes' slots add up to fewer.
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+    finally:
+        limiter.release()
