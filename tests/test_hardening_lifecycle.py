@@ -389,3 +389,31 @@ def test_stop_hangs_no_more_than_grace_under_supervise(subprocess_env, fresh_dat
         code = supervisor.stop()
     assert code == 0
     assert "supervisor.killing" not in supervisor.log()
+
+
+def test_a_crashing_part_of_the_worker_stops_it_instead_of_leaving_a_zombie(
+    fresh_database_url, monkeypatch, caplog
+):
+    """Item 3: a nursery task that crashed (here the listener) used to cancel the completer under
+    runners waiting for it: the worker never ended and never handed its executions back."""
+    url = fresh_database_url
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
+    handles = [zart.start(app.many_steps, 100_000, database_url=url) for _ in range(10)]
+
+    async def crashing_listener(self: Worker) -> None:
+        while scalar(url, "SELECT count(*) FROM zart_steps") < 200:
+            await trio.sleep(0.01)
+        raise RuntimeError("a bug in the listener")
+
+    monkeypatch.setattr(Worker, "_listen", crashing_listener)
+    worker = Worker(url, lease="30s", poll_interval="0.5s", concurrency=10).start()
+    thread = worker._thread
+    assert thread is not None
+    thread.join(10)
+    assert not thread.is_alive(), "the worker lives on after one of its parts crashed"
+    assert "event=worker.crashed" in caplog.text and "a bug in the listener" in caplog.text
+    # Its executions were handed back at once, not left claimed until the 30 s lease ran out.
+    assert scalar(url, "SELECT count(*) FROM zart_tasks WHERE claimed_by IS NOT NULL") == 0
+    assert scalar(url, "SELECT count(*) FROM zart_tasks WHERE run_at <= now()") == len(handles)
+    with pytest.raises(zart.WorkerCrashed, match="a bug in the listener"):
+        worker.stop()

@@ -65,6 +65,10 @@ class StepAbandoned(ZartError):
     """
 
 
+class WorkerCrashed(ZartError):
+    """`Worker.stop()` of a background worker that had stopped by itself on an unexpected error."""
+
+
 class CheckpointRejected(ZartError):
     """PostgreSQL refused to store an execution's progress (a value it cannot hold).
 

@@ -40,7 +40,7 @@ from . import registry, sql
 from .completer import CommitAbandoned, Completer, Fragment, FragmentRejected
 from .db import connect, first_line, is_transient, open_pool, resolve_url, unreachable
 from .durations import parse_duration
-from .errors import CheckpointRejected, DatabaseUnavailable
+from .errors import CheckpointRejected, DatabaseUnavailable, WorkerCrashed
 from .logs import log_event
 from .replay import (
     Checkpoint,
@@ -154,6 +154,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._crash: BaseException | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._cancel_scope: trio.CancelScope | None = None
         self.executions_finished = 0  # runs that ended or suspended (a retry, a sleep, a wait)
@@ -173,7 +174,7 @@ class Worker:
 
     def start(self, timeout: float = 30.0) -> Worker:
         """Run in a background thread (tests, embedding); returns once the worker is claiming."""
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._thread = threading.Thread(target=self._run_in_thread, daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("the worker did not start in time")
@@ -182,7 +183,11 @@ class Worker:
         return self
 
     def stop(self) -> None:
-        """Stop the background worker: in-flight executions are handed back for another claim."""
+        """Stop the background worker: in-flight executions are handed back for another claim.
+
+        Raises WorkerCrashed if the worker had stopped by itself on an unexpected error (it was
+        logged as `worker.crashed` when it happened, and its executions were handed back).
+        """
         if self._thread is None:
             return
         if self._token is not None:
@@ -190,6 +195,17 @@ class Worker:
                 trio.from_thread.run_sync(self._request_stop, trio_token=self._token)
         self._thread.join()
         self._thread = None
+        if self._crash is not None:
+            raise WorkerCrashed(
+                f"the worker stopped on an unexpected error: {self._crash!r}"
+            ) from self._crash
+
+    def _run_in_thread(self) -> None:
+        """The background thread: the worker's trio loop, its crash kept for `stop()` to report."""
+        try:
+            trio.run(self._main)
+        except BaseException as exc:
+            self._crash = exc
 
     def __enter__(self) -> Worker:
         return self.start()
