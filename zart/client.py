@@ -27,6 +27,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowTimedOut,
 )
+from .names import check_name
 from .registry import Workflow
 
 T = TypeVar("T")
@@ -208,13 +209,7 @@ def _resolve_workflow(workflow: Workflow | str, url: str) -> tuple[str, float | 
 
 
 def _check_id(execution_id: Any) -> str:
-    if not isinstance(execution_id, str):
-        raise TypeError(f"execution id must be a string, not {type(execution_id).__name__}")
-    if not execution_id or len(execution_id) > MAX_ID_LENGTH:
-        raise ValueError(f"execution id must be 1 to {MAX_ID_LENGTH} characters, got {len(execution_id)}")
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in execution_id):
-        raise ValueError(f"execution id {execution_id!r} contains control characters")
-    return execution_id
+    return check_name(execution_id, "execution id", MAX_ID_LENGTH)
 
 
 def start(

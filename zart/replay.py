@@ -40,6 +40,7 @@ from .errors import (
     StepTimeout,
     ZartError,
 )
+from .names import check_name
 
 if TYPE_CHECKING:
     from .registry import Step, Workflow
@@ -48,6 +49,10 @@ _current_execution: contextvars.ContextVar[ExecutionContext | None] = contextvar
     "zart_execution", default=None
 )
 _current_info: contextvars.ContextVar[Context | None] = contextvars.ContextVar("zart_context", default=None)
+
+
+# Sleep and event names become checkpoint keys, like step names (registry: at most 200 characters).
+MAX_WAIT_NAME_LENGTH = 200
 
 
 def current_execution() -> ExecutionContext | None:
@@ -389,7 +394,7 @@ class ExecutionContext:
     # -- sleeps and events --------------------------------------------------------------------------
 
     async def sleep(self, name: str, seconds: float) -> None:
-        key = self._next_key("sleep", check_wait_name("sleep", name))
+        key = self._next_key("sleep", check_name(name, "the name of a sleep", MAX_WAIT_NAME_LENGTH))
         position, recorded = self._next_entry(key)
         if recorded is None:  # first time here: the deadline becomes durable, then we suspend
             self._pending.steps.append(
@@ -405,7 +410,7 @@ class ExecutionContext:
         self._set_status("running")
 
     async def wait_for_event(self, name: str, timeout: float | None) -> Any:
-        key = self._next_key("event", check_wait_name("event", name))
+        key = self._next_key("event", check_name(name, "the name of an event", MAX_WAIT_NAME_LENGTH))
         position, recorded = self._next_entry(key)
         if recorded is not None and recorded.status == "completed":
             return serde.loads(recorded.output)
@@ -683,19 +688,6 @@ class ExecutionContext:
             f"{first.seq + 1} was never reached; the workflow's code changed its steps since this "
             "execution started"
         )
-
-
-def check_wait_name(kind: str, name: Any) -> str:
-    """A sleep's or an event's name, checked at the call: it becomes part of a checkpoint key."""
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ValueError(f"the name of a {kind} must be a string of 1 to 200 characters, got {name!r}")
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in name):
-        raise ValueError(f"the name of a {kind} must not hold control characters, got {name!r}")
-    try:
-        name.encode()
-    except UnicodeEncodeError:
-        raise ValueError(f"the name of a {kind} is not valid UTF-8 text, got {name!r}") from None
-    return name
 
 
 def _require_execution(what: str) -> ExecutionContext:

@@ -505,8 +505,9 @@ class Worker:
                 limit = min(free, self.batch)
                 self.claim_queries += 1
                 held = list(self._held)
+                in_doubt, self._in_doubt = self._in_doubt, False
                 try:
-                    tasks, next_due = await self._db(self._claim, limit, held)
+                    tasks, next_due = await self._db(self._claim, limit, held, in_doubt)
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
@@ -553,9 +554,14 @@ class Worker:
             self._claim_baton.value = 0.0
 
     def _claim(
-        self, conn: psycopg.Connection, limit: int, held: list[int]
+        self, conn: psycopg.Connection, limit: int, held: list[int], in_doubt: bool
     ) -> tuple[list[ClaimedTask], float | None]:
-        in_doubt, self._in_doubt = self._in_doubt, False
+        """Claim up to `limit` tasks (after handing back stranded ones if `in_doubt`) and load them.
+
+        Runs in a thread: the in-doubt flag is read and set by the claim loop only, in the trio
+        thread; a failure anywhere in here (the claim committed, its answer or the loads lost)
+        makes the claim loop set it again.
+        """
         with conn.transaction():
             if in_doubt:
                 stranded = conn.execute(
@@ -566,11 +572,7 @@ class Worker:
             rows = conn.execute(
                 sql.CLAIM_TASKS, {"limit": limit, "lease": self.lease, "worker": self.worker_id}
             ).fetchall()
-        try:
-            return self._load_claimed(conn, rows, limit)
-        except BaseException:
-            self._in_doubt = True  # claimed, committed, but not loaded: hand them back next time
-            raise
+        return self._load_claimed(conn, rows, limit)
 
     def _load_claimed(
         self, conn: psycopg.Connection, rows: list[tuple[Any, ...]], limit: int
@@ -653,7 +655,7 @@ class Worker:
         was_full = len(self._held) >= self.concurrency
         try:
             with entry.scope:
-                await self._run_execution(task, entry)
+                await self._run_execution(entry)
         except LeaseLost:
             log_event(log, "lease.lost", logging.WARNING, worker=self.worker_id, execution=task.execution_id)
         except FragmentRejected as exc:
@@ -721,7 +723,8 @@ class Worker:
         except (FragmentRejected, CommitAbandoned) as exc:
             self._interrupted(task, exc)
 
-    async def _run_execution(self, task: ClaimedTask, entry: _Held) -> None:
+    async def _run_execution(self, entry: _Held) -> None:
+        task = entry.task
         assert self._completer is not None
         if task.status in TERMINAL_STATUSES:
             await self._completer.commit(Fragment(task.execution_id, task.id, task.claims, finish_task=True))

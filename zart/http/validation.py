@@ -20,6 +20,7 @@ from starlette.requests import Request
 
 from .. import client
 from ..jsonvalues import find_unstorable
+from ..names import name_problem
 from .errors import CLOSE, ApiError, invalid
 
 STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "timed_out", "cancelled")
@@ -47,14 +48,9 @@ def check_name(value: Any, what: str, max_length: int = MAX_ID_LENGTH) -> str:
     """An id, a workflow or event name, a key: 1 to max_length characters of UTF-8, no control ones."""
     if not isinstance(value, str):
         raise invalid(f"{what} must be a string, not {_json_type(value)}")
-    if not value or len(value) > max_length:
-        raise invalid(f"{what} must be 1 to {max_length} characters long, not {len(value)}")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise invalid(f"{what} is not valid UTF-8") from None
-    if any(ord(ch) < 32 or ch == "\x7f" for ch in value):
-        raise invalid(f"{what} {value!r} contains control characters")
+    problem = name_problem(value, what, max_length)
+    if problem is not None:
+        raise invalid(problem)
     return value
 
 
