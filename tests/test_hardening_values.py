@@ -264,3 +264,12 @@ def test_a_caught_divergence_runs_nothing_more_and_a_shorter_replay_fails(worker
         shorter.result(timeout=30)
     assert second.value.error_type == "NonDeterminismError"
     assert "'det-b#1' at position 2 was never reached" in second.value.message
+
+
+def test_a_sleep_name_that_cannot_be_a_key_fails_at_the_call(worker, database_url):
+    handle = zart.start(app.bad_sleep_name, "nap\x00time", database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed) as failure:
+        handle.result(timeout=30)
+    assert failure.value.error_type == "ValueError"
+    assert "the name of a sleep 'nap\\x00time' contains control characters" in failure.value.message
+    assert handle.steps() == []  # nothing was recorded for it

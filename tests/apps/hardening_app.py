@@ -184,3 +184,9 @@ async def slow_step() -> str:
 @zart.workflow("slow")
 async def slow() -> str:
     return await slow_step()
+
+
+@zart.workflow("bad-sleep-name")
+async def bad_sleep_name(name: str) -> str:
+    await zart.sleep(name, "1s")
+    return "slept"
