@@ -13,10 +13,12 @@ from .client import (
     alist,
     asend_event,
     astart,
+    astart_many,
     cancel,
     get,
     send_event,
     start,
+    start_many,
 )
 from .client import list_executions as list
 from .errors import (
@@ -33,12 +35,14 @@ from .errors import (
     SerializationError,
     StepFailed,
     StepTimeout,
+    UnknownQueue,
     UnknownWorkflow,
     WorkerCrashed,
     WorkflowFailed,
     WorkflowTimedOut,
     ZartError,
 )
+from .queues import Queue
 from .registry import Step, Workflow, step, workflow
 from .replay import Context, context, map, parallel, sleep, wait_for_event
 from .retry import Retry
@@ -61,6 +65,7 @@ __all__ = [
     "ExecutionNotFound",
     "NonDeterminismError",
     "NonRetryable",
+    "Queue",
     "ResultTimeout",
     "Retry",
     "SerializationError",
@@ -68,6 +73,7 @@ __all__ = [
     "StepFailed",
     "StepRecord",
     "StepTimeout",
+    "UnknownQueue",
     "UnknownWorkflow",
     "Worker",
     "WorkerCrashed",
@@ -81,6 +87,7 @@ __all__ = [
     "alist",
     "asend_event",
     "astart",
+    "astart_many",
     "cancel",
     "context",
     "get",
@@ -91,6 +98,7 @@ __all__ = [
     "send_event",
     "sleep",
     "start",
+    "start_many",
     "step",
     "wait_for_event",
     "workflow",

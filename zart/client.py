@@ -7,33 +7,29 @@ async library is running (trio or asyncio), so it never blocks an event loop.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
+import psycopg
 import sniffio
 
-from . import registry, serde, sql
+from . import serde, sql, starting
 from .db import resolve_url, transaction
 from .errors import (
     Cancelled,
-    DuplicateExecution,
     ExecutionFinished,
     ExecutionNotFound,
     ResultTimeout,
-    UnknownWorkflow,
     WorkflowFailed,
     WorkflowTimedOut,
 )
-from .names import check_name
 from .registry import Workflow
 
 T = TypeVar("T")
 
 TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
-MAX_ID_LENGTH = 255
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -187,63 +183,79 @@ def _outcome(execution_id: str, status: str, result: str | None, error: str | No
     raise Cancelled(f"execution {execution_id!r} was cancelled", execution_id)
 
 
-def _resolve_workflow(workflow: Workflow | str, url: str) -> tuple[str, float | None]:
-    """The workflow's name and timeout, from this process's registry or the workers' one."""
-    if isinstance(workflow, Workflow):
-        return workflow.name, workflow.timeout
-    if not isinstance(workflow, str):
-        raise TypeError(f"workflow must be a @zart.workflow function or its name, not {workflow!r}")
-    local = registry.get_workflow(workflow)
-    if local is not None:
-        return local.name, local.timeout
-    with transaction(url) as conn:
-        registered = dict(conn.execute(sql.SELECT_REGISTERED_WORKFLOWS).fetchall())
-    if workflow in registered:
-        return workflow, registered[workflow]
-    known = sorted(set(registered) | set(registry.workflow_names()))
-    listing = ", ".join(repr(name) for name in known) if known else "none"
-    raise UnknownWorkflow(
-        f"unknown workflow {workflow!r}; known workflows: {listing} "
-        "(import the module that defines it, or pass --app to the CLI)"
-    )
-
-
-def _check_id(execution_id: Any) -> str:
-    return check_name(execution_id, "execution id", MAX_ID_LENGTH)
-
-
 def start(
     workflow: Workflow | str,
     input: Any = None,
     *,
     id: str | None = None,
+    queue: Any = None,
+    key: str | None = None,
+    priority: int = 0,
+    delay: Any = None,
+    run_at: datetime | None = None,
+    connection: Any = None,
     database_url: str | None = None,
 ) -> ExecutionHandle:
-    """Start an execution (one transaction: the execution, its first task, the wake-up).
+    """Start an execution: one statement (the execution, its first task, the wake-up).
 
     Starting an id that exists returns that execution and runs nothing again; it raises
-    DuplicateExecution only when the id belongs to another workflow.
+    DuplicateExecution only when the id belongs to another workflow. `queue` overrides the
+    workflow's queue; `key` is the per-key limit's key (a tenant, a customer); `priority` orders the
+    queue's waiting executions (lower first); `delay` or `run_at` holds it back until then.
+    `connection`: a psycopg connection inside the caller's transaction (the execution exists only if
+    that transaction commits).
     """
-    url = resolve_url(database_url)
-    execution_id = str(uuid.uuid4()) if id is None else _check_id(id)
-    name, timeout = _resolve_workflow(workflow, url)
-    data = serde.dumps(input, f"the input of workflow {name!r}")
-    with transaction(url) as conn:
-        created = conn.execute(
-            sql.INSERT_EXECUTION,
-            {"id": execution_id, "workflow": name, "input": data.decode(), "timeout": timeout},
-        ).fetchone()
-        if created is None:
-            row = conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone()
-            existing = row[0] if row else None
-            if existing != name:
-                raise DuplicateExecution(
-                    f"execution id {execution_id!r} already exists for workflow {existing!r}, not {name!r}"
-                )
-            return ExecutionHandle(execution_id, name, url, created=False)
-        conn.execute(sql.INSERT_WORKFLOW_TASK, {"id": execution_id})
-        conn.execute(sql.NOTIFY_TASKS)
-    return ExecutionHandle(execution_id, name, url)
+    return start_many(
+        workflow,
+        [input],
+        None if id is None else [id],
+        queue=queue,
+        key=key,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        connection=connection,
+        database_url=database_url,
+        _many=False,
+    )[0]
+
+
+def start_many(
+    workflow: Workflow | str,
+    inputs: Sequence[Any],
+    ids: Sequence[str] | None = None,
+    *,
+    queue: Any = None,
+    key: str | None = None,
+    priority: int = 0,
+    delay: Any = None,
+    run_at: datetime | None = None,
+    connection: Any = None,
+    database_url: str | None = None,
+    _many: bool = True,
+) -> list[ExecutionHandle]:
+    """Start one execution per input, all in one transaction and one round trip.
+
+    `ids` (optional, one per input; fresh UUIDs by default) behave as `start`'s `id`: one that exists
+    is returned as it is. The options apply to every execution of the call.
+    """
+    inputs = _as_list(inputs)
+    plan, needs_workflow = starting.plan(
+        workflow, inputs, ids, queue=queue, key=key, priority=priority, delay=delay, run_at=run_at, many=_many
+    )
+    if connection is not None:
+        starting.check_connection(connection, is_async=False)
+        url = starting.connection_url(connection, database_url)
+        rows = starting.run_sync(connection, url, plan, needs_workflow)
+    else:
+        url, rows = starting.run_in_own_transaction(database_url, plan, needs_workflow)
+    return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"inputs must be a list of workflow inputs, not {type(inputs).__name__}")
+    return list(inputs)
 
 
 def _fetch(url: str, execution_id: str) -> ExecutionInfo:
@@ -353,8 +365,10 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
             if conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone() is None:
                 raise ExecutionNotFound(f"cannot cancel: no execution with id {execution_id!r}")
             return False
-        conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]})
+        freed_slot = conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]}).fetchone()
         conn.execute(sql.ABANDON_OPEN_ATTEMPTS, {"id": execution_id})
+        if freed_slot:  # a limited queue's slot: another execution may begin now
+            conn.execute(sql.NOTIFY_TASKS)
     return True
 
 
@@ -390,9 +404,64 @@ async def astart(
     input: Any = None,
     *,
     id: str | None = None,
+    connection: Any = None,
     database_url: str | None = None,
+    **options: Any,
 ) -> ExecutionHandle:
-    return await _in_thread(start, workflow, input, id=id, database_url=database_url)
+    """`start` for async code; `connection=` may be a psycopg AsyncConnection (asyncio)."""
+    handles = await astart_many(
+        workflow,
+        [input],
+        None if id is None else [id],
+        connection=connection,
+        database_url=database_url,
+        _many=False,
+        **options,
+    )
+    return handles[0]
+
+
+async def astart_many(
+    workflow: Workflow | str,
+    inputs: Sequence[Any],
+    ids: Sequence[str] | None = None,
+    *,
+    connection: Any = None,
+    database_url: str | None = None,
+    _many: bool = True,
+    **options: Any,
+) -> list[ExecutionHandle]:
+    """`start_many` for async code; `connection=` may be a psycopg AsyncConnection (asyncio)."""
+    if isinstance(connection, psycopg.AsyncConnection):
+        inputs = _as_list(inputs)
+        plan, needs_workflow = starting.plan(workflow, inputs, ids, many=_many, **_start_options(options))
+        starting.check_connection(connection, is_async=True)
+        url = starting.connection_url(connection, database_url)
+        rows = await starting.run_async(connection, url, plan, needs_workflow)
+        return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
+    return await _in_thread(
+        start_many,
+        workflow,
+        inputs,
+        ids,
+        connection=connection,
+        database_url=database_url,
+        _many=_many,
+        **options,
+    )
+
+
+def _start_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(options) - {"queue", "key", "priority", "delay", "run_at"}
+    if unknown:
+        raise TypeError(f"unexpected start option(s): {', '.join(sorted(unknown))}")
+    return {
+        "queue": options.get("queue"),
+        "key": options.get("key"),
+        "priority": options.get("priority", 0),
+        "delay": options.get("delay"),
+        "run_at": options.get("run_at"),
+    }
 
 
 async def aget(execution_id: str, *, database_url: str | None = None) -> ExecutionHandle:

@@ -291,7 +291,8 @@ class Completer:
         self, conn: psycopg.Connection, fragments: list[Fragment]
     ) -> tuple[psycopg.Cursor | None, bool, list[psycopg.Cursor]]:
         """Queue every write of the batch; returns the release cursor, whether branch tasks were
-        created, and the fan-in cursors: what tells whether some task became ready now."""
+        created, and the cursors of which any row means some task became ready now (fan-ins, and the
+        end of an execution that held a limited queue's slot)."""
         ends = [(f.execution_id, *row) for f in fragments for row in f.attempt_ends]
         if ends:
             conn.execute(sql.FINISH_ATTEMPTS, _columns(ends, _END_COLUMNS))
@@ -317,9 +318,11 @@ class Completer:
         finished = [f.task_id for f in fragments if f.finish_task]
         if finished:
             conn.execute(sql.DELETE_TASKS, {"ids": finished})
+        fan_in: list[psycopg.Cursor] = []
         over = [f.execution_id for f in fragments if f.finish_execution]
         if over:
-            conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over})
+            # A row back: an execution of a limited queue ended, and its slot may let another begin.
+            fan_in.append(conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over}))
         # After the tasks' deletion, which waited for any batch still holding one of them: a
         # branch attempt that batch started is visible here, and closed too.
         closing = [(f.execution_id, *f.close_attempts) for f in fragments if f.close_attempts]
@@ -341,7 +344,6 @@ class Completer:
                     "worker": self._worker_id,
                 },
             )
-        fan_in: list[psycopg.Cursor] = []
         fanned_in = [f for f in fragments if f.fan_in_group is not None]
         if fanned_in:
             groups: dict[tuple[str, int], int] = {}

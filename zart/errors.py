@@ -28,6 +28,10 @@ class UnknownWorkflow(ZartError, LookupError):
     """A workflow name that neither this process nor any registered worker knows."""
 
 
+class UnknownQueue(ZartError, LookupError):
+    """A queue name that neither this process declared nor the database knows."""
+
+
 class DuplicateExecution(ZartError):
     """An execution id already exists and belongs to another workflow."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from . import replay
+from . import queues, replay
 from .durations import parse_duration
 from .retry import Retry
 
@@ -43,6 +43,7 @@ class Workflow:
     fn: Callable[..., Any]
     timeout: float | None = None
     takes_input: bool = True
+    queue: str | None = None  # None: the 'default' queue
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -65,10 +66,20 @@ class Step:
         return execution.call_step(self, args, kwargs)
 
 
-def workflow(name: str, *, timeout: Any = None) -> Callable[[Callable[..., Any]], Workflow]:
-    """Register an `async def` as a durable workflow taking one JSON value (or nothing)."""
+def workflow(
+    name: str, *, timeout: Any = None, queue: Any = None
+) -> Callable[[Callable[..., Any]], Workflow]:
+    """Register an `async def` as a durable workflow taking one JSON value (or nothing).
+
+    `queue` (a `zart.Queue` or a queue's name) is where its executions wait for their turn; a start
+    may name another.
+    """
     _check_name("workflow", name)
     seconds = None if timeout is None else parse_duration(timeout, f"timeout of workflow {name!r}")
+    try:
+        queue_name = queues.resolve(queue)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"workflow {name!r}: {exc}") from None
 
     def decorate(fn: Callable[..., Any]) -> Workflow:
         if not inspect.iscoroutinefunction(fn):
@@ -87,7 +98,7 @@ def workflow(name: str, *, timeout: Any = None) -> Callable[[Callable[..., Any]]
         existing = _workflows.get(name)
         if existing is not None and _origin(existing.fn) != _origin(fn):
             raise ValueError(f"workflow name {name!r} is already registered by {_origin(existing.fn)}")
-        registered = Workflow(name, fn, seconds, takes_input=bool(params))
+        registered = Workflow(name, fn, seconds, takes_input=bool(params), queue=queue_name)
         _workflows[name] = registered
         return registered
 

@@ -11,16 +11,37 @@ TASKS_CHANNEL = "zart_tasks"
 
 # -- starting and reading executions ---------------------------------------------------------------
 
-INSERT_EXECUTION = """
-INSERT INTO zart_execution_runs (id, workflow, input, deadline_at)
-VALUES (%(id)s, %(workflow)s, %(input)s::json,
-        now() + make_interval(secs => %(timeout)s::float8))
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-
-INSERT_WORKFLOW_TASK = """
-INSERT INTO zart_tasks (execution_id, kind) VALUES (%(id)s, 'workflow')
+# One statement starts any number of executions of one workflow (zart.start is a list of one): the
+# execution rows, their workflow tasks (not admitted: the claim admits them when their queue allows,
+# see CLAIM_TASKS) and the wake-up, in one round trip. An id that exists is left as it is (ON
+# CONFLICT DO NOTHING); the caller learns which were created and, for the others, whose they are.
+# The NOTIFY is sent also for a delayed start, so that idle claimers recompute when to look again.
+# A queue the starting process declared (`declare`) is created with its limits if no worker did yet,
+# so that no execution waits in a queue the claim does not know.
+START_EXECUTIONS = f"""
+WITH f AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(inputs)s::text[]) WITH ORDINALITY AS f(id, input, n)
+), created AS (
+    INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds)
+    SELECT f.id, %(workflow)s, f.input::json, %(queue)s, %(key)s, %(priority)s, %(timeout)s::float8
+    FROM f ORDER BY f.n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), declared AS (
+    INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
+    SELECT %(queue)s, %(concurrency)s::int, %(per_key)s::int, %(rate_limit)s::int, %(rate_period)s::float8
+    WHERE %(declare)s::bool
+    ON CONFLICT (name) DO NOTHING
+), tasks AS (
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
+    SELECT id, 'workflow', %(queue)s, %(key)s, %(priority)s, false,
+           coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8))
+    FROM created
+)
+SELECT f.id, c.id IS NOT NULL, r.workflow,
+       (SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created))
+FROM f LEFT JOIN created c ON c.id = f.id LEFT JOIN zart_execution_runs r ON r.id = f.id
+ORDER BY f.n
 """
 
 NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', '')"
@@ -100,6 +121,34 @@ SET last_seen_at = now(), timeout_seconds = excluded.timeout_seconds
 
 SELECT_REGISTERED_WORKFLOWS = "SELECT name, timeout_seconds FROM zart_workflows ORDER BY name"
 
+# -- queues ------------------------------------------------------------------------------------------
+
+SELECT_QUEUE_NAMES = "SELECT name FROM zart_queues ORDER BY name"
+
+# A worker registers the queues its workflows declare: their limits as in code, unless an operator
+# changed them at run time (`zart queues set`: overridden). Bumping `version` makes a claim that is
+# admitting into the queue right now skip it for that round (see CLAIM_TASKS).
+REGISTER_QUEUES = """
+INSERT INTO zart_queues AS q (name, concurrency, per_key, rate_limit, rate_period)
+SELECT * FROM unnest(%(names)s::text[], %(concurrencies)s::int[], %(per_keys)s::int[],
+                     %(rate_limits)s::int[], %(rate_periods)s::float8[])
+ON CONFLICT (name) DO UPDATE
+SET concurrency = excluded.concurrency, per_key = excluded.per_key, rate_limit = excluded.rate_limit,
+    rate_period = excluded.rate_period, version = q.version + 1, updated_at = now()
+WHERE NOT q.overridden
+  AND (q.concurrency, q.per_key, q.rate_limit, q.rate_period)
+      IS DISTINCT FROM (excluded.concurrency, excluded.per_key, excluded.rate_limit, excluded.rate_period)
+"""
+
+# Queues a worker's workflows name without declaring them (`queue="name"`): created without limits
+# if missing (`zart queues set` gives them some); limits already there stay.
+DECLARE_QUEUES = """
+INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
+SELECT * FROM unnest(%(names)s::text[], %(concurrencies)s::int[], %(per_keys)s::int[],
+                     %(rate_limits)s::int[], %(rate_periods)s::float8[])
+ON CONFLICT (name) DO NOTHING
+"""
+
 # -- workers -----------------------------------------------------------------------------------------
 
 REGISTER_WORKER = """
@@ -117,37 +166,172 @@ FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - int
 
 # -- claiming ------------------------------------------------------------------------------------------
 
-# One index range scan on zart_tasks_run_at_idx. Claiming moves run_at to the end of the lease, so
-# the claimed rows leave the ready range at once and a lapsed lease makes them ready again.
+# The claim: one statement per round, for every queue. It takes, up to `limit`:
+#
+# 1. `continuing`: ready tasks of executions that began (a range scan of zart_tasks_ready_idx, as
+#    before queues existed); they already hold their queue slots.
+# 2. with the room left, executions that begin now (`chosen`), queue by queue: in each queue with
+#    executions due, the first ones by (priority, due time), as many as the queue's limits allow:
+#    concurrency minus its admitted workflow tasks (its slots in use), the rate minus its admissions
+#    in the last period (the queue row's log), and per key, per_key minus the key's slots in use,
+#    keys taking turns (the one that began an execution longest ago first: zart_queue_keys).
+#
+# Limits hold across processes because one claimer at a time admits into a limited queue: `locked`
+# takes the queue's row FOR UPDATE SKIP LOCKED, and an admitting claim bumps its `version`. The counts
+# are read from this statement's snapshot; the locked row is the newest version (READ COMMITTED
+# re-reads a row it locks). If the two versions differ, another claimer admitted into the queue after
+# our snapshot was taken, so our counts are stale: the queue is skipped this round. A skipped queue
+# with work due adds one row of NULLs to the answer, which tells the claimer to look again soon.
+# A slot is released by deleting the admitted workflow task in the execution's final transaction
+# (DELETE_EXECUTION_TASKS): no write of its own. A dead worker's tasks stay admitted, so its
+# executions keep their slots until another worker takes them over with their leases.
+#
+# Beginning an execution also marks it running, sets started_at (the moment the rate counts) and its
+# deadline (a workflow timeout runs from the begin, not while it queues). That moment is the
+# statement's start, not the transaction's (`now()`): the statement's snapshot, taken just after it,
+# is what saw the slot free, so an execution's begin never precedes the end that made room for it.
 CLAIM_TASKS = """
-WITH ready AS (
+WITH continuing AS (
     SELECT id FROM zart_tasks
-    WHERE run_at <= now()
+    WHERE run_at <= now() AND admitted
     ORDER BY run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), room AS MATERIALIZED (
+    SELECT %(limit)s::int - count(*)::int AS n FROM continuing
+), due AS MATERIALIZED (
+    SELECT q.name, q.limited, q.version, q.concurrency, q.per_key, q.rate_limit, q.rate_period,
+           q.admitted_at, q.admitted_n
+    FROM zart_queues q
+    WHERE (SELECT n FROM room) > 0
+      AND EXISTS (SELECT 1 FROM zart_tasks t
+                  WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now())
+), locked AS MATERIALIZED (
+    SELECT q.name, q.version FROM zart_queues q
+    WHERE q.name IN (SELECT name FROM due WHERE limited)
+    ORDER BY q.name
+    FOR UPDATE SKIP LOCKED
+), open AS MATERIALIZED (
+    SELECT d.name, d.per_key,
+           least((SELECT n FROM room),
+                 coalesce(d.concurrency - (SELECT count(*) FROM zart_tasks t
+                                           WHERE t.queue = d.name AND t.admitted AND t.kind = 'workflow'),
+                          2147483647),
+                 coalesce(d.rate_limit - (
+                     SELECT coalesce(sum(a.n), 0) FROM unnest(d.admitted_at, d.admitted_n) AS a(at, n)
+                     WHERE a.at > statement_timestamp() - make_interval(secs => d.rate_period)),
+                          2147483647))::int AS free
+    FROM due d LEFT JOIN locked l ON l.name = d.name
+    WHERE NOT d.limited OR l.version = d.version
+), candidates AS (
+    SELECT c.id, c.queue, c.priority, c.run_at, NULL::timestamptz AS turn
+    FROM open o CROSS JOIN LATERAL (
+        SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
+        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now()
+          AND (o.per_key IS NULL OR t.queue_key IS NULL)
+        ORDER BY t.priority, t.run_at
+        LIMIT greatest(o.free, 0)
+        FOR UPDATE SKIP LOCKED) c
+    UNION ALL
+    SELECT c.id, c.queue, c.priority, c.run_at, k.last_begun_at
+    FROM open o
+    CROSS JOIN LATERAL (
+        SELECT DISTINCT t.queue_key FROM zart_tasks t
+        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now() AND t.queue_key IS NOT NULL
+    ) waiting
+    LEFT JOIN zart_queue_keys k ON k.queue = o.name AND k.key = waiting.queue_key
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
+        WHERE t.queue = o.name AND t.queue_key = waiting.queue_key AND NOT t.admitted
+          AND t.run_at <= now()
+        ORDER BY t.priority, t.run_at
+        LIMIT greatest(least(o.free, o.per_key - (SELECT count(*) FROM zart_tasks x
+                                                  WHERE x.queue = o.name AND x.queue_key = waiting.queue_key
+                                                    AND x.admitted AND x.kind = 'workflow')), 0)
+        FOR UPDATE SKIP LOCKED) c
+    WHERE o.per_key IS NOT NULL AND o.free > 0
+), chosen AS MATERIALIZED (
+    SELECT x.id, x.queue FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.queue
+                                       ORDER BY c.priority, c.turn NULLS FIRST, c.run_at) AS place
+        FROM candidates c) x
+    JOIN open o ON o.name = x.queue
+    WHERE x.place <= o.free
+    ORDER BY x.priority, x.run_at
+    LIMIT (SELECT n FROM room)
+), began AS (
+    UPDATE zart_execution_runs r
+    SET status = 'running', started_at = statement_timestamp(), updated_at = now(),
+        deadline_at = statement_timestamp() + make_interval(secs => r.timeout_seconds)
+    FROM zart_tasks t
+    WHERE t.id IN (SELECT id FROM chosen) AND r.id = t.execution_id AND r.status = 'pending'
+), counted AS (
+    UPDATE zart_queues q
+    SET version = q.version + 1,
+        admitted_at = CASE WHEN q.rate_period IS NULL THEN '{}' ELSE
+            array(SELECT a.at FROM unnest(q.admitted_at, q.admitted_n) WITH ORDINALITY AS a(at, n, i)
+                  WHERE a.at > statement_timestamp() - make_interval(secs => q.rate_period) ORDER BY a.i)
+            || statement_timestamp() END,
+        admitted_n = CASE WHEN q.rate_period IS NULL THEN '{}' ELSE
+            array(SELECT a.n FROM unnest(q.admitted_at, q.admitted_n) WITH ORDINALITY AS a(at, n, i)
+                  WHERE a.at > statement_timestamp() - make_interval(secs => q.rate_period) ORDER BY a.i)
+            || g.n END
+    FROM (SELECT queue, count(*)::int AS n FROM chosen GROUP BY queue) g
+    WHERE q.name = g.queue AND q.limited
+), turns AS (
+    INSERT INTO zart_queue_keys (queue, key, last_begun_at)
+    SELECT DISTINCT t.queue, t.queue_key, now()
+    FROM chosen c JOIN zart_tasks t ON t.id = c.id JOIN open o ON o.name = t.queue
+    WHERE o.per_key IS NOT NULL AND t.queue_key IS NOT NULL
+    ON CONFLICT (queue, key) DO UPDATE SET last_begun_at = excluded.last_begun_at
+), claimable AS (
+    SELECT id, false AS beginning FROM continuing
+    UNION ALL
+    SELECT id, true FROM chosen
+), claimed AS (
+    UPDATE zart_tasks t
+    SET run_at = now() + make_interval(secs => %(lease)s),
+        claimed_by = %(worker)s,
+        claims = t.claims + 1,
+        admitted = true
+    FROM claimable c, zart_execution_runs r
+    WHERE t.id = c.id AND r.id = t.execution_id
+    RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow,
+              CASE WHEN c.beginning AND r.status = 'pending' THEN 'running' ELSE r.status END AS status,
+              r.input::text AS input,
+              CASE WHEN c.beginning AND r.status = 'pending' THEN r.timeout_seconds
+                   ELSE extract(epoch FROM r.deadline_at - now())::float8 END AS seconds_left,
+              t.step_key, t.payload::text AS payload, t.seq, t.grp
 )
-UPDATE zart_tasks t
-SET run_at = now() + make_interval(secs => %(lease)s),
-    claimed_by = %(worker)s,
-    claims = t.claims + 1
-FROM ready, zart_execution_runs r
-WHERE t.id = ready.id AND r.id = t.execution_id
-RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow, r.status, r.input::text,
-          extract(epoch FROM r.deadline_at - now())::float8, t.step_key, t.payload::text, t.seq, t.grp
+SELECT * FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
+              WHERE d.limited AND (l.name IS NULL OR l.version <> d.version))
 """
 
 # Tasks whose execution row is gone (pruned or never written): nothing can run them.
 DELETE_ORPHAN_TASKS = """
 DELETE FROM zart_tasks t
-WHERE t.run_at <= now()
+WHERE t.run_at <= now() AND t.admitted
   AND NOT EXISTS (SELECT 1 FROM zart_execution_runs r WHERE r.id = t.execution_id)
 """
 
-# When the claimer should look again if nothing is ready: the earliest run_at (a timer, a retry, a
-# lease that may lapse). Tasks parked at 'infinity' wait for an event and need no timer.
+# When the claimer should look again if nothing is ready: the earliest run_at of a begun execution's
+# task (a timer, a retry, a lease that may lapse; tasks parked at 'infinity' wait for an event and
+# need no timer), of a delayed start, and the moment a rate-limited queue with executions due gets
+# room again (its oldest admission in the window leaves it). A queue blocked by its concurrency
+# needs no timer: the end of an execution that frees a slot sends a NOTIFY.
 SECONDS_TO_NEXT_RUN_AT = """
-SELECT extract(epoch FROM min(run_at) - now())::float8 FROM zart_tasks WHERE run_at < 'infinity'
+SELECT extract(epoch FROM least(
+    (SELECT min(run_at) FROM zart_tasks WHERE admitted AND run_at < 'infinity'),
+    (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now()),
+    (SELECT min(a.at + make_interval(secs => q.rate_period))
+     FROM zart_queues q CROSS JOIN LATERAL unnest(q.admitted_at, q.admitted_n) AS a(at, n)
+     WHERE q.rate_period IS NOT NULL AND a.at > now() - make_interval(secs => q.rate_period)
+       AND EXISTS (SELECT 1 FROM zart_tasks t
+                   WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now()))
+) - now())::float8
 """
 
 # History of the claimed executions, loaded once per claim (never per step). Each (execution, key)
@@ -233,10 +417,10 @@ RETURNING t.run_at <= now()
 # Tasks claimed in this worker's name that it does not hold: a claim whose COMMIT landed but whose
 # answer was lost (the connection dropped right after it), or a runner that ended without handing
 # its task back. Ready again at once instead of after the lease. Claimed tasks have run_at within
-# one lease from now, so the scan is a range of zart_tasks_run_at_idx, not the sleeping backlog.
+# one lease from now, so the scan is a range of zart_tasks_ready_idx, not the sleeping backlog.
 RELEASE_STRANDED = """
 UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
-WHERE run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+WHERE admitted AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
   AND claimed_by = %(worker)s AND NOT (id = ANY(%(held)s::bigint[]))
 RETURNING id
 """
@@ -328,11 +512,18 @@ DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"
 # Split by kind (as PRUNE_BATCH is), so that each kind's partial index on execution_id serves its
 # half: `WHERE execution_id = ANY(...)` alone matched no index and scanned the whole of zart_tasks on
 # every finish (35 ms with 400,000 parked tasks). zart_tasks has only two kinds, 'workflow' and 'step'.
+# Deleting an admitted workflow task frees its queue slot; a row comes back when that slot was a
+# limited queue's, so that the caller wakes the claimers (an execution waiting for it may begin).
 DELETE_EXECUTION_TASKS = """
 WITH workflow_tasks AS (
     DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id = ANY(%(ids)s::text[])
+    RETURNING queue, admitted
+), step_tasks AS (
+    DELETE FROM zart_tasks WHERE kind = 'step' AND execution_id = ANY(%(ids)s::text[])
 )
-DELETE FROM zart_tasks WHERE kind = 'step' AND execution_id = ANY(%(ids)s::text[])
+SELECT 1 FROM zart_queues q
+WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
+LIMIT 1
 """
 
 # -- fan-out and fan-in (zart.parallel, zart.map) -----------------------------------------------------

@@ -36,7 +36,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from . import registry, sql
+from . import queues, registry, sql
 from .completer import CommitAbandoned, Completer, Fragment, FragmentRejected
 from .db import connect, first_line, is_transient, open_pool, resolve_url, unreachable
 from .durations import parse_duration
@@ -64,6 +64,8 @@ T = TypeVar("T")
 _FIRST_RETRY_SECONDS = 0.1
 _DB_RETRY_SECONDS = 1.0
 _BATON_SECONDS = 2.0
+# How soon a claimer looks again at a limited queue that another claimer was admitting into.
+_CONTENDED_RETRY_SECONDS = 0.005
 # At stop, how long the completer keeps trying to commit what runners handed it before it gives up
 # (the outcome is then unknown, which the fencing token makes safe); and how long the hand-back of
 # the held tasks may wait for a connection. Together they bound a stop to the grace plus seconds.
@@ -424,12 +426,24 @@ class Worker:
                         sql.REGISTER_WORKFLOWS,
                         {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
                     )
+            self._register_queues(pool)
         except BaseException:
             pool.close()
             raise
         self._db_limiter = trio.CapacityLimiter(size)
         self._step_limiter = trio.CapacityLimiter(self.concurrency)
         self._pool = pool
+
+    @staticmethod
+    def _register_queues(pool: ConnectionPool) -> None:
+        """The queues this process declares (with their limits) and the ones its workflows only name."""
+        declared = queues.declared_queues()
+        named = sorted({w.queue for w in registry.workflows() if w.queue} - {q.name for q in declared})
+        with pool.connection() as conn:
+            if declared:
+                conn.execute(sql.REGISTER_QUEUES, queues.registration(declared))
+            if named:
+                conn.execute(sql.DECLARE_QUEUES, queues.registration_without_limits(named))
 
     async def _db_quietly(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None) -> Any:
         """`_db`, but a database error is logged, not raised (shutdown paths)."""
@@ -579,7 +593,13 @@ class Worker:
     ) -> tuple[list[ClaimedTask], float | None]:
         """What the claimed tasks' runners need: one execution's history for a workflow task,
         one step's checkpoint and attempts for a branch task."""
-        if len(rows) < limit:  # nothing more is ready: when should we look again?
+        # A row of NULLs: a limited queue had executions due, but another claimer was admitting into
+        # it (sql.CLAIM_TASKS). Look again soon rather than at the next notification.
+        contended = any(row[0] is None for row in rows)
+        rows = [row for row in rows if row[0] is not None]
+        if contended:
+            next_due: float | None = _CONTENDED_RETRY_SECONDS
+        elif len(rows) < limit:  # nothing more is ready: when should we look again?
             if not rows:
                 conn.execute(sql.DELETE_ORPHAN_TASKS)
             due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT).fetchone()

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 
-from .. import client
+from .. import starting
 from ..jsonvalues import find_unstorable
 from ..names import name_problem
 from .errors import CLOSE, ApiError, invalid
@@ -26,7 +26,7 @@ from .errors import CLOSE, ApiError, invalid
 STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "timed_out", "cancelled")
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
-MAX_ID_LENGTH = client.MAX_ID_LENGTH
+MAX_ID_LENGTH = starting.MAX_ID_LENGTH
 MAX_WORKFLOW_NAME_LENGTH = 200  # as zart.workflow() allows
 
 

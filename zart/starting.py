@@ -1,0 +1,272 @@
+"""Starting executions: `zart.start`, `zart.start_many` and their async twins.
+
+Every start, of one input or ten thousand, is one statement (`sql.START_EXECUTIONS`): the executions,
+their workflow tasks and the wake-up NOTIFY, in one round trip and one transaction, ours or the
+caller's (`connection=`: the outbox pattern; nothing exists or runs unless the caller commits).
+
+Everything that can be checked without the database is checked before anything is sent, so bad input
+fails at the call with nothing written.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+import psycopg
+from psycopg import conninfo
+from psycopg.pq import TransactionStatus
+
+from . import queues, registry, serde, sql
+from .db import resolve_url, transaction
+from .errors import DuplicateExecution, UnknownQueue, UnknownWorkflow
+from .names import check_name
+from .registry import Workflow
+
+MAX_ID_LENGTH = 255
+
+# Queues this process knows exist in a database (url -> names), so that a start into a queue it
+# already used reads nothing first. Only ever grows: a queue row is never deleted.
+_known_queues: dict[str, set[str]] = {}
+_known_lock = threading.Lock()
+
+
+@attrs.frozen
+class Plan:
+    """What one start call inserts, checked."""
+
+    workflow: str
+    timeout: float | None
+    queue: str
+    key: str | None
+    priority: int
+    delay: float
+    run_at: datetime | None
+    ids: list[str]
+    inputs: list[str]
+    # The queue's limits when this process knows the queue (a zart.Queue, or the queue its workflow
+    # names): the start creates it in the database if no worker did yet (sql.START_EXECUTIONS).
+    declare: queues.Limits | None
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "ids": self.ids,
+            "inputs": self.inputs,
+            "workflow": self.workflow,
+            "timeout": self.timeout,
+            "queue": self.queue,
+            "key": self.key,
+            "priority": self.priority,
+            "delay": self.delay,
+            "run_at": self.run_at,
+            "declare": self.declare is not None,
+            "concurrency": self.declare.concurrency if self.declare else None,
+            "per_key": self.declare.per_key if self.declare else None,
+            "rate_limit": self.declare.rate.limit if self.declare and self.declare.rate else None,
+            "rate_period": self.declare.rate.period if self.declare and self.declare.rate else None,
+        }
+
+
+@attrs.frozen
+class Started:
+    """One row of a start: its id, whether this call created it, and the workflow it belongs to."""
+
+    id: str
+    created: bool
+
+
+def check_id(execution_id: Any) -> str:
+    return check_name(execution_id, "execution id", MAX_ID_LENGTH)
+
+
+def plan(
+    workflow: Workflow | str,
+    inputs: Sequence[Any],
+    ids: Sequence[Any] | None,
+    *,
+    queue: Any,
+    key: Any,
+    priority: Any,
+    delay: Any,
+    run_at: Any,
+    many: bool = False,
+) -> tuple[Plan, bool]:
+    """Check a start call's arguments; (plan, whether the workflow's name needs the database)."""
+    if isinstance(workflow, Workflow):
+        name, timeout, workflow_queue, local = workflow.name, workflow.timeout, workflow.queue, True
+    elif isinstance(workflow, str):
+        found = registry.get_workflow(workflow)
+        local = found is not None
+        name = workflow
+        timeout = found.timeout if found else None
+        workflow_queue = found.queue if found else None
+    else:
+        raise TypeError(f"workflow must be a @zart.workflow function or its name, not {workflow!r}")
+    queue_name = queues.resolve(queue) or workflow_queue or queues.DEFAULT
+    seconds, when = queues.start_delay(delay, run_at)
+    if ids is None:
+        id_list = [str(uuid.uuid4()) for _ in inputs]
+    else:
+        if isinstance(ids, (str, bytes)) or len(ids) != len(inputs):
+            raise ValueError(f"ids must be a list of {len(inputs)} execution ids, one per input")
+        id_list = [check_id(i) for i in ids]
+        if len(set(id_list)) != len(id_list):
+            seen: set[str] = set()
+            twice = next(i for i in id_list if i in seen or seen.add(i))  # type: ignore[func-returns-value]
+            raise ValueError(f"execution id {twice!r} appears twice in one start_many call")
+    data = [
+        serde.dumps(value, f"the input {f'[{n}] ' if many else ''}of workflow {name!r}").decode()
+        for n, value in enumerate(inputs)
+    ]
+    return (
+        Plan(
+            workflow=name,
+            timeout=timeout,
+            queue=queue_name,
+            key=queues.check_key(key),
+            priority=queues.check_priority(priority),
+            delay=seconds or 0.0,
+            run_at=when,
+            ids=id_list,
+            inputs=data,
+            declare=_declaration(queue_name, workflow_queue),
+        ),
+        not local,
+    )
+
+
+def _with_timeout(p: Plan, registered: dict[str, float | None]) -> Plan:
+    """The plan of a workflow known only from the workers' registry, or UnknownWorkflow."""
+    if p.workflow not in registered:
+        known = sorted(set(registered) | set(registry.workflow_names()))
+        listing = ", ".join(repr(n) for n in known) if known else "none"
+        raise UnknownWorkflow(
+            f"unknown workflow {p.workflow!r}; known workflows: {listing} "
+            "(import the module that defines it, or pass --app to the CLI)"
+        )
+    return attrs.evolve(p, timeout=registered[p.workflow])
+
+
+def _unknown_queue(name: str, in_database: list[str]) -> UnknownQueue:
+    known = sorted(set(in_database) | {q.name for q in queues.declared_queues()} | {queues.DEFAULT})
+    return UnknownQueue(
+        f"unknown queue {name!r}; known queues: {', '.join(repr(n) for n in known)} "
+        "(declare it with zart.Queue in the workflow's module, or create it with `zart queues set`)"
+    )
+
+
+def _queue_needs_lookup(url_key: str, p: Plan) -> bool:
+    if p.queue == queues.DEFAULT or p.declare is not None:
+        return False
+    with _known_lock:
+        return p.queue not in _known_queues.get(url_key, set())
+
+
+def _remember_queue(url_key: str, name: str) -> None:
+    with _known_lock:
+        _known_queues.setdefault(url_key, set()).add(name)
+
+
+def _declaration(name: str, workflow_queue: str | None) -> queues.Limits | None:
+    """The limits to create queue `name` with if this process knows it: declared here (a zart.Queue),
+    or named by the workflow (no limits)."""
+    declared = queues.declared(name)
+    if declared is not None:
+        return queues.Limits(declared.concurrency, declared.per_key, declared.rate)
+    if name == workflow_queue:
+        return queues.Limits(None, None, None)
+    return None
+
+
+def _duplicates(p: Plan, rows: list[tuple[Any, ...]]) -> list[Started]:
+    started = []
+    for execution_id, created, existing, _notified in rows:
+        if not created and existing is not None and existing != p.workflow:
+            raise DuplicateExecution(
+                f"execution id {execution_id!r} already exists for workflow {existing!r}, not {p.workflow!r}"
+            )
+        started.append(Started(execution_id, created))
+    return started
+
+
+# -- on a connection (ours or the caller's) ---------------------------------------------------------
+
+
+def run_sync(conn: psycopg.Connection, url_key: str, p: Plan, needs_workflow: bool) -> list[Started]:
+    """Insert the plan's executions on `conn`, inside the transaction it is in."""
+    if needs_workflow:
+        registered = dict(conn.execute(sql.SELECT_REGISTERED_WORKFLOWS).fetchall())
+        p = _with_timeout(p, registered)
+    if _queue_needs_lookup(url_key, p):
+        names = [row[0] for row in conn.execute(sql.SELECT_QUEUE_NAMES).fetchall()]
+        if p.queue not in names:
+            raise _unknown_queue(p.queue, names)
+        _remember_queue(url_key, p.queue)
+    rows = conn.execute(sql.START_EXECUTIONS, p.params()).fetchall()
+    return _duplicates(p, rows)
+
+
+async def run_async(conn: Any, url_key: str, p: Plan, needs_workflow: bool) -> list[Started]:
+    """The same on a psycopg AsyncConnection (asyncio)."""
+    if needs_workflow:
+        cursor = await conn.execute(sql.SELECT_REGISTERED_WORKFLOWS)
+        p = _with_timeout(p, dict(await cursor.fetchall()))
+    if _queue_needs_lookup(url_key, p):
+        cursor = await conn.execute(sql.SELECT_QUEUE_NAMES)
+        names = [row[0] for row in await cursor.fetchall()]
+        if p.queue not in names:
+            raise _unknown_queue(p.queue, names)
+        _remember_queue(url_key, p.queue)
+    cursor = await conn.execute(sql.START_EXECUTIONS, p.params())
+    return _duplicates(p, await cursor.fetchall())
+
+
+def run_in_own_transaction(
+    database_url: str | None, p: Plan, needs_workflow: bool
+) -> tuple[str, list[Started]]:
+    url = resolve_url(database_url)
+    with transaction(url) as conn:
+        return url, run_sync(conn, url, p, needs_workflow)
+
+
+# -- the caller's connection -------------------------------------------------------------------------
+
+
+def check_connection(connection: Any, *, is_async: bool) -> None:
+    """`connection=` must be an open psycopg connection inside a transaction, or nothing is written."""
+    sync_ok = isinstance(connection, psycopg.Connection)
+    async_ok = isinstance(connection, psycopg.AsyncConnection)
+    if not (sync_ok or async_ok):
+        raise TypeError(
+            "connection= takes a psycopg.Connection or psycopg.AsyncConnection, "
+            f"not {type(connection).__name__}"
+        )
+    if async_ok and not is_async:
+        raise TypeError("connection= is a psycopg.AsyncConnection: use `await zart.astart(...)`")
+    if connection.closed:
+        raise ValueError("connection= is closed: start inside an open connection's transaction")
+    status = connection.info.transaction_status
+    if status == TransactionStatus.INERROR:
+        raise ValueError(
+            "connection= is in a failed transaction (an earlier statement errored): roll it back first"
+        )
+    if status != TransactionStatus.INTRANS:
+        raise ValueError(
+            "connection= is not inside a transaction: start inside `with conn.transaction():` (or after "
+            "a statement of a non-autocommit connection), so that the execution exists only if it commits"
+        )
+
+
+def connection_url(connection: Any, database_url: str | None) -> str:
+    """The URL handles use later: the explicit one, else the connection's own (with its password)."""
+    if database_url:
+        return database_url
+    info = connection.info
+    params = info.get_parameters()
+    if info.password:
+        params["password"] = info.password
+    return conninfo.make_conninfo("", **params)
