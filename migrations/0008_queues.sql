@@ -48,6 +48,10 @@ ALTER TABLE zart_execution_runs
     -- The workflow's timeout: the deadline is set when the execution begins, not while it queues.
     ADD COLUMN timeout_seconds double precision;
 
+-- Workers register each workflow's queue with its name, so that a process which starts a workflow
+-- by name without importing its module (the CLI, the HTTP API) puts it in the right queue.
+ALTER TABLE zart_workflows ADD COLUMN queue text;
+
 ALTER TABLE zart_tasks
     ADD COLUMN queue text,
     ADD COLUMN queue_key text,
@@ -62,9 +66,10 @@ CREATE INDEX zart_tasks_ready_idx ON zart_tasks (run_at) WHERE admitted;
 DROP INDEX zart_tasks_run_at_idx;
 -- Executions waiting to begin, per queue, in the order they begin (lower priority number first).
 CREATE INDEX zart_tasks_queued_idx ON zart_tasks (queue, priority, run_at) WHERE NOT admitted;
--- The same per key, for per_key queues.
+-- The same per key, for per_key queues (a task's queue_key is '' when its start gave no key: the
+-- executions without a key share one key of their own).
 CREATE INDEX zart_tasks_queued_keys_idx ON zart_tasks (queue, queue_key, priority, run_at)
-    WHERE NOT admitted AND queue_key IS NOT NULL;
+    WHERE NOT admitted;
 -- Delayed starts in due order, for the claimer's "when to look again".
 CREATE INDEX zart_tasks_delayed_idx ON zart_tasks (run_at) WHERE NOT admitted;
 -- What is in progress per queue and key: the slots taken.

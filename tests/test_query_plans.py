@@ -1,4 +1,4 @@
-"""Hot statements stay on their indexes with a realistic backlog (hardening item 7).
+"""Hot statements stay on their indexes with a realistic backlog (hardening item 7, queues).
 
 Finishing an execution (`DELETE_EXECUTION_TASKS`) used to scan the whole of zart_tasks, and the
 unfiltered execution list the whole of zart_execution_runs: costs that grow with the tables. Here the
@@ -54,6 +54,31 @@ def backlog(server_url: str) -> Iterator[str]:
                SELECT 'parked-' || (g % 1000), 'step', 'item[' || g || ']', 'infinity', 0, g
                FROM generate_series(1, 80000) g"""
         )
+        # Queues: a limited one that is full (one in progress, 20,000 waiting), a per-tenant one with
+        # room (20,000 waiting over 500 keys), and a few executions of the default queue due now.
+        conn.execute(
+            "INSERT INTO zart_queues (name, concurrency, per_key) VALUES ('full', 1, NULL), ('tenants', 200, 1)"
+        )
+        conn.execute(
+            """INSERT INTO zart_execution_runs (id, workflow, status, queue, queue_key)
+               SELECT 'queued-' || g, 'wf-1', 'pending', CASE WHEN g % 2 = 0 THEN 'full' ELSE 'tenants' END,
+                      'k' || (g % 500)
+               FROM generate_series(1, 40000) g"""
+        )
+        conn.execute(
+            """INSERT INTO zart_tasks (execution_id, queue, queue_key, admitted, run_at)
+               SELECT 'queued-' || g, CASE WHEN g % 2 = 0 THEN 'full' ELSE 'tenants' END, 'k' || (g % 500),
+                      g = 2, CASE WHEN g = 2 THEN now() + interval '1 hour' ELSE now() END
+               FROM generate_series(1, 40000) g"""
+        )
+        conn.execute(
+            """INSERT INTO zart_execution_runs (id, workflow, status)
+               SELECT 'due-' || g, 'wf-2', 'pending' FROM generate_series(1, 30) g"""
+        )
+        conn.execute(
+            """INSERT INTO zart_tasks (execution_id, queue, admitted)
+               SELECT 'due-' || g, 'default', false FROM generate_series(1, 30) g"""
+        )
         conn.execute("INSERT INTO zart_execution_runs (id, workflow) VALUES ('finishing', 'wf-1')")
         conn.execute("INSERT INTO zart_tasks (execution_id) VALUES ('finishing')")
         conn.execute("VACUUM ANALYZE zart_tasks, zart_execution_runs")
@@ -87,7 +112,8 @@ def explain(url: str, statement: str, params: dict[str, Any], generic: bool) -> 
             conn.execute(pgsql.SQL("PREPARE checked AS {}").format(pgsql.SQL(text)))
             conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             args = pgsql.SQL(", ").join(pgsql.Literal(params[name]) for name in names)
-            query = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE checked({})").format(args)
+            execute = "EXECUTE checked({})" if names else "EXECUTE checked"
+            query = pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) " + execute).format(args)
             (result,) = conn.execute(query).fetchone()
         else:
             (result,) = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).fetchone()
@@ -98,6 +124,8 @@ def explain(url: str, statement: str, params: dict[str, Any], generic: bool) -> 
 
 
 STATEMENTS = {
+    "claim": (sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "w"}),
+    "next-due": (sql.SECONDS_TO_NEXT_RUN_AT, {}),
     "finish": (sql.DELETE_EXECUTION_TASKS, {"ids": ["finishing"]}),
     "finish-parked": (sql.DELETE_EXECUTION_TASKS, {"ids": ["parked-7", "parked-8"]}),
     "list": (sql.LIST_EXECUTIONS, {"status": None, "workflow": None, "limit": 50}),

@@ -228,3 +228,19 @@ def test_bad_connections_are_refused_with_nothing_written(fresh_database_url):
     with pytest.raises(TypeError, match=r"use `await zart\.astart"):
         asyncio.run(sync_api_with_async_connection())
     assert _rows(url) == 0
+
+
+def test_a_workflow_known_only_from_the_registry_starts_in_its_registered_queue(fresh_database_url):
+    """A process that did not import the workflow (the CLI, the HTTP API) still puts it in its queue."""
+    url = fresh_database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO zart_queues (name, concurrency) VALUES ('remote-q', 4)")
+        conn.execute(
+            "INSERT INTO zart_workflows (name, timeout_seconds, queue) VALUES ('remote-only-wf', 60, 'remote-q')"
+        )
+    handle = zart.start("remote-only-wf", {"x": 1}, database_url=url)
+    assert query(
+        url, "SELECT queue, timeout_seconds FROM zart_execution_runs WHERE id = %s", (handle.id,)
+    ) == [("remote-q", 60.0)]
+    other = zart.start("remote-only-wf", {"x": 2}, queue="default", database_url=url)  # an override wins
+    assert query(url, "SELECT queue FROM zart_execution_runs WHERE id = %s", (other.id,)) == [("default",)]

@@ -34,7 +34,7 @@ WITH f AS (
     ON CONFLICT (name) DO NOTHING
 ), tasks AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
-    SELECT id, 'workflow', %(queue)s, %(key)s, %(priority)s, false,
+    SELECT id, 'workflow', %(queue)s, coalesce(%(key)s, ''), %(priority)s, false,
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8))
     FROM created
 )
@@ -113,13 +113,13 @@ WHERE execution_id = %(id)s AND outcome IS NULL
 # -- workflow registry -------------------------------------------------------------------------------
 
 REGISTER_WORKFLOWS = """
-INSERT INTO zart_workflows (name, timeout_seconds)
-SELECT * FROM unnest(%(names)s::text[], %(timeouts)s::float8[])
+INSERT INTO zart_workflows (name, timeout_seconds, queue)
+SELECT * FROM unnest(%(names)s::text[], %(timeouts)s::float8[], %(queues)s::text[])
 ON CONFLICT (name) DO UPDATE
-SET last_seen_at = now(), timeout_seconds = excluded.timeout_seconds
+SET last_seen_at = now(), timeout_seconds = excluded.timeout_seconds, queue = excluded.queue
 """
 
-SELECT_REGISTERED_WORKFLOWS = "SELECT name, timeout_seconds FROM zart_workflows ORDER BY name"
+SELECT_REGISTERED_WORKFLOWS = "SELECT name, timeout_seconds, queue FROM zart_workflows ORDER BY name"
 
 # -- queues ------------------------------------------------------------------------------------------
 
@@ -191,7 +191,7 @@ FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - int
 # statement's start, not the transaction's (`now()`): the statement's snapshot, taken just after it,
 # is what saw the slot free, so an execution's begin never precedes the end that made room for it.
 CLAIM_TASKS = """
-WITH continuing AS (
+WITH RECURSIVE continuing AS (
     SELECT id FROM zart_tasks
     WHERE run_at <= now() AND admitted
     ORDER BY run_at
@@ -214,46 +214,65 @@ WITH continuing AS (
 ), open AS MATERIALIZED (
     SELECT d.name, d.per_key,
            least((SELECT n FROM room),
-                 coalesce(d.concurrency - (SELECT count(*) FROM zart_tasks t
-                                           WHERE t.queue = d.name AND t.admitted AND t.kind = 'workflow'),
-                          2147483647),
-                 coalesce(d.rate_limit - (
-                     SELECT coalesce(sum(a.n), 0) FROM unnest(d.admitted_at, d.admitted_n) AS a(at, n)
-                     WHERE a.at > statement_timestamp() - make_interval(secs => d.rate_period)),
-                          2147483647))::int AS free
+                 CASE WHEN d.concurrency IS NULL THEN 2147483647
+                      ELSE d.concurrency - (SELECT count(*) FROM zart_tasks t
+                                            WHERE t.queue = d.name AND t.admitted AND t.kind = 'workflow')
+                 END,
+                 CASE WHEN d.rate_limit IS NULL THEN 2147483647
+                      ELSE d.rate_limit - (
+                          SELECT coalesce(sum(a.n), 0) FROM unnest(d.admitted_at, d.admitted_n) AS a(at, n)
+                          WHERE a.at > statement_timestamp() - make_interval(secs => d.rate_period))
+                 END)::int AS free
     FROM due d LEFT JOIN locked l ON l.name = d.name
     WHERE NOT d.limited OR l.version = d.version
+), keys AS (
+    -- The keys of per_key queues with executions waiting, by a skip scan of zart_tasks_queued_keys_idx
+    -- (one index probe per key, however long each key's backlog). Executions started without a key
+    -- have the key '' (their tasks' queue_key): they share one key's room.
+    SELECT o.name AS queue,
+           (SELECT t.queue_key FROM zart_tasks t
+            WHERE t.queue = o.name AND NOT t.admitted
+            ORDER BY t.queue_key LIMIT 1) AS key
+    FROM open o WHERE o.per_key IS NOT NULL AND o.free > 0
+    UNION ALL
+    SELECT k.queue,
+           (SELECT t.queue_key FROM zart_tasks t
+            WHERE t.queue = k.queue AND NOT t.admitted AND t.queue_key > k.key
+            ORDER BY t.queue_key LIMIT 1)
+    FROM keys k WHERE k.key IS NOT NULL
+), turns_due AS (
+    -- Keys in turn order: the one that began an execution longest ago (or never) first.
+    SELECT k.queue, k.key, o.per_key, o.free, kt.last_begun_at AS turn
+    FROM keys k JOIN open o ON o.name = k.queue
+    LEFT JOIN zart_queue_keys kt ON kt.queue = k.queue AND kt.key = k.key
+    WHERE k.key IS NOT NULL
+    ORDER BY kt.last_begun_at NULLS FIRST, k.key
 ), candidates AS (
     SELECT c.id, c.queue, c.priority, c.run_at, NULL::timestamptz AS turn
     FROM open o CROSS JOIN LATERAL (
         SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
         WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now()
-          AND (o.per_key IS NULL OR t.queue_key IS NULL)
         ORDER BY t.priority, t.run_at
         LIMIT greatest(o.free, 0)
         FOR UPDATE SKIP LOCKED) c
+    WHERE o.per_key IS NULL
     UNION ALL
-    SELECT c.id, c.queue, c.priority, c.run_at, k.last_begun_at
-    FROM open o
-    CROSS JOIN LATERAL (
-        SELECT DISTINCT t.queue_key FROM zart_tasks t
-        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now() AND t.queue_key IS NOT NULL
-    ) waiting
-    LEFT JOIN zart_queue_keys k ON k.queue = o.name AND k.key = waiting.queue_key
-    CROSS JOIN LATERAL (
-        SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
-        WHERE t.queue = o.name AND t.queue_key = waiting.queue_key AND NOT t.admitted
-          AND t.run_at <= now()
-        ORDER BY t.priority, t.run_at
-        LIMIT greatest(least(o.free, o.per_key - (SELECT count(*) FROM zart_tasks x
-                                                  WHERE x.queue = o.name AND x.queue_key = waiting.queue_key
-                                                    AND x.admitted AND x.kind = 'workflow')), 0)
-        FOR UPDATE SKIP LOCKED) c
-    WHERE o.per_key IS NOT NULL AND o.free > 0
+    -- Each key's first executions, as many as it has room for, keys in turn order; no more than the
+    -- claim can take, so that a queue of many tenants costs a probe per key, not a scan per key.
+    (SELECT c.id, c.queue, c.priority, c.run_at, k.turn
+     FROM turns_due k CROSS JOIN LATERAL (
+         SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
+         WHERE t.queue = k.queue AND t.queue_key = k.key AND NOT t.admitted AND t.run_at <= now()
+         ORDER BY t.priority, t.run_at
+         LIMIT greatest(least(k.free, k.per_key - (SELECT count(*) FROM zart_tasks x
+                                                   WHERE x.queue = k.queue AND x.queue_key = k.key
+                                                     AND x.admitted AND x.kind = 'workflow')), 0)
+         FOR UPDATE SKIP LOCKED) c
+     LIMIT (SELECT n FROM room))
 ), chosen AS MATERIALIZED (
     SELECT x.id, x.queue FROM (
         SELECT c.*, row_number() OVER (PARTITION BY c.queue
-                                       ORDER BY c.priority, c.turn NULLS FIRST, c.run_at) AS place
+                                       ORDER BY c.turn NULLS FIRST, c.priority, c.run_at) AS place
         FROM candidates c) x
     JOIN open o ON o.name = x.queue
     WHERE x.place <= o.free
@@ -264,7 +283,7 @@ WITH continuing AS (
     SET status = 'running', started_at = statement_timestamp(), updated_at = now(),
         deadline_at = statement_timestamp() + make_interval(secs => r.timeout_seconds)
     FROM zart_tasks t
-    WHERE t.id IN (SELECT id FROM chosen) AND r.id = t.execution_id AND r.status = 'pending'
+    WHERE t.id = ANY(ARRAY(SELECT id FROM chosen)) AND r.id = t.execution_id AND r.status = 'pending'
 ), counted AS (
     UPDATE zart_queues q
     SET version = q.version + 1,
@@ -284,23 +303,21 @@ WITH continuing AS (
     FROM chosen c JOIN zart_tasks t ON t.id = c.id JOIN open o ON o.name = t.queue
     WHERE o.per_key IS NOT NULL AND t.queue_key IS NOT NULL
     ON CONFLICT (queue, key) DO UPDATE SET last_begun_at = excluded.last_begun_at
-), claimable AS (
-    SELECT id, false AS beginning FROM continuing
-    UNION ALL
-    SELECT id, true FROM chosen
 ), claimed AS (
     UPDATE zart_tasks t
     SET run_at = now() + make_interval(secs => %(lease)s),
         claimed_by = %(worker)s,
         claims = t.claims + 1,
         admitted = true
-    FROM claimable c, zart_execution_runs r
-    WHERE t.id = c.id AND r.id = t.execution_id
+    FROM zart_execution_runs r
+    WHERE t.id = ANY(ARRAY(SELECT id FROM continuing UNION ALL SELECT id FROM chosen))
+      AND r.id = t.execution_id
     RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow,
-              CASE WHEN c.beginning AND r.status = 'pending' THEN 'running' ELSE r.status END AS status,
+              CASE WHEN r.status = 'pending' AND t.id IN (SELECT id FROM chosen) THEN 'running'
+                   ELSE r.status END AS status,
               r.input::text AS input,
-              CASE WHEN c.beginning AND r.status = 'pending' THEN r.timeout_seconds
-                   ELSE extract(epoch FROM r.deadline_at - now())::float8 END AS seconds_left,
+              -- A deadline is set when the execution begins (`began`; this row is the one from before).
+              coalesce(extract(epoch FROM r.deadline_at - now())::float8, r.timeout_seconds) AS seconds_left,
               t.step_key, t.payload::text AS payload, t.seq, t.grp
 )
 SELECT * FROM claimed

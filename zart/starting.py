@@ -48,6 +48,8 @@ class Plan:
     run_at: datetime | None
     ids: list[str]
     inputs: list[str]
+    # Whether the caller named the queue (else it is the workflow's own, or 'default').
+    queue_given: bool
     # The queue's limits when this process knows the queue (a zart.Queue, or the queue its workflow
     # names): the start creates it in the database if no worker did yet (sql.START_EXECUTIONS).
     declare: queues.Limits | None
@@ -134,13 +136,16 @@ def plan(
             ids=id_list,
             inputs=data,
             declare=_declaration(queue_name, workflow_queue),
+            queue_given=queue is not None,
         ),
         not local,
     )
 
 
-def _with_timeout(p: Plan, registered: dict[str, float | None]) -> Plan:
-    """The plan of a workflow known only from the workers' registry, or UnknownWorkflow."""
+def _from_registry(p: Plan, rows: list[tuple[Any, ...]]) -> Plan:
+    """The plan of a workflow known only from the workers' registry (its timeout and queue, as a
+    worker that imported it registered them), or UnknownWorkflow."""
+    registered = {name: (timeout, queue) for name, timeout, queue in rows}
     if p.workflow not in registered:
         known = sorted(set(registered) | set(registry.workflow_names()))
         listing = ", ".join(repr(n) for n in known) if known else "none"
@@ -148,7 +153,10 @@ def _with_timeout(p: Plan, registered: dict[str, float | None]) -> Plan:
             f"unknown workflow {p.workflow!r}; known workflows: {listing} "
             "(import the module that defines it, or pass --app to the CLI)"
         )
-    return attrs.evolve(p, timeout=registered[p.workflow])
+    timeout, queue = registered[p.workflow]
+    if p.queue_given or queue is None:
+        return attrs.evolve(p, timeout=timeout)
+    return attrs.evolve(p, timeout=timeout, queue=queue)
 
 
 def _unknown_queue(name: str, in_database: list[str]) -> UnknownQueue:
@@ -199,8 +207,7 @@ def _duplicates(p: Plan, rows: list[tuple[Any, ...]]) -> list[Started]:
 def run_sync(conn: psycopg.Connection, url_key: str, p: Plan, needs_workflow: bool) -> list[Started]:
     """Insert the plan's executions on `conn`, inside the transaction it is in."""
     if needs_workflow:
-        registered = dict(conn.execute(sql.SELECT_REGISTERED_WORKFLOWS).fetchall())
-        p = _with_timeout(p, registered)
+        p = _from_registry(p, conn.execute(sql.SELECT_REGISTERED_WORKFLOWS).fetchall())
     if _queue_needs_lookup(url_key, p):
         names = [row[0] for row in conn.execute(sql.SELECT_QUEUE_NAMES).fetchall()]
         if p.queue not in names:
@@ -214,7 +221,7 @@ async def run_async(conn: Any, url_key: str, p: Plan, needs_workflow: bool) -> l
     """The same on a psycopg AsyncConnection (asyncio)."""
     if needs_workflow:
         cursor = await conn.execute(sql.SELECT_REGISTERED_WORKFLOWS)
-        p = _with_timeout(p, dict(await cursor.fetchall()))
+        p = _from_registry(p, await cursor.fetchall())
     if _queue_needs_lookup(url_key, p):
         cursor = await conn.execute(sql.SELECT_QUEUE_NAMES)
         names = [row[0] for row in await cursor.fetchall()]

@@ -424,7 +424,11 @@ class Worker:
                 with pool.connection() as conn:
                     conn.execute(
                         sql.REGISTER_WORKFLOWS,
-                        {"names": [w.name for w in workflows], "timeouts": [w.timeout for w in workflows]},
+                        {
+                            "names": [w.name for w in workflows],
+                            "timeouts": [w.timeout for w in workflows],
+                            "queues": [w.queue for w in workflows],
+                        },
                     )
             self._register_queues(pool)
         except BaseException:
