@@ -57,7 +57,8 @@ def backlog(server_url: str) -> Iterator[str]:
         # Queues: a limited one that is full (one in progress, 20,000 waiting), a per-tenant one with
         # room (20,000 waiting over 500 keys), and a few executions of the default queue due now.
         conn.execute(
-            "INSERT INTO zart_queues (name, concurrency, per_key) VALUES ('full', 1, NULL), ('tenants', 200, 1)"
+            "INSERT INTO zart_queues (name, concurrency, per_key)"
+            " VALUES ('full', 1, NULL), ('tenants', 200, 1)"
         )
         conn.execute(
             """INSERT INTO zart_execution_runs (id, workflow, status, queue, queue_key)

@@ -39,7 +39,9 @@ def supervisor(queue_db: str) -> Iterator[SupervisorProcess]:
     env["ZART_DATABASE_URL"] = queue_db
     env.pop("ZART_TEST_EFFECTS_URL", None)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    running = SupervisorProcess(env, "--procs", "2", app="tests.apps.queues_app")
+    # Two executions at most per process: a queue limit of 3 can only be reached by both processes
+    # together, so the tests see the limit hold across processes, not within one.
+    running = SupervisorProcess(env, "--procs", "2", "--concurrency", "2", app="tests.apps.queues_app")
     running.wait_workers(2)
     yield running
     running.stop()
@@ -110,7 +112,8 @@ def test_concurrency_three_holds_across_two_processes(queue_db, supervisor):
     assert 1 <= sampler.most <= 3
     rows = spans(queue_db, [h.id for h in handles])
     assert most_at_once([(b, e) for b, e, _, _ in rows]) == 3  # the limit binds, and holds exactly
-    # Both worker processes ran executions of the queue: the limit is global, not per process.
+    # Both worker processes ran executions of the queue at once (each holds 2 at most): the limit is
+    # global, not per process.
     assert (
         scalar(
             queue_db,
@@ -250,3 +253,17 @@ def test_an_idle_worker_with_a_full_queue_does_not_poll(fresh_database_url, monk
         assert worker.claim_queries - before < 5
         assert all(h.status() == "pending" for h in backlog)
         wait_finished([blocker, *backlog])
+
+
+def test_a_workflow_timeout_runs_from_the_begin_not_while_queued(fresh_database_url, monkeypatch):
+    url = fresh_database_url
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
+    with zart.Worker(url, concurrency=4, lease="5s", poll_interval="1s"):
+        blocker = zart.start(queues_app.naps, {"ms": 1500}, queue="qt-single", database_url=url)
+        wait_until(lambda: blocker.status() == "running", what="the blocker to begin")
+        timed = zart.start(queues_app.timed, {"ms": 50}, database_url=url)
+        assert timed.result(timeout=30) == 50  # waited 1.5 s in the queue, ran 50 ms: not timed out
+    created, started, finished = query(
+        url, "SELECT created_at, started_at, finished_at FROM zart_execution_runs WHERE id = %s", (timed.id,)
+    )[0]
+    assert (started - created).total_seconds() > 1.0 > (finished - started).total_seconds()

@@ -236,7 +236,8 @@ def test_a_workflow_known_only_from_the_registry_starts_in_its_registered_queue(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO zart_queues (name, concurrency) VALUES ('remote-q', 4)")
         conn.execute(
-            "INSERT INTO zart_workflows (name, timeout_seconds, queue) VALUES ('remote-only-wf', 60, 'remote-q')"
+            "INSERT INTO zart_workflows (name, timeout_seconds, queue)"
+            " VALUES ('remote-only-wf', 60, 'remote-q')"
         )
     handle = zart.start("remote-only-wf", {"x": 1}, database_url=url)
     assert query(

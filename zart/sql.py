@@ -203,9 +203,11 @@ WITH RECURSIVE continuing AS (
     SELECT q.name, q.limited, q.version, q.concurrency, q.per_key, q.rate_limit, q.rate_period,
            q.admitted_at, q.admitted_n
     FROM zart_queues q
+    -- One index probe per queue (LIMIT 1 keeps the planner from turning this into a semi-join that
+    -- reads every waiting task of every queue).
+    CROSS JOIN LATERAL (SELECT 1 FROM zart_tasks t
+                        WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now() LIMIT 1) waiting
     WHERE (SELECT n FROM room) > 0
-      AND EXISTS (SELECT 1 FROM zart_tasks t
-                  WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now())
 ), locked AS MATERIALIZED (
     SELECT q.name, q.version FROM zart_queues q
     WHERE q.name IN (SELECT name FROM due WHERE limited)
@@ -345,9 +347,9 @@ SELECT extract(epoch FROM least(
     (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now()),
     (SELECT min(a.at + make_interval(secs => q.rate_period))
      FROM zart_queues q CROSS JOIN LATERAL unnest(q.admitted_at, q.admitted_n) AS a(at, n)
-     WHERE q.rate_period IS NOT NULL AND a.at > now() - make_interval(secs => q.rate_period)
-       AND EXISTS (SELECT 1 FROM zart_tasks t
-                   WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now()))
+     CROSS JOIN LATERAL (SELECT 1 FROM zart_tasks t
+                         WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now() LIMIT 1) waiting
+     WHERE q.rate_period IS NOT NULL AND a.at > now() - make_interval(secs => q.rate_period))
 ) - now())::float8
 """
 

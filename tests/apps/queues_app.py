@@ -39,3 +39,9 @@ async def naps(spec: dict) -> int:
 @zart.workflow("qt-unqueued")
 async def unqueued(spec: dict) -> int:
     return await nap(spec["ms"])
+
+
+@zart.workflow("qt-timed", queue=one_at_a_time, timeout="1s")
+async def timed(spec: dict) -> int:
+    """A workflow whose timeout (1 s) is shorter than its wait in a busy queue."""
+    return await nap(spec["ms"])
