@@ -477,12 +477,15 @@ SELECT * FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempt
 ON CONFLICT DO NOTHING
 """
 
-# New checkpoints, and the completion of waits (sleeps, events) recorded earlier as 'waiting'.
+# New checkpoints, and the completion of waits (sleeps, events) recorded earlier as 'waiting'. A wait's
+# start and its deadline are both the database's clock (the commit's `now()`), so that the recorded
+# wait is exactly the duration asked for, whatever the worker's clock or the batch's delay.
 INSERT_STEPS = """
 INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
                         started_at, finished_at, wake_at)
 SELECT f.execution_id, f.step_key, f.seq, f.kind, f.status, f.output::json, f.error::json,
-       f.attempts, f.started_at, f.finished_at, now() + make_interval(secs => f.wake_in)
+       f.attempts, CASE WHEN f.wake_in IS NULL THEN f.started_at ELSE now() END, f.finished_at,
+       now() + make_interval(secs => f.wake_in)
 FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(seqs)s::int[], %(kinds)s::text[],
             %(statuses)s::text[], %(outputs)s::text[], %(errors)s::text[], %(attempts)s::int[],
             %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(wake_ins)s::float8[])
