@@ -165,6 +165,14 @@ def _error_text(error: dict[str, Any] | None) -> str:
     return f"{error.get('type', 'Error')}: {error.get('message', '')}"
 
 
+def _queue_line(info: client.ExecutionInfo) -> str:
+    """`emails (key tenant-42, priority -5)`: where the execution waits for its turn."""
+    details = ([f"key {info.key}"] if info.key is not None else []) + (
+        [f"priority {info.priority}"] if info.priority != 0 else []
+    )
+    return info.queue + (f" ({', '.join(details)})" if details else "")
+
+
 def _entry_name(key: str) -> str:
     """`shipment_ready` from `event:shipment_ready#1`."""
     return key.split(":", 1)[-1].rsplit("#", 1)[0]
@@ -498,6 +506,8 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
     header.add_row("execution", _text(info.id))
     header.add_row("workflow", _text(info.workflow))
     header.add_row("status", _text(info.status))
+    if info.queue != "default" or info.key is not None or info.priority != 0:
+        header.add_row("queue", _text(_queue_line(info)))
     header.add_row("created", _timestamp(info.created_at))
     if info.started_at is not None:
         header.add_row(

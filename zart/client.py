@@ -57,6 +57,9 @@ class ExecutionInfo:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    queue: str = "default"
+    key: str | None = None  # the queue's per-key limit key (`key=` at start)
+    priority: int = 0
 
 
 @attrs.frozen
@@ -263,7 +266,7 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
         row = conn.execute(sql.SELECT_EXECUTION, {"id": execution_id}).fetchone()
     if row is None:
         raise ExecutionNotFound(f"no execution with id {execution_id!r}")
-    ident, workflow, status, input_json, result, error, created, started, finished = row
+    ident, workflow, status, input_json, result, error, created, started, finished, queue, key, priority = row
     return ExecutionInfo(
         ident,
         workflow,
@@ -274,6 +277,9 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
         created,
         started,
         finished,
+        queue,
+        key,
+        priority,
     )
 
 

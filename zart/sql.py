@@ -51,7 +51,7 @@ PING = "SELECT 1"
 
 SELECT_EXECUTION = """
 SELECT id, workflow, status, input::text, result::text, error::text,
-       created_at, started_at, finished_at
+       created_at, started_at, finished_at, queue, queue_key, priority
 FROM zart_execution_runs WHERE id = %(id)s
 """
 

@@ -12,7 +12,14 @@ from .client import ExecutionInfo, StepRecord
 
 
 def _execution_fields(info: ExecutionInfo, *, with_input: bool) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": info.id, "workflow": info.workflow, "status": info.status}
+    data: dict[str, Any] = {
+        "id": info.id,
+        "workflow": info.workflow,
+        "status": info.status,
+        "queue": info.queue,
+        "key": info.key,
+        "priority": info.priority,
+    }
     if with_input:
         data["input"] = info.input
     data.update(

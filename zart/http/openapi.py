@@ -267,6 +267,9 @@ def openapi_document() -> dict[str, Any]:
                         "id",
                         "workflow",
                         "status",
+                        "queue",
+                        "key",
+                        "priority",
                         "input",
                         "result",
                         "error",
@@ -280,6 +283,12 @@ def openapi_document() -> dict[str, Any]:
                         "id": {"type": "string"},
                         "workflow": {"type": "string"},
                         "status": _ref("Status"),
+                        "queue": {"type": "string", "description": "where it waits for its turn"},
+                        "key": {
+                            "type": ["string", "null"],
+                            "description": "its key for the queue's per-key limit",
+                        },
+                        "priority": {"type": "integer", "description": "lower begins first"},
                         "input": _ANY,
                         "result": {**_ANY, "description": "the result once completed, else null"},
                         "error": {
