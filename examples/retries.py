@@ -41,7 +41,7 @@ async def billing_run(request: dict) -> dict:
     return report
 
 
-@zart.workflow("quote-deadline", timeout="1s")  # from zart.start() to the end, whatever happens
+@zart.workflow("quote-deadline", timeout="1s")  # from its begin to the end, whatever happens
 async def quote_deadline(customer: str) -> str:
     await zart.sleep("cool-down", "1h")  # cut short by the deadline
     return f"quote for {customer}"

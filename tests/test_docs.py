@@ -41,6 +41,7 @@ DOCS_TO_RUN = [
     "docs/retries-and-timeouts.md",
     "docs/sleep-and-events.md",
     "docs/parallel-and-loops.md",
+    "docs/queues.md",
     "docs/operations.md",
 ]
 BACKGROUND = (["zart", "worker"], ["zart", "supervise"])  # commands that run until the page ends

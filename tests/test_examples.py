@@ -114,3 +114,171 @@ def test_brewery_report_durable_loop(database_url, example_env, tmp_path):
         *(f"enrich-brewery[{index}]" for index in range(32)),  # a checkpoint per row
         "write-brewery-report#1",
     ]
+
+
+# -- queues and flow control (docs/queues.md) -----------------------------------------------------------
+
+
+def _runs(url: str, where: str, params: tuple = ()) -> list[tuple]:
+    """(started_at, finished_at, queue, queue_key, priority, status) of the executions matching `where`."""
+    return query(
+        url,
+        "SELECT started_at, finished_at, queue, queue_key, priority, status FROM zart_execution_runs"
+        f" WHERE {where} ORDER BY started_at, queue_key",
+        params,
+    )
+
+
+def _most_at_once(runs: list[tuple]) -> int:
+    """The largest number of these executions in progress (begun, not ended) at one moment."""
+    moments = sorted([(run[0], 1) for run in runs] + [(run[1], -1) for run in runs])
+    now = most = 0
+    for _, change in moments:
+        now += change
+        most = max(most, now)
+    return most
+
+
+def _limits(url: str, queue: str) -> list[tuple]:
+    return query(
+        url, "SELECT concurrency, per_key, rate_limit, rate_period FROM zart_queues WHERE name = %s", (queue,)
+    )
+
+
+def test_queues_concurrency(database_url, example_env):
+    assert run_example(example_env, "queues_concurrency.py") == [
+        "['report-1-1.png', 'report-1-2.png'] ['report-6-1.png', 'report-6-2.png']",
+        "in progress at once, at most: 2",
+    ]
+    runs = _runs(database_url, "id LIKE 'render-report-%%'")
+    assert len(runs) == 6 and {run[2] for run in runs} == {"ex-q-renders"}
+    assert _most_at_once(runs) == 2  # the limit binds, and holds
+    assert _limits(database_url, "ex-q-renders") == [(2, None, None, None)]
+
+
+def test_queues_tenants(database_url, example_env):
+    assert run_example(example_env, "queues_tenants.py")[1] == (
+        "began in this order: ['acme', 'globex', 'initech', 'acme', 'acme', 'acme']"
+    )
+    runs = _runs(database_url, "queue = 'ex-q-exports'")
+    assert [run[3] for run in runs].count("acme") == 4 and len(runs) == 6
+    assert _most_at_once([run for run in runs if run[3] == "acme"]) == 1  # per_key=1
+    assert _most_at_once(runs) == 2  # concurrency=2
+    assert _limits(database_url, "ex-q-exports") == [(2, 1, None, None)]
+
+
+def test_queues_rate(database_url, example_env):
+    assert run_example(example_env, "queues_rate.py") == [
+        "{'address': '10 Main Street', 'lat': 52.51, 'lon': 13.4}",
+        "began in any 500 ms, at most: 4",
+        "from the first begin to the last, at least 1 s: True",
+    ]
+    begins = [run[0] for run in _runs(database_url, "queue = 'ex-q-geocoding'")]
+    assert len(begins) == 10
+    assert max(sum(1 for t in begins if 0 <= (t - b).total_seconds() < 0.5) for b in begins) == 4
+    assert _limits(database_url, "ex-q-geocoding") == [(None, None, 4, 0.5)]
+
+
+def test_queues_priority(database_url, example_env):
+    assert run_example(example_env, "queues_priority.py") == [
+        "['password-reset', 'receipt', 'newsletter', 'newsletter', 'newsletter']"
+    ]
+    runs = _runs(database_url, "queue = 'ex-q-mail'")
+    assert [run[4] for run in runs] == [-10, 0, 10, 10, 10]  # began in priority order
+    assert _most_at_once(runs) == 1
+
+
+def test_queues_delay(database_url, example_env):
+    assert run_example(example_env, "queues_delay.py") == [
+        "pending pending",
+        "reminded ada | reminded bob",
+        "completed True",
+        "completed True",
+    ]
+    rows = query(
+        database_url,
+        "SELECT input::text, extract(epoch FROM started_at - created_at), timeout_seconds, status"
+        " FROM zart_execution_runs WHERE workflow = 'ex-q-reminder' ORDER BY input::text",
+    )
+    (ada, ada_waited, ada_timeout, ada_status), (bob, bob_waited, _, bob_status) = rows
+    assert (ada, bob) == ('"ada"', '"bob"')
+    assert ada_waited >= 1 and 0.5 < bob_waited < 5
+    # The 500 ms timeout counted from the begin: waiting 1 s before it did not time the execution out.
+    assert ada_timeout == 0.5 and ada_status == bob_status == "completed"
+
+
+def test_queues_bulk(database_url, example_env):
+    assert run_example(example_env, "queues_bulk.py") == [
+        "200 invoice-2024-05-c1 invoice-2024-05-c200",
+        "True False",
+        "invoice-2024-05-c1.pdf invoice-2024-05-c200.pdf 200",
+    ]
+    runs = _runs(database_url, "id LIKE 'invoice-2024-05-c%%'")
+    assert len(runs) == 200 and {run[5] for run in runs} == {"completed"}
+    assert _most_at_once(runs) <= 10
+    # One transaction: every execution has its transaction's start time as its creation time.
+    assert query(
+        database_url,
+        "SELECT count(DISTINCT created_at) FROM zart_execution_runs WHERE id LIKE 'invoice-2024-05-c%%'",
+    ) == [(1,)]
+
+
+def test_queues_outbox(database_url, example_env):
+    assert run_example(example_env, "queues_outbox.py") == [
+        "card declined for order 2",
+        "confirmed order 1 to ada@example.com",
+        "confirmed order 3 to cy@example.com",
+        "no execution with id 'confirm-2'",
+        "[(1,), (3,)]",
+    ]
+    assert query(
+        database_url,
+        "SELECT id, status FROM zart_execution_runs WHERE id IN ('confirm-1', 'confirm-2', 'confirm-3')"
+        " ORDER BY id",
+    ) == [("confirm-1", "completed"), ("confirm-3", "completed")]
+
+
+def test_queues_errors_start_nothing(database_url, example_env):
+    lines = run_example(example_env, "queues_errors.py")
+    assert len(lines) == 11
+    # The known queues listed depend on the database: the docs' run shows them on a database of its own.
+    assert lines[3].startswith("UnknownQueue: unknown queue 'ex-q-nowhere'; known queues: ")
+    assert "'default'" in lines[3] and "'ex-q-renders'" in lines[3]
+    assert lines[:3] + lines[4:] == [
+        line
+        for line in _docs_console_output("docs/queues.md", "python queues_errors.py")
+        if not line.startswith("UnknownQueue: ")
+    ]
+    assert query(
+        database_url,
+        "SELECT count(*) FROM zart_execution_runs WHERE workflow = 'ex-q-render' AND input->>'name' = 'r'",
+    ) == [(0,)]
+    assert _limits(database_url, "ex-q-broken") == [] and _limits(database_url, "ex-q-nowhere") == []
+
+
+def _docs_console_output(page: str, command: str) -> list[str]:
+    from .test_docs import blocks, commands
+
+    for block in blocks(page):
+        for argv, expected in commands(block):
+            if " ".join(argv) == command:
+                return expected or []
+    raise AssertionError(f"{page} does not run `{command}`")
+
+
+def test_queues_django_example(database_url, example_env):
+    """docs/queues.md shows the heart of queues_django.py as text (Django is not a dependency of Zart, so
+    CI lints the file but does not run it): the text is the file's, and the file runs where Django is."""
+    from .test_docs import blocks
+
+    (shown,) = [
+        b.text for b in blocks("docs/queues.md") if b.lang == "text" and "transaction.atomic()" in b.text
+    ]
+    assert shown in (EXAMPLES / "queues_django.py").read_text()
+    pytest.importorskip("django", reason="Django is not installed: `pip install django` to run this example")
+    assert run_example(example_env, "queues_django.py") == [
+        "card declined for order 12",
+        "confirmed order 11 to dee@example.com",
+        "no execution with id 'confirm-12'",
+    ]
+    assert query(database_url, "SELECT id FROM shop_orders WHERE id IN (11, 12)") == [(11,)]
