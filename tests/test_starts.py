@@ -4,7 +4,7 @@ transaction (`connection=`), and the start options' bad input, refused at the ca
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -210,8 +210,6 @@ def test_bad_connections_are_refused_with_nothing_written(fresh_database_url):
     with pytest.raises(ValueError, match="is closed"):
         zart.start(core_app.three_steps, {"n": 1}, connection=conn)
     with psycopg.connect(url) as conn:
-        with pytest.raises(ValueError, match="not inside a transaction"):
-            zart.start(core_app.three_steps, {"n": 1}, connection=conn)  # nothing begun yet
         conn.execute("SELECT 1")
         with pytest.raises(psycopg.errors.DivisionByZero):
             conn.execute("SELECT 1/0")
@@ -245,3 +243,41 @@ def test_a_workflow_known_only_from_the_registry_starts_in_its_registered_queue(
     ) == [("remote-q", 60.0)]
     other = zart.start("remote-only-wf", {"x": 2}, queue="default", database_url=url)  # an override wins
     assert query(url, "SELECT queue FROM zart_execution_runs WHERE id = %s", (other.id,)) == [("default",)]
+
+
+def test_an_idle_non_autocommit_connection_begins_the_callers_transaction(fresh_database_url):
+    """A Django atomic() block before its first query, or a fresh psycopg connection: Zart's statement
+    begins the transaction, and the execution exists only once the caller commits."""
+    url = fresh_database_url
+    with psycopg.connect(url) as conn:
+        handle = zart.start(core_app.three_steps, {"n": 1}, connection=conn)
+        assert scalar(url, "SELECT count(*) FROM zart_execution_runs") == 0
+        conn.commit()
+    assert query(url, "SELECT id FROM zart_execution_runs") == [(handle.id,)]
+
+
+def test_a_failed_start_leaves_nothing_in_the_callers_transaction(fresh_database_url):
+    url = fresh_database_url
+    zart.start(core_app.three_steps, {"n": 1}, id="owned-by-three-steps", database_url=url)
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("INSERT INTO orders VALUES (7)")
+        with pytest.raises(zart.DuplicateExecution):
+            zart.start_many(
+                queues_app.unqueued,
+                [{"ms": 1}, {"ms": 1}],
+                ids=["fresh-w", "owned-by-three-steps"],
+                connection=conn,
+            )
+        # The caller's transaction goes on (its own work kept), and commits without the half start.
+    assert query(url, "SELECT id FROM orders") == [(7,)]
+    assert query(url, "SELECT id FROM zart_execution_runs ORDER BY id") == [("owned-by-three-steps",)]
+    assert scalar(url, "SELECT count(*) FROM zart_tasks") == 1
+
+
+@pytest.mark.parametrize("nothing", [0, 0.0, "0s", "0ms", timedelta(0)])
+def test_a_delay_of_nothing_begins_now(database_url, nothing):
+    handle = zart.start(core_app.three_steps, {"n": 1}, delay=nothing, database_url=database_url)
+    assert scalar(
+        database_url, "SELECT run_at <= now() FROM zart_tasks WHERE execution_id = %s", (handle.id,)
+    )

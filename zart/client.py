@@ -249,7 +249,7 @@ def start_many(
     if connection is not None:
         starting.check_connection(connection, is_async=False)
         url = starting.connection_url(connection, database_url)
-        rows = starting.run_sync(connection, url, plan, needs_workflow)
+        rows = starting.run_in_callers_transaction(connection, url, plan, needs_workflow)
     else:
         url, rows = starting.run_in_own_transaction(database_url, plan, needs_workflow)
     return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
@@ -443,7 +443,7 @@ async def astart_many(
         plan, needs_workflow = starting.plan(workflow, inputs, ids, many=_many, **_start_options(options))
         starting.check_connection(connection, is_async=True)
         url = starting.connection_url(connection, database_url)
-        rows = await starting.run_async(connection, url, plan, needs_workflow)
+        rows = await starting.run_in_callers_async_transaction(connection, url, plan, needs_workflow)
         return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
     return await _in_thread(
         start_many,

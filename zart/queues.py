@@ -8,12 +8,12 @@ workflows declare (`sql.REGISTER_QUEUES`); `zart queues set` changes them at run
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
-from .durations import MAX_SECONDS, parse_duration
+from .durations import parse_duration
 from .names import check_name
 
 DEFAULT = "default"
@@ -92,15 +92,25 @@ def check_queue_name(value: Any) -> str:
     return check_name(value, "queue name", MAX_QUEUE_NAME_LENGTH)
 
 
+_ZERO = re.compile(r"^\s*0+(\.0*)?\s*(ms|s|m|h|d)?\s*$")
+
+
+def _is_zero(delay: Any) -> bool:
+    if isinstance(delay, timedelta):
+        return delay == timedelta(0)
+    if isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        return delay == 0
+    return isinstance(delay, str) and _ZERO.match(delay) is not None
+
+
 def start_delay(delay: Any, run_at: Any) -> tuple[float | None, datetime | None]:
     """`delay=` (a duration) or `run_at=` (an aware datetime), checked; at most one of them."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay= or run_at=, not both")
     if delay is not None:
-        seconds = parse_duration(delay, "delay")
-        if seconds < 0:
-            raise ValueError(f"delay must not be negative, got {delay!r}")
-        return min(seconds, MAX_SECONDS), None
+        if _is_zero(delay):
+            return 0.0, None  # a computed delay that came out as nothing: begin now
+        return parse_duration(delay, "delay"), None
     if run_at is not None:
         if not isinstance(run_at, datetime):
             raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__} {run_at!r}")

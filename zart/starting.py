@@ -10,6 +10,7 @@ fails at the call with nothing written.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Sequence
@@ -159,10 +160,16 @@ def _from_registry(p: Plan, rows: list[tuple[Any, ...]]) -> Plan:
     return attrs.evolve(p, timeout=timeout, queue=queue)
 
 
+_LISTED_QUEUES = 20
+
+
 def _unknown_queue(name: str, in_database: list[str]) -> UnknownQueue:
     known = sorted(set(in_database) | {q.name for q in queues.declared_queues()} | {queues.DEFAULT})
+    listing = ", ".join(repr(n) for n in known[:_LISTED_QUEUES])
+    if len(known) > _LISTED_QUEUES:
+        listing += f" and {len(known) - _LISTED_QUEUES} more (see `zart queues`)"
     return UnknownQueue(
-        f"unknown queue {name!r}; known queues: {', '.join(repr(n) for n in known)} "
+        f"unknown queue {name!r}; known queues: {listing} "
         "(declare it with zart.Queue in the workflow's module, or create it with `zart queues set`)"
     )
 
@@ -232,6 +239,44 @@ async def run_async(conn: Any, url_key: str, p: Plan, needs_workflow: bool) -> l
     return _duplicates(p, await cursor.fetchall())
 
 
+# Zart's statements in the caller's transaction run under a savepoint of their own: a start that fails
+# half-way (a duplicate id of another workflow among new ones) leaves nothing of itself behind, even
+# if the caller catches the error and commits.
+_SAVEPOINT = "SAVEPOINT zart_start"
+_RELEASE = "RELEASE SAVEPOINT zart_start"
+_ROLLBACK = "ROLLBACK TO SAVEPOINT zart_start"
+
+
+def run_in_callers_transaction(
+    conn: psycopg.Connection, url_key: str, p: Plan, needs_workflow: bool
+) -> list[Started]:
+    conn.execute(_SAVEPOINT)
+    try:
+        started = run_sync(conn, url_key, p, needs_workflow)
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(_ROLLBACK)
+            conn.execute(_RELEASE)
+        raise
+    conn.execute(_RELEASE)
+    return started
+
+
+async def run_in_callers_async_transaction(
+    conn: Any, url_key: str, p: Plan, needs_workflow: bool
+) -> list[Started]:
+    await conn.execute(_SAVEPOINT)
+    try:
+        started = await run_async(conn, url_key, p, needs_workflow)
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            await conn.execute(_ROLLBACK)
+            await conn.execute(_RELEASE)
+        raise
+    await conn.execute(_RELEASE)
+    return started
+
+
 def run_in_own_transaction(
     database_url: str | None, p: Plan, needs_workflow: bool
 ) -> tuple[str, list[Started]]:
@@ -261,10 +306,14 @@ def check_connection(connection: Any, *, is_async: bool) -> None:
         raise ValueError(
             "connection= is in a failed transaction (an earlier statement errored): roll it back first"
         )
-    if status != TransactionStatus.INTRANS:
+    # Idle without autocommit (a Django atomic() block before its first query, a fresh psycopg
+    # connection): our first statement begins the transaction, which the caller commits or not.
+    if status != TransactionStatus.INTRANS and not (
+        status == TransactionStatus.IDLE and not connection.autocommit
+    ):
         raise ValueError(
-            "connection= is not inside a transaction: start inside `with conn.transaction():` (or after "
-            "a statement of a non-autocommit connection), so that the execution exists only if it commits"
+            "connection= is not inside a transaction (an autocommit connection outside "
+            "`with conn.transaction():`): the execution must exist only if the caller's transaction commits"
         )
 
 
