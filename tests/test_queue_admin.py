@@ -361,7 +361,7 @@ def test_http_start_with_queue_options(served_queues, http):
     check(http.post("/v1/executions", json={"workflow": "qa-gate", "id": "qa-http-3", "run_at": at}), 201)
     assert _task(url, "qa-http-3")[4] == datetime.fromisoformat(at)
     # The workflow's own queue when none is named.
-    assert _task(url, "qa-http-2")[:2] == ("qa-single", None)
+    assert _task(url, "qa-http-2")[0] == "qa-single"
 
 
 def test_http_batch_start_is_one_call_and_idempotent_on_ids(served_queues, http):
