@@ -152,9 +152,10 @@ ON CONFLICT (name) DO NOTHING
 # What `zart queues` and `GET /v1/queues` show: every queue (or the one named) with its limits and,
 # per queue, its executions waiting to begin (ready: due now; delayed: run_at still ahead; the age of
 # the oldest ready one) and those in progress (admitted workflow tasks: the slots taken). Each count
-# is a range of one partial index (zart_tasks_queued_idx, zart_tasks_in_progress_idx) on the queue's
-# name, so the statement reads only the queues' own waiting and running tasks: never finished work,
-# never step tasks. Its cost grows with the backlog it counts, which is what an operator asks about.
+# is a range, on the queue's name, of a partial index: of the waiting tasks (zart_tasks_queued_idx or
+# zart_tasks_queued_keys_idx) or of the slots taken (zart_tasks_in_progress_idx). So the statement
+# reads only the queues' own waiting and running tasks: never finished work, never step tasks. Its
+# cost grows with the backlog it counts, which is what an operator asks about.
 QUEUE_STATS = """
 SELECT q.name, q.concurrency, q.per_key, q.rate_limit, q.rate_period, q.overridden,
        w.ready, p.in_progress, w.delayed,
