@@ -187,8 +187,10 @@ def test_openapi_document_is_valid_and_served(api):
     validate_openapi(served)
     assert set(served["paths"]) == {
         "/v1/executions",
+        "/v1/executions:batch",
         "/v1/executions/{id}",
         "/v1/executions/{id}/events/{name}",
+        "/v1/queues",
         "/v1/executions/{id}/cancel",
         "/healthz",
         "/openapi.json",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import psycopg
 
 from . import client, db, schema
 from .errors import ZartError
-from .views import execution_json, status_json, summary_json
+from .views import execution_json, queue_json, status_json, summary_json
 
 
 class InvalidInput(ZartError):
@@ -366,6 +367,15 @@ def supervise(database_url: str | None, apps: tuple[str, ...], procs: int, **eng
 @click.argument("workflow")
 @click.option("--input", "input_json", default=None, metavar="JSON", help="The workflow's input.")
 @click.option("--id", "execution_id", default=None, help="Execution id (default: a new UUID).")
+@click.option("--queue", default=None, metavar="QUEUE", help="Queue to wait in (default: the workflow's).")
+@click.option("--key", default=None, metavar="KEY", help="Key of the queue's per-key limit (a tenant, ...).")
+@click.option(
+    "--priority",
+    default=None,
+    metavar="N",
+    help="Lower begins first among the queue's ready ones (default 0).",
+)
+@click.option("--delay", default=None, metavar="DURATION", help="Do not begin before this long from now.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after seconds.")
 @database_url_option
@@ -375,6 +385,10 @@ def start(
     workflow: str,
     input_json: str | None,
     execution_id: str | None,
+    queue: str | None,
+    key: str | None,
+    priority: str | None,
+    delay: str | None,
     wait: bool,
     timeout: float | None,
     database_url: str | None,
@@ -382,12 +396,34 @@ def start(
 ) -> None:
     """Start an execution of WORKFLOW; prints its id (or, with --wait, its result)."""
     value = _parse_json(input_json, "--input")
+    rank = 0 if priority is None else _whole_number(priority, "--priority")
+    if delay is not None:
+        from .durations import parse_duration
+
+        parse_duration(delay, "--delay")  # named as typed; the client checks it again
     import_apps(apps)
-    handle = client.start(workflow, value, id=execution_id, database_url=database_url)
+    handle = client.start(
+        workflow,
+        value,
+        id=execution_id,
+        queue=queue,
+        key=key,
+        priority=rank,
+        delay=delay,
+        database_url=database_url,
+    )
     if not wait:
         click.echo(handle.id)
         return
     click.echo(_json(handle.result(timeout=timeout)))
+
+
+def _whole_number(text: str, option: str) -> int:
+    """An integer option read as text, so that a bad one is the usual one-line error (exit 1)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{option} must be a whole number, not {text!r}") from None
 
 
 @main.command("send-event")
@@ -543,6 +579,127 @@ def cancel(execution_id: str, reason: str, database_url: str | None) -> None:
     else:
         status = client.get(execution_id, database_url=database_url).status()
         click.echo(f"already {status}; nothing to cancel")
+
+
+# -- queues ----------------------------------------------------------------------------------------------
+
+
+def _queue_table(found: list[Any]) -> Any:
+    """Queues as a table: limits ('-': none), then what waits and runs in each."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("queue", "concurrency", "per key", "rate", "overridden"):
+        table.add_column(column, no_wrap=True)
+    for column in ("ready", "in progress", "delayed", "oldest ready"):
+        table.add_column(column, no_wrap=True, justify="right")
+    for info in found:
+        table.add_row(
+            _text(info.name),
+            "-" if info.concurrency is None else str(info.concurrency),
+            "-" if info.per_key is None else str(info.per_key),
+            info.rate or "-",
+            "yes" if info.overridden else "no",
+            str(info.ready),
+            str(info.in_progress),
+            str(info.delayed),
+            "-" if info.oldest_ready_seconds is None else _seconds(info.oldest_ready_seconds),
+        )
+    return table
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@database_url_option
+@click.pass_context
+@_handle_errors
+def queues(ctx: click.Context, as_json: bool, database_url: str | None) -> None:
+    """Show every queue: its limits, and its executions ready, in progress and delayed.
+
+    `zart queues set NAME ...` changes a queue's limits at run time.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from .queue_admin import queue_stats
+
+    found = queue_stats(database_url=database_url)
+    if as_json:
+        click.echo(_json([queue_json(info) for info in found]))
+        return
+    _print(_queue_table(found))
+
+
+def _limit_value(text: str | None, option: str) -> Any:
+    """`N` or `none` (no limit); UNSET when the option was not given."""
+    from .queue_admin import UNSET
+
+    if text is None:
+        return UNSET
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInput(f"{option} must be a whole number or 'none', not {text!r}") from None
+
+
+@queues.command("set")
+@click.argument("name")
+@click.option(
+    "--concurrency", default=None, metavar="N|none", help="At most N in progress (0 holds the queue)."
+)
+@click.option("--per-key", default=None, metavar="N|none", help="At most N in progress per key.")
+@click.option(
+    "--rate", default=None, metavar="N/PERIOD|none", help="At most N begin per PERIOD, e.g. 100/1s."
+)
+@click.option("--reset", is_flag=True, help="Give the queue back to the limits declared in code.")
+@click.option("--json", "as_json", is_flag=True, help="Print the queue as JSON.")
+@database_url_option
+@click.pass_context
+@_handle_errors
+def queues_set(
+    ctx: click.Context,
+    name: str,
+    concurrency: str | None,
+    per_key: str | None,
+    rate: str | None,
+    reset: bool,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
+    """Change the limits of queue NAME at run time (creating it if needed); prints the queue.
+
+    Every worker applies them from its next claim, with no restart; they win over the limits declared
+    in code until --reset.
+    """
+    from .queue_admin import set_queue
+
+    database_url = database_url or (ctx.parent.params.get("database_url") if ctx.parent else None)
+    limits: dict[str, Any] = {}
+    if concurrency is not None:
+        limits["concurrency"] = _limit_value(concurrency, "--concurrency")
+    if per_key is not None:
+        limits["per_key"] = _limit_value(per_key, "--per-key")
+    if rate is not None:
+        limits["rate"] = None if rate.strip().lower() == "none" else rate
+    if reset and limits:
+        raise InvalidInput("--reset cannot be combined with --concurrency, --per-key or --rate")
+    info = set_queue(name, reset=reset, database_url=database_url, **limits)
+    if as_json:
+        click.echo(_json(queue_json(info)))
+        return
+    _print(_queue_table([info]))
+    if reset:
+        click.echo(
+            f"queue {name!r} follows the code again: the limits declared with zart.Queue apply when a "
+            "worker that declares it next starts (until then, the limits above)"
+        )
+    elif limits:
+        click.echo(
+            "every worker applies these limits from its next claim; they hold, whatever the code "
+            f"declares, until `zart queues set {shlex.quote(name)} --reset`"
+        )
 
 
 @main.command()

@@ -149,6 +149,68 @@ SELECT * FROM unnest(%(names)s::text[], %(concurrencies)s::int[], %(per_keys)s::
 ON CONFLICT (name) DO NOTHING
 """
 
+# What `zart queues` and `GET /v1/queues` show: every queue (or the one named) with its limits and,
+# per queue, its executions waiting to begin (ready: due now; delayed: run_at still ahead; the age of
+# the oldest ready one) and those in progress (admitted workflow tasks: the slots taken). Each count
+# is a range, on the queue's name, of a partial index: of the waiting tasks (zart_tasks_queued_idx or
+# zart_tasks_queued_keys_idx) or of the slots taken (zart_tasks_in_progress_idx). So the statement
+# reads only the queues' own waiting and running tasks: never finished work, never step tasks. Its
+# cost grows with the backlog it counts, which is what an operator asks about.
+QUEUE_STATS = """
+SELECT q.name, q.concurrency, q.per_key, q.rate_limit, q.rate_period, q.overridden,
+       w.ready, p.in_progress, w.delayed,
+       extract(epoch FROM now() - w.oldest_ready)::float8
+FROM zart_queues q
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE t.run_at <= now()) AS ready,
+           count(*) FILTER (WHERE t.run_at > now()) AS delayed,
+           min(t.run_at) FILTER (WHERE t.run_at <= now()) AS oldest_ready
+    FROM zart_tasks t
+    WHERE t.queue = q.name AND NOT t.admitted
+) w
+CROSS JOIN LATERAL (
+    SELECT count(*) AS in_progress FROM zart_tasks t
+    WHERE t.queue = q.name AND t.admitted AND t.kind = 'workflow'
+) p
+WHERE %(name)s::text IS NULL OR q.name = %(name)s::text
+ORDER BY q.name
+"""
+
+# `zart queues set`: an operator's limits, which win over the ones declared in code (`overridden`:
+# REGISTER_QUEUES leaves the row alone) until `--reset`. A queue that does not exist is created with
+# them. Only the limits given change (`set_*`); NULL clears one. Bumping `version` makes a claim that
+# is admitting into the queue with the old limits skip it for that round (see CLAIM_TASKS), and the
+# NOTIFY wakes idle claimers at once: a raised limit (or a held queue let go) admits from the next
+# round, with no restart and no wait for a poll.
+SET_QUEUE_LIMITS = f"""
+WITH changed AS (
+    INSERT INTO zart_queues AS q (name, concurrency, per_key, rate_limit, rate_period, overridden)
+    VALUES (%(name)s, %(concurrency)s::int, %(per_key)s::int, %(rate_limit)s::int,
+            %(rate_period)s::float8, true)
+    ON CONFLICT (name) DO UPDATE
+    SET concurrency = CASE WHEN %(set_concurrency)s::bool THEN excluded.concurrency ELSE q.concurrency END,
+        per_key = CASE WHEN %(set_per_key)s::bool THEN excluded.per_key ELSE q.per_key END,
+        rate_limit = CASE WHEN %(set_rate)s::bool THEN excluded.rate_limit ELSE q.rate_limit END,
+        rate_period = CASE WHEN %(set_rate)s::bool THEN excluded.rate_period ELSE q.rate_period END,
+        overridden = true, version = q.version + 1, updated_at = now()
+    RETURNING q.name
+)
+SELECT name, pg_notify('{TASKS_CHANNEL}', '') FROM changed
+"""
+
+# `zart queues set NAME` with no limit: make sure the queue exists (so that starts may name it),
+# without limits if new; an existing queue is left as it is.
+CREATE_QUEUE = "INSERT INTO zart_queues (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING"
+
+# `zart queues set NAME --reset`: the limits declared in code apply again. The row keeps its current
+# limits until a worker that declares the queue registers it (REGISTER_QUEUES skips overridden rows
+# only); nothing changes for the claim, so neither `version` nor a NOTIFY is needed.
+RESET_QUEUE = """
+UPDATE zart_queues SET overridden = false, updated_at = now()
+WHERE name = %(name)s
+RETURNING name
+"""
+
 # -- workers -----------------------------------------------------------------------------------------
 
 REGISTER_WORKER = """

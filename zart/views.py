@@ -1,7 +1,8 @@
-"""The JSON shapes of executions, shared by the HTTP API and `zart status/show/list --json`.
+"""The JSON shapes of executions and queues, shared by the HTTP API and the CLI's `--json`.
 
 One definition per shape, so that a script reading `zart show --json` and a client of
-`GET /v1/executions/{id}` see the same fields in the same order.
+`GET /v1/executions/{id}` (or `zart queues --json` and `GET /v1/queues`) see the same fields in the
+same order.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .client import ExecutionInfo, StepRecord
+from .queue_admin import QueueInfo
 
 
 def _execution_fields(info: ExecutionInfo, *, with_input: bool) -> dict[str, Any]:
@@ -70,4 +72,19 @@ def summary_json(info: ExecutionInfo) -> dict[str, Any]:
         "status": info.status,
         "created_at": info.created_at,
         "finished_at": info.finished_at,
+    }
+
+
+def queue_json(info: QueueInfo) -> dict[str, Any]:
+    """One queue: `GET /v1/queues` and `zart queues --json`."""
+    return {
+        "name": info.name,
+        "concurrency": info.concurrency,
+        "per_key": info.per_key,
+        "rate": info.rate,
+        "overridden": info.overridden,
+        "ready": info.ready,
+        "in_progress": info.in_progress,
+        "delayed": info.delayed,
+        "oldest_ready_seconds": info.oldest_ready_seconds,
     }

@@ -24,7 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import client, db, sql
-from ..views import execution_json, summary_json
+from ..queue_admin import queue_stats
+from ..views import execution_json, queue_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
 from .lanes import HEALTH_POOL_WAIT, lanes, run_in_lane
 from .middleware import BearerAuth, BodyDeadline, RawPath
@@ -33,12 +34,15 @@ from .validation import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
     MAX_WORKFLOW_NAME_LENGTH,
+    START_OPTIONS,
     STATUSES,
+    batch_lists,
     check_name,
     json_object,
     optional_name,
     query_value,
     segment,
+    start_options,
 )
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
@@ -71,16 +75,21 @@ async def in_thread(request: Request, lane: str, fn: Callable[[str], Any]) -> An
     return await run_in_lane(chosen, state.limiters[lane], fn, chosen.url)
 
 
-@endpoint
-async def start_execution(request: Request) -> Response:
-    body = await json_object(request, ("workflow", "input", "id"), required=True)
+def _workflow(body: dict[str, Any]) -> str:
     if "workflow" not in body:
         raise invalid("missing field 'workflow' (the name of the workflow to start)")
-    workflow = check_name(body["workflow"], "field 'workflow'", MAX_WORKFLOW_NAME_LENGTH)
+    return check_name(body["workflow"], "field 'workflow'", MAX_WORKFLOW_NAME_LENGTH)
+
+
+@endpoint
+async def start_execution(request: Request) -> Response:
+    body = await json_object(request, ("workflow", "input", "id", *START_OPTIONS), required=True)
+    workflow = _workflow(body)
     execution_id = optional_name(body, "id", "field 'id'")
+    options = start_options(body)
 
     def start(url: str) -> dict[str, Any]:
-        handle = client.start(workflow, body.get("input"), id=execution_id, database_url=url)
+        handle = client.start(workflow, body.get("input"), id=execution_id, database_url=url, **options)
         return {
             "id": handle.id,
             "workflow": handle.workflow,
@@ -92,6 +101,23 @@ async def start_execution(request: Request) -> Response:
     return json_response(
         started, 201 if started["created"] else 200, {"Location": execution_path(started["id"])}
     )
+
+
+@endpoint
+async def start_executions(request: Request) -> Response:
+    """A batch start: one `zart.start_many` call, so one statement and one transaction for them all."""
+    body = await json_object(request, ("workflow", "inputs", "ids", *START_OPTIONS), required=True)
+    workflow = _workflow(body)
+    inputs, ids = batch_lists(body)
+    options = start_options(body)
+
+    def start(url: str) -> list[dict[str, Any]]:
+        handles = client.start_many(workflow, inputs, ids, database_url=url, **options)
+        return [{"id": handle.id, "created": handle.created} for handle in handles]
+
+    started = await in_thread(request, "write", start)
+    created = any(item["created"] for item in started)
+    return json_response({"executions": started}, 201 if created else 200)
 
 
 @endpoint
@@ -161,6 +187,18 @@ async def cancel_execution(request: Request) -> Response:
 
 
 @endpoint
+async def list_queues(request: Request) -> Response:
+    """Every queue's limits and counts, on the read lane (it locks nothing)."""
+    if request.query_params:
+        raise invalid(f"unknown query parameter {next(iter(request.query_params))!r} (there are none)")
+
+    def fetch(url: str) -> list[dict[str, Any]]:
+        return [queue_json(info) for info in queue_stats(database_url=url)]
+
+    return json_response({"queues": await in_thread(request, "read", fetch)})
+
+
+@endpoint
 async def healthz(request: Request) -> Response:
     """PostgreSQL answers, on the health lane: never behind requests that wait on locked rows."""
 
@@ -188,10 +226,12 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/executions", start_execution, methods=["POST"]),
+            Route("/v1/executions:batch", start_executions, methods=["POST"]),
             Route("/v1/executions", list_executions, methods=["GET"]),
             Route("/v1/executions/{id}", get_execution, methods=["GET"]),
             Route("/v1/executions/{id}/events/{name}", send_event, methods=["POST"]),
             Route("/v1/executions/{id}/cancel", cancel_execution, methods=["POST"]),
+            Route("/v1/queues", list_queues, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

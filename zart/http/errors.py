@@ -24,6 +24,7 @@ from ..errors import (
     ExecutionFinished,
     ExecutionNotFound,
     SerializationError,
+    UnknownQueue,
     UnknownWorkflow,
 )
 
@@ -81,6 +82,8 @@ def api_error(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, UnknownWorkflow):
         return ApiError(422, "unknown_workflow", str(exc))
+    if isinstance(exc, UnknownQueue):
+        return ApiError(422, "unknown_queue", str(exc))
     if isinstance(exc, DuplicateExecution):
         return ApiError(409, "duplicate_execution", str(exc))
     if isinstance(exc, ExecutionNotFound):

@@ -8,7 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from .validation import DEFAULT_LIST_LIMIT, MAX_ID_LENGTH, MAX_LIST_LIMIT, MAX_WORKFLOW_NAME_LENGTH, STATUSES
+from .validation import (
+    DEFAULT_LIST_LIMIT,
+    MAX_BATCH,
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_LIST_LIMIT,
+    MAX_PRIORITY,
+    MAX_QUEUE_NAME_LENGTH,
+    MAX_WORKFLOW_NAME_LENGTH,
+    STATUSES,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -26,6 +36,46 @@ def _json_body(schema_: dict[str, Any], description: str) -> dict[str, Any]:
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _ANY: dict[str, Any] = {"description": "any JSON value"}
+_WORKFLOW = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_WORKFLOW_NAME_LENGTH,
+    "description": "a workflow that --app imported or a worker registered",
+}
+# The options of a start, single or batch (zart.start's keyword arguments).
+_START_OPTIONS: dict[str, Any] = {
+    "queue": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_QUEUE_NAME_LENGTH,
+        "description": "the queue to wait in (default: the workflow's, else 'default'); it must exist",
+    },
+    "key": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "description": "the key of the queue's per-key limit (a tenant, a customer)",
+    },
+    "priority": {
+        "type": ["integer", "null"],
+        "minimum": -MAX_PRIORITY,
+        "maximum": MAX_PRIORITY,
+        "description": "among the queue's ready executions the lower number begins first (default 0)",
+    },
+    "delay": {
+        "oneOf": [
+            {"type": "string", "examples": ["10s", "250ms", "5m", "1.5h", "1d"]},
+            {"type": "number", "exclusiveMinimum": 0},
+            {"type": "null"},
+        ],
+        "description": "do not begin before this long from now: a duration or a number of seconds",
+    },
+    "run_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "do not begin before then: ISO 8601 with a UTC offset (not with delay)",
+    },
+}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -39,7 +89,9 @@ def openapi_document() -> dict[str, Any]:
         "413": _error("the body is larger than the server's --max-body-size"),
         "422": _error(
             "well-formed JSON with missing or wrong fields, invalid ids or names, or a value Zart would "
-            "not store as sent: a NUL character, an integer beyond 64 bits, a number beyond a double"
+            "not store as sent: a NUL character, an integer beyond 64 bits, a number beyond a double; "
+            f"an unknown workflow (unknown_workflow) or queue (unknown_queue); more than {MAX_BATCH} "
+            "inputs in a batch"
         ),
         "503": _error(
             "try again later (see Retry-After): PostgreSQL does not answer (database_unavailable), "
@@ -60,7 +112,7 @@ def openapi_document() -> dict[str, Any]:
             "title": "Zart HTTP API",
             "version": __version__,
             "description": (
-                "Start, inspect, signal and cancel durable executions. Errors are "
+                "Start, inspect, signal and cancel durable executions; see the queues. Errors are "
                 '`{"error": {"code", "message"}}`.'
             ),
         },
@@ -111,6 +163,31 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {"200": _json_body(_ref("ExecutionList"), "newest first"), **errors},
                 },
+            },
+            "/v1/executions:batch": {
+                "post": {
+                    "operationId": "startExecutions",
+                    "summary": f"Start up to {MAX_BATCH} executions of one workflow in one transaction",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("BatchStartRequest")}},
+                    },
+                    "responses": {
+                        "201": _json_body(_ref("BatchStarted"), "at least one execution was created"),
+                        "200": _json_body(
+                            _ref("BatchStarted"), "every id existed (or no input): nothing was created"
+                        ),
+                        "409": _error("an id exists for another workflow (code duplicate_execution)"),
+                        **errors,
+                    },
+                }
+            },
+            "/v1/queues": {
+                "get": {
+                    "operationId": "listQueues",
+                    "summary": "Every queue: its limits, and its executions ready, in progress and delayed",
+                    "responses": {"200": _json_body(_ref("QueueList"), "by name"), **errors},
+                }
             },
             "/v1/executions/{id}": {
                 "get": {
@@ -221,6 +298,7 @@ def openapi_document() -> dict[str, Any]:
                                         "body_too_large",
                                         "invalid_request",
                                         "unknown_workflow",
+                                        "unknown_queue",
                                         "database_unavailable",
                                     ],
                                 },
@@ -234,12 +312,7 @@ def openapi_document() -> dict[str, Any]:
                     "required": ["workflow"],
                     "additionalProperties": False,
                     "properties": {
-                        "workflow": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": MAX_WORKFLOW_NAME_LENGTH,
-                            "description": "a workflow that --app imported or a worker registered",
-                        },
+                        "workflow": _WORKFLOW,
                         "input": {**_ANY, "description": "the workflow's input (default null)"},
                         "id": {
                             "type": ["string", "null"],
@@ -247,7 +320,102 @@ def openapi_document() -> dict[str, Any]:
                             "maxLength": MAX_ID_LENGTH,
                             "description": "execution id, no control characters (default: a new UUID)",
                         },
+                        **_START_OPTIONS,
                     },
+                },
+                "BatchStartRequest": {
+                    "type": "object",
+                    "required": ["workflow", "inputs"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "workflow": _WORKFLOW,
+                        "inputs": {
+                            "type": "array",
+                            "maxItems": MAX_BATCH,
+                            "items": _ANY,
+                            "description": "one input per execution",
+                        },
+                        "ids": {
+                            "type": ["array", "null"],
+                            "maxItems": MAX_BATCH,
+                            "uniqueItems": True,
+                            "items": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+                            "description": "one id per input (default: new UUIDs); an id that exists "
+                            "is returned as it is, not started again",
+                        },
+                        **_START_OPTIONS,
+                    },
+                },
+                "BatchStarted": {
+                    "type": "object",
+                    "required": ["executions"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "executions": {
+                            "type": "array",
+                            "description": "one per input, in order",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "created"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "created": {
+                                        "type": "boolean",
+                                        "description": "false when the id existed",
+                                    },
+                                },
+                            },
+                        }
+                    },
+                },
+                "Queue": {
+                    "type": "object",
+                    "required": [
+                        "name",
+                        "concurrency",
+                        "per_key",
+                        "rate",
+                        "overridden",
+                        "ready",
+                        "in_progress",
+                        "delayed",
+                        "oldest_ready_seconds",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "concurrency": {
+                            "type": ["integer", "null"],
+                            "description": "at most this many in progress at once (0: held); null: no limit",
+                        },
+                        "per_key": {
+                            "type": ["integer", "null"],
+                            "description": "at most this many in progress per key; null: no limit",
+                        },
+                        "rate": {
+                            "type": ["string", "null"],
+                            "description": "at most N begin per PERIOD, as 'N/PERIODs' (e.g. '100/1s')",
+                        },
+                        "overridden": {
+                            "type": "boolean",
+                            "description": "the limits were set at run time (`zart queues set`) and win over "
+                            "the ones declared in code",
+                        },
+                        "ready": {"type": "integer", "description": "due to begin, waiting for room"},
+                        "in_progress": {"type": "integer", "description": "begun and not ended"},
+                        "delayed": {"type": "integer", "description": "waiting for their delay or run_at"},
+                        "oldest_ready_seconds": {
+                            "type": ["number", "null"],
+                            "description": "how long the oldest ready execution has been due",
+                        },
+                    },
+                },
+                "QueueList": {
+                    "type": "object",
+                    "required": ["queues"],
+                    "additionalProperties": False,
+                    "properties": {"queues": {"type": "array", "items": _ref("Queue")}},
                 },
                 "Started": {
                     "type": "object",

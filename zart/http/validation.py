@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
 
-from .. import starting
+from .. import queues, starting
+from ..durations import MAX_SECONDS, parse_duration
 from ..jsonvalues import find_unstorable
 from ..names import name_problem
 from .errors import CLOSE, ApiError, invalid
@@ -28,6 +30,14 @@ DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 MAX_ID_LENGTH = starting.MAX_ID_LENGTH
 MAX_WORKFLOW_NAME_LENGTH = 200  # as zart.workflow() allows
+MAX_QUEUE_NAME_LENGTH = queues.MAX_QUEUE_NAME_LENGTH
+MAX_KEY_LENGTH = queues.MAX_KEY_LENGTH
+# Priorities live in a Postgres `integer`, as zart.start checks them.
+MAX_PRIORITY = 2**31 - 1
+# Most executions one batch start may create: one statement and one transaction hold them all, so
+# the bound keeps a request's time and locks short (and the client splits a larger batch).
+MAX_BATCH = 10_000
+START_OPTIONS = ("queue", "key", "priority", "delay", "run_at")
 
 
 def _json_type(value: Any) -> str:
@@ -42,6 +52,14 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON for an error message: a scalar as sent, a container by its type only."""
+    if isinstance(value, (list, dict)):
+        return _json_type(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 def check_name(value: Any, what: str, max_length: int = MAX_ID_LENGTH) -> str:
@@ -160,3 +178,88 @@ def query_value(request: Request, name: str) -> str | None:
     if len(values) > 1:
         raise invalid(f"query parameter {name!r} is given {len(values)} times")
     return values[0] if values and values[0] != "" else None
+
+
+def start_options(body: dict[str, Any]) -> dict[str, Any]:
+    """The start options of a body (`queue`, `key`, `priority`, `delay`, `run_at`), checked by the
+    rules `zart.start` applies, as keyword arguments for it; an error names the field."""
+    options: dict[str, Any] = {}
+    if body.get("queue") is not None:
+        options["queue"] = check_name(body["queue"], "field 'queue'", MAX_QUEUE_NAME_LENGTH)
+    if body.get("key") is not None:
+        options["key"] = check_name(body["key"], "field 'key'", MAX_KEY_LENGTH)
+    priority = body.get("priority")
+    if priority is not None:
+        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+            raise invalid(
+                f"field 'priority' must be an integer from {-MAX_PRIORITY} to {MAX_PRIORITY} "
+                f"(lower begins first; default 0), not {_shown(priority)}"
+            )
+        options["priority"] = priority
+    delay, run_at = body.get("delay"), body.get("run_at")
+    if delay is not None and run_at is not None:
+        raise invalid("give field 'delay' or field 'run_at', not both")
+    if delay is not None:
+        options["delay"] = _delay(delay)
+    if run_at is not None:
+        options["run_at"] = _moment(run_at)
+    return options
+
+
+def _delay(value: Any) -> float:
+    """A duration ("10s", "5m", "1.5h") or a number of seconds, more than zero and at most 100 years."""
+    problem = (
+        f'field \'delay\' must be a duration such as "10s", "5m" or "1h" (units ms, s, m, h, d), '
+        f"or a number of seconds; more than zero and at most 100 years ({MAX_SECONDS:.0f} s), "
+        f"not {_shown(value)}"
+    )
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise invalid(problem)
+    try:
+        return parse_duration(value, "field 'delay'")
+    except ValueError:
+        raise invalid(problem) from None
+
+
+def _moment(value: Any) -> datetime:
+    """An ISO 8601 date and time with its UTC offset: "2026-05-01T12:00:00Z", "...+02:00"."""
+    example = 'such as "2026-05-01T12:00:00Z" or "2026-05-01T14:00:00+02:00"'
+    if not isinstance(value, str):
+        raise invalid(f"field 'run_at' must be an ISO 8601 date and time {example}, not {_json_type(value)}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid(f"field 'run_at' must be an ISO 8601 date and time {example}, not {value!r}") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise invalid(f"field 'run_at' {value!r} has no UTC offset: add one, {example}")
+    return moment
+
+
+def batch_lists(body: dict[str, Any]) -> tuple[list[Any], list[str] | None]:
+    """The `inputs` of a batch start and its `ids` (one per input, none twice), checked."""
+    if "inputs" not in body:
+        raise invalid("missing field 'inputs' (a list of workflow inputs, one per execution)")
+    inputs = body["inputs"]
+    if not isinstance(inputs, list):
+        raise invalid(f"field 'inputs' must be an array (one input per execution), not {_json_type(inputs)}")
+    if len(inputs) > MAX_BATCH:
+        raise invalid(
+            f"field 'inputs' holds {len(inputs)} inputs: a batch starts at most {MAX_BATCH}; "
+            "split it into several requests"
+        )
+    ids = body.get("ids")
+    if ids is None:
+        return inputs, None
+    if not isinstance(ids, list):
+        raise invalid(f"field 'ids' must be an array of execution ids, not {_json_type(ids)}")
+    if len(ids) != len(inputs):
+        raise invalid(
+            f"field 'ids' gives {len(ids)} id(s) for {len(inputs)} input(s): give one id per input, or none"
+        )
+    seen: set[str] = set()
+    for index, execution_id in enumerate(ids):
+        check_name(execution_id, f"field 'ids' [{index}]")
+        if execution_id in seen:
+            raise invalid(f"field 'ids' holds the id {execution_id!r} twice")
+        seen.add(execution_id)
+    return inputs, ids
