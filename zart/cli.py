@@ -398,9 +398,9 @@ def start(
     value = _parse_json(input_json, "--input")
     rank = 0 if priority is None else _whole_number(priority, "--priority")
     if delay is not None:
-        from .durations import parse_duration
+        from .queues import parse_delay
 
-        parse_duration(delay, "--delay")  # named as typed; the client checks it again
+        parse_delay(delay, "--delay")  # named as typed; the client checks it again
     import_apps(apps)
     handle = client.start(
         workflow,

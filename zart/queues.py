@@ -103,14 +103,19 @@ def _is_zero(delay: Any) -> bool:
     return isinstance(delay, str) and _ZERO.match(delay) is not None
 
 
+def parse_delay(value: Any, what: str = "delay") -> float:
+    """Seconds in a start's delay: a duration as everywhere, or zero (begin now)."""
+    if _is_zero(value):
+        return 0.0  # a computed delay that came out as nothing: begin now
+    return parse_duration(value, what)
+
+
 def start_delay(delay: Any, run_at: Any) -> tuple[float | None, datetime | None]:
     """`delay=` (a duration) or `run_at=` (an aware datetime), checked; at most one of them."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay= or run_at=, not both")
     if delay is not None:
-        if _is_zero(delay):
-            return 0.0, None  # a computed delay that came out as nothing: begin now
-        return parse_duration(delay, "delay"), None
+        return parse_delay(delay), None
     if run_at is not None:
         if not isinstance(run_at, datetime):
             raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__} {run_at!r}")

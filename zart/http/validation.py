@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from .. import queues, starting
-from ..durations import MAX_SECONDS, parse_duration
+from ..durations import MAX_SECONDS
 from ..jsonvalues import find_unstorable
 from ..names import name_problem
 from .errors import CLOSE, ApiError, invalid
@@ -207,16 +207,16 @@ def start_options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _delay(value: Any) -> float:
-    """A duration ("10s", "5m", "1.5h") or a number of seconds, more than zero and at most 100 years."""
+    """A duration ("10s", "5m", "1.5h") or a number of seconds, zero to 100 years."""
     problem = (
         f'field \'delay\' must be a duration such as "10s", "5m" or "1h" (units ms, s, m, h, d), '
-        f"or a number of seconds; more than zero and at most 100 years ({MAX_SECONDS:.0f} s), "
+        f"or a number of seconds; zero (now) to 100 years ({MAX_SECONDS:.0f} s), "
         f"not {_shown(value)}"
     )
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise invalid(problem)
     try:
-        return parse_duration(value, "field 'delay'")
+        return queues.parse_delay(value, "field 'delay'")
     except ValueError:
         raise invalid(problem) from None
 
