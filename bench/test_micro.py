@@ -8,6 +8,7 @@ import datetime
 import uuid
 
 import psycopg
+import pytest
 import trio
 
 import zart
@@ -35,6 +36,12 @@ def test_serialise_a_step_result(benchmark):
     assert value["order_id"] == "o-42" and len(value["items"]) == 10 and data.startswith(b"{")
 
 
+# As on Zart's own connections (zart.db): with JIT on, PostgreSQL compiles the claim of queues, whose
+# cost estimates over tables without statistics pass jit_above_cost, in about 70 ms each time it is
+# planned, and these benchmarks plan it every round.
+_NO_JIT = "SET jit = off"
+
+
 def _enqueue(url: str, count: int, prefix: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         conn.execute(
@@ -52,6 +59,7 @@ def test_claim_query_50_from_a_backlog_of_1000(benchmark, fresh_database_url):
     url = fresh_database_url
     _enqueue(url, 1000, "claim-")
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_NO_JIT)
         conn.prepare_threshold = 0
 
         def claim() -> int:
@@ -62,6 +70,82 @@ def test_claim_query_50_from_a_backlog_of_1000(benchmark, fresh_database_url):
             return len(rows)
 
         assert benchmark(claim) == 50
+
+
+def _start(url: str, count: int, prefix: str) -> None:
+    """`count` executions as a start writes them: with queues (zart.start_many), waiting in the
+    default queue for a claim to admit them; before queues, claimable at once (as `_enqueue`)."""
+    if not hasattr(zart, "start_many"):
+        _enqueue(url, count, prefix)
+        return
+    ids = [f"{prefix}{n}" for n in range(1, count + 1)]
+    zart.start_many(apps.bench_steps, [1] * count, ids, database_url=url)
+    close_pools(url)
+
+
+def test_claim_query_50_starting_executions_from_a_backlog_of_1000(benchmark, fresh_database_url):
+    """The claim of executions that begin now. With queues this is the admission path (the default
+    queue's backlog, marking them running); `test_claim_query_50_from_a_backlog_of_1000` writes its
+    tasks admitted already, so it measures only the claim of work that already began."""
+    url = fresh_database_url
+    _start(url, 1000, "begin-")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_NO_JIT)
+        conn.prepare_threshold = 0
+
+        def claim() -> int:
+            with conn.transaction(force_rollback=True):  # the backlog stays the same every round
+                rows = conn.execute(
+                    sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench"}
+                ).fetchall()
+            return len(rows)
+
+        assert benchmark(claim) == 50
+
+
+# Puts the claimed tasks (and, with queues, their executions) back as they were before the claim, by
+# committed UPDATEs: unlike a rollback, these leave psycopg's prepared statements in place.
+_UNCLAIM = "UPDATE zart_tasks SET run_at = now() - interval '1 hour', claimed_by = NULL, claims = 0"
+_UNCLAIM_QUEUED = (
+    _UNCLAIM + ", admitted = false WHERE claimed_by = 'bench'",
+    "UPDATE zart_execution_runs SET status = 'pending', started_at = NULL, deadline_at = NULL"
+    " WHERE status = 'running'",
+)
+
+
+@pytest.mark.parametrize("backlog", ["began", "starting"])
+def test_claim_of_50_with_a_cached_plan(benchmark, fresh_database_url, backlog):
+    """The claim as a worker runs it: a prepared statement (the worker's connections prepare on the
+    second use) whose plan PostgreSQL caches, committed. The two tests above roll each round back,
+    and psycopg forgets its prepared statements at every ROLLBACK, so they plan the statement every
+    round: with the claim of queues, planning costs more than running it.
+
+    `began`: 1,000 tasks of executions that began (claimable at once); `starting`: 1,000 executions
+    as a start writes them (with queues: waiting for admission)."""
+    url = fresh_database_url
+    queued = hasattr(zart, "start_many") and backlog == "starting"
+    (_start if backlog == "starting" else _enqueue)(url, 1000, "cached-")
+    resets = _UNCLAIM_QUEUED if queued else (_UNCLAIM + " WHERE claimed_by = 'bench'",)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_NO_JIT)
+        # Statistics, as autovacuum gives a worker's database: without them the generic plan of the
+        # admission path scans zart_tasks and takes twice as long.
+        conn.execute("ANALYZE zart_tasks, zart_execution_runs")
+        conn.prepare_threshold = 1  # as the worker's connections (zart.db)
+
+        def unclaim() -> tuple[tuple[()], dict[str, object]]:
+            for statement in resets:
+                conn.execute(statement)
+            return (), {}
+
+        def claim() -> int:
+            with conn.transaction():
+                return len(
+                    conn.execute(sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench"}).fetchall()
+                )
+
+        benchmark.pedantic(claim, setup=unclaim, rounds=100, warmup_rounds=10)
+        assert claim() == 50
 
 
 def test_completion_transaction_of_100_checkpoints(benchmark, fresh_database_url):
