@@ -38,9 +38,12 @@ WITH f AS (
            coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8))
     FROM created
 )
-SELECT f.id, c.id IS NOT NULL, r.workflow,
+SELECT f.id, c.id IS NOT NULL,
+       -- whose an existing id is: a primary-key probe per id that existed, whatever the statistics
+       -- (a join here was planned as a scan of the whole table while it had none)
+       CASE WHEN c.id IS NULL THEN (SELECT r.workflow FROM zart_execution_runs r WHERE r.id = f.id) END,
        (SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created))
-FROM f LEFT JOIN created c ON c.id = f.id LEFT JOIN zart_execution_runs r ON r.id = f.id
+FROM f LEFT JOIN created c ON c.id = f.id
 ORDER BY f.n
 """
 
