@@ -278,3 +278,50 @@ def test_one_notification_wakes_one_claim_not_a_herd(fresh_database_url, subproc
     claims = [int(count) for count in re.findall(r"event=worker.stopped .*claims=(\d+)", supervisor.log())]
     assert len(claims) == 3
     assert sum(claims) < 40, f"claim queries per worker: {claims} (a herd would run about 60)"
+
+
+def test_a_killed_workers_executions_resume_at_once_not_after_the_lease(
+    fresh_database_url, subprocess_env, tmp_path
+):
+    """The supervisor sees a worker die and hands its tasks back at once: with a 30 s lease, the
+    executions it held are running again on another worker within a second or two. Nothing
+    checkpointed runs twice."""
+    url = fresh_database_url
+    env = dict(subprocess_env, ZART_DATABASE_URL=url)
+    supervisor = SupervisorProcess(
+        env, "--procs", "2", "--lease", "30s", "--concurrency", "4", app="tests.apps.core_app"
+    )
+    gate = tmp_path / "gate"
+    try:
+        supervisor.wait_workers(2)
+        handles = [
+            zart.start(core_app.gated, {"n": n, "gate": str(gate)}, database_url=url) for n in range(4)
+        ]
+        ids = [h.id for h in handles]
+        in_gate = (
+            "SELECT count(*) FROM zart_step_attempts"
+            " WHERE step_key = 'wait-for-gate#1' AND outcome IS NULL AND execution_id = ANY(%s)"
+        )
+        wait_until(lambda: scalar(url, in_gate, (ids,)) == 4, what="every execution in its gate step")
+        holders = query(
+            url,
+            "SELECT w.pid, w.id, array_agg(t.execution_id) FROM zart_tasks t"
+            " JOIN zart_workers w ON w.id = t.claimed_by WHERE t.execution_id = ANY(%s) GROUP BY 1, 2",
+            (ids,),
+        )
+        pid, dead_id, held = holders[0]
+        os.kill(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        def taken_over() -> bool:
+            rows = query(url, "SELECT claimed_by FROM zart_tasks WHERE execution_id = ANY(%s)", (held,))
+            return all(row[0] is not None and row[0] != dead_id for row in rows)
+
+        wait_until(taken_over, timeout=25, interval=0.01, what="the dead worker's executions taken over")
+        assert time.monotonic() - killed_at < 3.0  # not the 30 s lease
+        assert "event=worker.released" in supervisor.log()
+        gate.touch()
+        assert [h.result(timeout=30)[2] for h in handles] == ["opened"] * 4
+    finally:
+        assert supervisor.stop() == 0
+    assert_no_checkpointed_step_ran_twice(url)

@@ -226,6 +226,23 @@ WORKER_HEARTBEAT = "UPDATE zart_workers SET heartbeat_at = now() WHERE id = %(id
 
 UNREGISTER_WORKER = "DELETE FROM zart_workers WHERE id = %(id)s"
 
+# A worker process that its supervisor saw die (reaped: it can write nothing more): its row goes, and
+# the tasks it held are ready again at once instead of at the end of their leases. The fencing token
+# still guards them: whoever claims them next bumps `claims`, and the dead worker's claim (and name)
+# no longer match anything. Claimed tasks have run_at within one lease from now: the scan is a range
+# of zart_tasks_ready_idx, as RELEASE_STRANDED's.
+RELEASE_DEAD_WORKER = """
+WITH dead AS (
+    DELETE FROM zart_workers
+    WHERE host = %(host)s AND pid = %(pid)s AND supervisor_pid = %(supervisor_pid)s
+    RETURNING id
+)
+UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
+WHERE admitted AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+  AND claimed_by IN (SELECT id FROM dead)
+RETURNING id
+"""
+
 # Rows of workers that died without unregistering, kept a day for the record.
 FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - interval '1 day'"
 

@@ -22,17 +22,25 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from typing import Any
 
 import attrs
+import psycopg
 
-from .db import unreachable
+from . import sql
+from .db import connect, unreachable
+from .durations import parse_duration
+from .errors import ZartError
 from .logs import log_event
 
 log = logging.getLogger("zart.supervisor")
 
 STARTUP_SECONDS = 5.0
+# How long the supervisor may spend handing a dead worker's tasks back; past it (the database is
+# slow or away), the tasks wait for their leases, as without a supervisor.
+RELEASE_SECONDS = 2.0
 MAX_STARTUP_FAILURES = 5
 EXIT_DATABASE_UNAVAILABLE = os.EX_TEMPFAIL  # 75: "try again later"
 DATABASE_RETRY_SECONDS = 2.0
@@ -89,6 +97,8 @@ class Supervisor:
             if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                 return self._shutdown(signal.Signals(received.si_signo))
             for slot, child, status in self._reap():
+                if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+                    self._release_claims_of(child)
                 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_DATABASE_UNAVAILABLE:
                     # The database is the problem, not the worker: wait it out, never give up.
                     self._database_exits += 1
@@ -141,6 +151,33 @@ class Supervisor:
             )
             dead.append((child.slot, child, status))
         return dead
+
+    def _release_claims_of(self, child: _Child) -> None:
+        """Hand the tasks of a worker that just died back at once, not at the end of their leases.
+
+        The child is reaped, so it can write nothing more; what it left in flight in the database
+        rolls back when its connections close. Best effort: when the database cannot be reached in
+        RELEASE_SECONDS, the leases bring the tasks back as they always did.
+        """
+        lease = parse_duration(self.worker_options.get("lease", "30s"), "lease")
+        try:
+            with connect(self.database_url, timeout=RELEASE_SECONDS) as conn:
+                conn.execute(f"SET statement_timeout = {int(RELEASE_SECONDS * 1000)}")
+                released = conn.execute(
+                    sql.RELEASE_DEAD_WORKER,
+                    {
+                        "host": socket.gethostname(),
+                        "pid": child.pid,
+                        "supervisor_pid": os.getpid(),
+                        "lease": lease,
+                    },
+                ).fetchall()
+                if released:
+                    conn.execute(sql.NOTIFY_TASKS)
+        except (psycopg.Error, OSError, ZartError) as exc:
+            log_event(log, "worker.release_failed", logging.WARNING, pid=child.pid, error=exc)
+            return
+        log_event(log, "worker.released", pid=child.pid, tasks=len(released))
 
     def _spawn(self, slot: int, previous_mask: set[signal.Signals]) -> None:
         pid = os.fork()
