@@ -19,7 +19,7 @@ import psycopg
 
 import zart
 from zart import sql
-from zart.db import close_pools
+from zart.pools import close_pools
 
 from . import apps
 from .throughput import FreshDatabase, enqueue, run, server_url

@@ -20,7 +20,7 @@ import orjson
 import psycopg
 
 import zart
-from zart.db import close_pools
+from zart.pools import close_pools
 
 from . import apps
 from .throughput import REPO_ROOT, FreshDatabase, server_url

@@ -52,7 +52,7 @@ def run(n: int) -> dict:
         assert result == sum(i * i for i in range(n))
         return {"items": n, "seconds": round(seconds, 3), "ms_per_item": round(1000 * seconds / n, 3)}
     finally:
-        from zart.db import close_pools
+        from zart.pools import close_pools
 
         close_pools()
         with psycopg.connect(server, autocommit=True) as conn:

@@ -31,7 +31,7 @@ import orjson
 import psycopg
 
 import zart
-from zart.db import close_pools
+from zart.pools import close_pools
 
 from . import apps, queue_apps
 from .harness import CpuMeter, checkout, per_workflow, supervise, table, wait_for_completed, wait_for_quiet

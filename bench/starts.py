@@ -40,7 +40,7 @@ import psycopg
 import trio
 
 import zart
-from zart.db import close_pools
+from zart.pools import close_pools
 
 from . import apps
 from .harness import CpuMeter, checkout, per_workflow, supervise, table, wait_for_completed

@@ -14,7 +14,8 @@ import trio
 import zart
 from zart import serde, sql
 from zart.completer import Completer, Fragment
-from zart.db import close_pools, open_pool
+from zart.db import open_pool
+from zart.pools import close_pools
 from zart.replay import Checkpoint, ExecutionContext, Services, utcnow
 
 from . import apps

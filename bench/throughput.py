@@ -29,7 +29,7 @@ from psycopg import conninfo
 import zart
 from tests.helpers import local_server_url
 from zart import sql
-from zart.db import close_pools
+from zart.pools import close_pools
 from zart.schema import migrate
 
 from .harness import REPO_ROOT, CpuMeter, per_workflow, supervise

@@ -75,7 +75,7 @@ def fresh_database_url(server_url: str) -> Iterator[str]:
 
 
 def _close_client_pools() -> None:
-    from zart.db import close_pools
+    from zart.pools import close_pools
 
     close_pools()
 

@@ -1,13 +1,26 @@
-"""`ruff check` is part of the test run, so CI fails on lint errors too."""
+"""Lint is part of the test run: `ruff check`, and the import-linter contract of the package's layers
+(pyproject.toml: no import circles, entry points on top, values at the bottom)."""
 
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from .helpers import REPO_ROOT
 
 
+def _tool(name: str) -> str:
+    return shutil.which(name) or str(Path(sys.executable).parent / name)
+
+
 def test_ruff_check_passes():
-    ruff = shutil.which("ruff") or str(__import__("pathlib").Path(sys.executable).parent / "ruff")
-    result = subprocess.run([ruff, "check", "."], cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run([_tool("ruff"), "check", "."], cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_layers_contract_is_kept():
+    result = subprocess.run(
+        [_tool("lint-imports"), "--no-cache"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout

@@ -18,7 +18,7 @@ import pytest
 from psycopg import conninfo
 
 import zart
-from zart.db import close_pools
+from zart.pools import close_pools
 
 from .apps import outage_app
 from .conftest import _create_database, _drop_database

@@ -314,7 +314,7 @@ def served_queues(server_url: str) -> Iterator[tuple[str, str]]:
         finally:
             assert server.stop() == 0, server.log()
     finally:
-        from zart.db import close_pools
+        from zart.pools import close_pools
 
         close_pools(url)
         _drop_database(server_url, name)

@@ -155,7 +155,7 @@ def test_chaos_postgres_restart_mid_run(own_server, subprocess_env):
         assert log.count("event=worker.spawned") == 3  # ...and survived without a respawn
         assert_no_checkpointed_step_ran_twice(url)
     finally:
-        from zart.db import close_pools
+        from zart.pools import close_pools
 
         close_pools(url)
         _drop_database(server_url, name)

@@ -7,7 +7,6 @@ usage error (click's convention).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shlex
@@ -22,6 +21,7 @@ import orjson
 import psycopg
 
 from . import client, db, schema
+from .apps import import_apps
 from .errors import ZartError
 from .views import execution_json, queue_json, status_json, summary_json
 
@@ -36,17 +36,6 @@ EXIT_ERROR = 1
 def _fail(message: str) -> None:
     click.echo(f"zart: error: {message}", err=True)
     sys.exit(EXIT_ERROR)
-
-
-def import_apps(modules: tuple[str, ...]) -> None:
-    """Import the modules that define workflows (their decorators register them)."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            _fail(f"cannot import app module {module!r}: {type(exc).__name__}: {exc}")
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

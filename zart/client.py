@@ -16,7 +16,7 @@ import psycopg
 import sniffio
 
 from . import serde, sql, starting
-from .db import resolve_url, transaction
+from .db import resolve_url
 from .errors import (
     Cancelled,
     ExecutionFinished,
@@ -25,6 +25,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowTimedOut,
 )
+from .pools import transaction
 from .registry import Workflow
 
 T = TypeVar("T")

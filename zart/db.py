@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import psycopg
@@ -244,38 +242,3 @@ class _QuietReconnects(logging.Filter):
 
 
 logging.getLogger("psycopg.pool").addFilter(_QuietReconnects())
-
-
-_pools: dict[tuple[int, str], ConnectionPool] = {}
-_pools_lock = threading.Lock()
-
-
-def shared_pool(url: str) -> ConnectionPool:
-    """This process's client pool for `url` (one per process: pools do not survive a fork)."""
-    key = (os.getpid(), url)
-    pool = _pools.get(key)
-    if pool is not None:
-        return pool
-    with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None:
-            from .schema import ensure_migrated
-
-            ensure_migrated(url)
-            pool = open_pool(url, min_size=1, max_size=8, name="zart-client")
-            _pools[key] = pool
-        return pool
-
-
-@contextmanager
-def transaction(url: str) -> Iterator[psycopg.Connection]:
-    """A pooled connection inside one transaction."""
-    with shared_pool(url).connection() as conn, conn.transaction():
-        yield conn
-
-
-def close_pools(url: str | None = None) -> None:
-    """Close this process's client pools (for `url`, or all): before dropping a database, say."""
-    with _pools_lock:
-        for key in [key for key in _pools if url is None or key[1] == url]:
-            _pools.pop(key).close()

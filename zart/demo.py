@@ -29,7 +29,7 @@ from rich.table import Table
 
 import zart
 
-from . import db, schema
+from . import db, pools, schema
 from .errors import ExecutionFinished, ZartError
 
 FINISHED = ("completed", "failed", "timed_out", "cancelled")
@@ -131,7 +131,7 @@ class _Supervisor:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             self.check_alive()
-            with db.transaction(self.url) as conn:
+            with pools.transaction(self.url) as conn:
                 ready = conn.execute(
                     "SELECT count(*) FROM zart_workers WHERE supervisor_pid = %s", (self.process.pid,)
                 ).fetchone()[0]
@@ -156,7 +156,7 @@ class _Supervisor:
 
 def _counts(url: str, ids: list[str]) -> tuple[dict[str, int], list[str]]:
     """Executions per status, and the ids of those waiting (for their shipment event)."""
-    with db.transaction(url) as conn:
+    with pools.transaction(url) as conn:
         rows = conn.execute(
             "SELECT id, status FROM zart_execution_runs WHERE id = ANY(%s) AND status <> 'completed'",
             (ids,),
@@ -169,7 +169,7 @@ def _counts(url: str, ids: list[str]) -> tuple[dict[str, int], list[str]]:
 
 
 def _history_counts(url: str, ids: list[str]) -> dict[str, int]:
-    with db.transaction(url) as conn:
+    with pools.transaction(url) as conn:
         kinds = dict(
             conn.execute(
                 "SELECT kind, count(*) FROM zart_steps WHERE execution_id = ANY(%s) GROUP BY kind", (ids,)

@@ -15,8 +15,9 @@ from typing import Any
 import attrs
 
 from . import sql
-from .db import resolve_url, transaction
+from .db import resolve_url
 from .errors import UnknownQueue
+from .pools import transaction
 from .queues import Rate, check_limit, check_queue_name, parse_rate
 
 

@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, runtime_checkable
 
 import attrs
 import orjson
@@ -53,6 +53,18 @@ _current_info: contextvars.ContextVar[Context | None] = contextvars.ContextVar("
 
 # Sleep and event names become checkpoint keys, like step names (registry: at most 200 characters).
 MAX_WAIT_NAME_LENGTH = 200
+
+
+@runtime_checkable
+class StepDefinition(Protocol):
+    """What replay needs of a `@zart.step` (zart.registry.Step), without importing the registry:
+    the registry imports this module, and the dependency goes one way only."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    timeout: float | None
+    retry: Any
 
 
 def current_execution() -> ExecutionContext | None:
@@ -734,10 +746,8 @@ async def parallel(*calls: StepCall) -> list[Any]:
 async def map(step: Step, items: Any, concurrency: int | None = None) -> list[Any]:
     """A durable loop: `step(item)` for each item, one checkpoint per item (`name[i]`), at most
     `concurrency` in flight, results in item order. A restart skips the finished items."""
-    from .registry import Step as StepType
-
     execution = _require_execution("zart.map()")
-    if not isinstance(step, StepType):
+    if not isinstance(step, StepDefinition):
         raise TypeError(f"zart.map() takes a @zart.step function, got {step!r}")
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1

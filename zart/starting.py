@@ -23,9 +23,10 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from . import queues, registry, serde, sql
-from .db import resolve_url, transaction
+from .db import resolve_url
 from .errors import DuplicateExecution, UnknownQueue, UnknownWorkflow
 from .names import check_name
+from .pools import transaction
 from .registry import Workflow
 
 MAX_ID_LENGTH = 255

@@ -9,6 +9,7 @@ pool, with which time limits, is the request's lane (see `lanes`).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import client, db, sql
+from .. import client, pools, sql
 from ..queue_admin import queue_stats
 from ..views import execution_json, queue_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
@@ -203,7 +204,7 @@ async def healthz(request: Request) -> Response:
     """PostgreSQL answers, on the health lane: never behind requests that wait on locked rows."""
 
     def ping(url: str) -> None:
-        with db.shared_pool(url).connection(timeout=HEALTH_POOL_WAIT) as conn:
+        with pools.shared_pool(url).connection(timeout=HEALTH_POOL_WAIT) as conn:
             conn.execute(sql.PING)
 
     await in_thread(request, "health", ping)
@@ -252,7 +253,8 @@ def create_app(settings: Settings) -> Starlette:
 
 def spawned_app(encoded: str) -> Starlette:
     """The app of a worker process of `--workers K` (Hypercorn spawns them and evaluates this call)."""
-    from ..cli import import_apps
+    from ..apps import import_apps
+    from ..errors import ConfigurationError
 
     values = orjson.loads(bytes.fromhex(encoded))
     settings = Settings(
@@ -268,5 +270,9 @@ def spawned_app(encoded: str) -> Starlette:
         logging.basicConfig(
             level=values["log_level"], format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-    import_apps(settings.apps)
+    try:
+        import_apps(settings.apps)
+    except ConfigurationError as exc:  # as the CLI reports it: one line, and this process ends
+        print(f"zart: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     return create_app(settings)

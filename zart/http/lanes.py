@@ -22,7 +22,7 @@ import trio
 from .. import db
 from .errors import busy
 
-# Threads of a read or write lane: the size of the pool `db.shared_pool` opens for its URL, so that
+# Threads of a read or write lane: the size of the pool `pools.shared_pool` opens for its URL, so that
 # a thread never waits for a connection.
 LANE_THREADS = 8
 HEALTH_THREADS = 2
