@@ -77,7 +77,7 @@ class Plan:
 
 @attrs.frozen
 class Started:
-    """One row of a start: its id, whether this call created it, and the workflow it belongs to."""
+    """One row of a start: its id, and whether this call created it (False: it existed)."""
 
     id: str
     created: bool
@@ -118,10 +118,11 @@ def plan(
         if isinstance(ids, (str, bytes)) or len(ids) != len(inputs):
             raise ValueError(f"ids must be a list of {len(inputs)} execution ids, one per input")
         id_list = [check_id(i) for i in ids]
-        if len(set(id_list)) != len(id_list):
-            seen: set[str] = set()
-            twice = next(i for i in id_list if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-            raise ValueError(f"execution id {twice!r} appears twice in one start_many call")
+        seen: set[str] = set()
+        for execution_id in id_list:
+            if execution_id in seen:
+                raise ValueError(f"execution id {execution_id!r} appears twice in one start_many call")
+            seen.add(execution_id)
     data = [
         serde.dumps(value, f"the input {f'[{n}] ' if many else ''}of workflow {name!r}").decode()
         for n, value in enumerate(inputs)
