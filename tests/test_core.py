@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -123,3 +126,25 @@ def test_async_twins_work_under_trio_and_asyncio(database_url, worker):
         status, result = outcome
         assert status in {"pending", "running", "completed"}
         assert result["value"] == 6
+
+
+def test_result_waits_for_the_end_by_notification_not_by_polling(database_url, worker, tmp_path, monkeypatch):
+    """result() is woken by the execution's final commit (NOTIFY zart_done): while the execution
+    runs for 1.5 s it reads the status about once a second (its fallback), not every few ms, and it
+    returns as soon as the execution ends."""
+    gate = tmp_path / "gate"
+    handle = zart.start(core_app.gated, {"n": 1, "gate": str(gate)}, database_url=database_url)
+    reads = []
+    original = zart.ExecutionHandle._status_row
+
+    def counted(self):
+        reads.append(time.monotonic())
+        return original(self)
+
+    monkeypatch.setattr(zart.ExecutionHandle, "_status_row", counted)
+    threading.Timer(1.5, gate.touch).start()
+    assert handle.result(timeout=30)[2] == "opened"
+    returned = datetime.now(UTC)
+    assert len(reads) <= 4, len(reads)  # polling with back-off would read ~20 times in 1.5 s
+    finished = handle.info().finished_at
+    assert (returned - finished).total_seconds() < 0.5

@@ -15,7 +15,7 @@ import attrs
 import psycopg
 import sniffio
 
-from . import serde, sql, starting
+from . import serde, sql, starting, waiting
 from .db import resolve_url
 from .errors import (
     Cancelled,
@@ -114,24 +114,33 @@ class ExecutionHandle:
         return _fetch(self.database_url, self.id)
 
     def result(self, timeout: float | None = None) -> Any:
-        """Wait for the end; the value, or WorkflowFailed / WorkflowTimedOut / Cancelled."""
+        """Wait for the end; the value, or WorkflowFailed / WorkflowTimedOut / Cancelled.
+
+        Woken by the execution's end (a NOTIFY with its final commit, see zart.waiting), not by
+        polling; the status is read again at least once a second all the same.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            with transaction(self.database_url) as conn:
-                row = conn.execute(sql.SELECT_EXECUTION_STATUS, {"id": self.id}).fetchone()
-            if row is None:
-                raise ExecutionNotFound(f"no execution with id {self.id!r}")
-            status, result, error = row
-            if status in TERMINAL:
-                return _outcome(self.id, status, result, error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeout(
-                    f"execution {self.id!r} is still {status} after {timeout} s; it goes on running"
-                )
-            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
-            time.sleep(pause)
-            delay = min(delay * 1.5, 0.1)
+        with waiting.watch(self.database_url, self.id) as ended:
+            while True:
+                ended.clear()
+                status, result, error = self._status_row()
+                if status in TERMINAL:
+                    return _outcome(self.id, status, result, error)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ResultTimeout(
+                        f"execution {self.id!r} is still {status} after {timeout} s; it goes on running"
+                    )
+                pause = waiting.FALLBACK_SECONDS
+                if deadline is not None:
+                    pause = min(pause, max(0.0, deadline - time.monotonic()))
+                ended.wait(pause)
+
+    def _status_row(self) -> tuple[str, str | None, str | None]:
+        with transaction(self.database_url) as conn:
+            row = conn.execute(sql.SELECT_EXECUTION_STATUS, {"id": self.id}).fetchone()
+        if row is None:
+            raise ExecutionNotFound(f"no execution with id {self.id!r}")
+        return row
 
     def steps(self) -> list[StepRecord]:
         """The execution's history so far, in order."""
@@ -374,6 +383,7 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
             return False
         freed_slot = conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]}).fetchone()
         conn.execute(sql.ABANDON_OPEN_ATTEMPTS, {"id": execution_id})
+        conn.execute(sql.NOTIFY_FINISHED, {"ids": [execution_id]})
         if freed_slot:  # a limited queue's slot: another execution may begin now
             conn.execute(sql.NOTIFY_TASKS)
     return True

@@ -323,6 +323,7 @@ class Completer:
         if over:
             # A row back: an execution of a limited queue ended, and its slot may let another begin.
             fan_in.append(conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over}))
+            conn.execute(sql.NOTIFY_FINISHED, {"ids": over})
         # After the tasks' deletion, which waited for any batch still holding one of them: a
         # branch attempt that batch started is visible here, and closed too.
         closing = [(f.execution_id, *f.close_attempts) for f in fragments if f.close_attempts]

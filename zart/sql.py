@@ -8,6 +8,8 @@ whatever the batch size.
 from __future__ import annotations
 
 TASKS_CHANNEL = "zart_tasks"
+# Executions that ended, one notification each (payload: the execution's id), for result() waiters.
+DONE_CHANNEL = "zart_done"
 
 # -- starting and reading executions ---------------------------------------------------------------
 
@@ -48,6 +50,10 @@ ORDER BY f.n
 """
 
 NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', '')"
+
+# Sent by the transaction that ends executions (completed, failed, timed out, cancelled): it reaches
+# the processes waiting for their results (zart.waiting) with the commit.
+NOTIFY_FINISHED = f"SELECT pg_notify('{DONE_CHANNEL}', id) FROM unnest(%(ids)s::text[]) AS id"
 
 # The HTTP API's health check: the server answers a statement.
 PING = "SELECT 1"

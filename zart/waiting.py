@@ -1,0 +1,110 @@
+"""Waiting for executions to end: one LISTEN connection per process and database, shared by every
+`result()` / `aresult()` call of that process.
+
+An execution's final transaction sends `NOTIFY zart_done, '<execution id>'` (sql.NOTIFY_FINISHED, in
+the completer's batch and in `zart.cancel`), delivered with its commit. A waiter registers its
+execution id *before* it reads the status, so a notification cannot fall between the read and the
+wait. Notifications are hints: a waiter still reads the status once a second, so a lost connection
+or a missed notification costs at most a second, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+
+from . import sql
+from .db import connect
+from .errors import ZartError
+
+log = logging.getLogger("zart.waiting")
+
+# How long a waiter trusts the notifications alone before it reads the status again.
+FALLBACK_SECONDS = 1.0
+_READY_SECONDS = 2.0
+
+
+class _Listener:
+    """One thread with one connection listening on sql.DONE_CHANNEL for `url`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.listening = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[threading.Event]] = {}
+        thread = threading.Thread(target=self._run, name="zart-done-listener", daemon=True)
+        thread.start()
+
+    def add(self, execution_id: str, event: threading.Event) -> None:
+        with self._lock:
+            self._waiters.setdefault(execution_id, set()).add(event)
+
+    def remove(self, execution_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._waiters.get(execution_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._waiters[execution_id]
+
+    def _run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                with connect(self.url) as conn:
+                    conn.execute(f"LISTEN {sql.DONE_CHANNEL}")
+                    self.listening.set()
+                    delay = 0.1
+                    while True:
+                        for notice in conn.notifies(timeout=FALLBACK_SECONDS):
+                            self._wake(notice.payload)
+            except (psycopg.Error, OSError, ZartError) as exc:
+                self.listening.clear()
+                log.debug("the done listener lost its connection: %s", exc)
+                self._wake_all()  # let waiters read the status themselves meanwhile
+                time.sleep(delay)
+                delay = min(delay * 2, FALLBACK_SECONDS)
+
+    def _wake(self, execution_id: str) -> None:
+        with self._lock:
+            events = list(self._waiters.get(execution_id, ()))
+        for event in events:
+            event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = [event for events in self._waiters.values() for event in events]
+        for event in events:
+            event.set()
+
+
+_listeners: dict[tuple[int, str], _Listener] = {}
+_listeners_lock = threading.Lock()
+
+
+def _listener(url: str) -> _Listener:
+    key = (os.getpid(), url)  # a listener does not survive a fork
+    with _listeners_lock:
+        listener = _listeners.get(key)
+        if listener is None:
+            listener = _listeners[key] = _Listener(url)
+    return listener
+
+
+@contextlib.contextmanager
+def watch(url: str, execution_id: str) -> Iterator[threading.Event]:
+    """An event set when `execution_id` may have ended (registered before the caller reads its status)."""
+    listener = _listener(url)
+    event = threading.Event()
+    listener.add(execution_id, event)
+    try:
+        listener.listening.wait(_READY_SECONDS)  # the first wait of a process: until LISTEN is on
+        yield event
+    finally:
+        listener.remove(execution_id, event)
