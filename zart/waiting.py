@@ -21,7 +21,7 @@ import psycopg
 
 from . import sql
 from .db import connect
-from .errors import ZartError
+from .errors import ConfigurationError, ZartError
 
 log = logging.getLogger("zart.waiting")
 
@@ -64,6 +64,14 @@ class _Listener:
                     while True:
                         for notice in conn.notifies(timeout=FALLBACK_SECONDS):
                             self._wake(notice.payload)
+            except ConfigurationError as exc:
+                # The database is gone (dropped) or refuses us: no point in listening any more.
+                # Waiters read the status themselves; a later wait starts a new listener.
+                log.debug("the done listener stops: %s", exc)
+                self.listening.clear()
+                _forget(self)
+                self._wake_all()
+                return
             except (psycopg.Error, OSError, ZartError) as exc:
                 self.listening.clear()
                 log.debug("the done listener lost its connection: %s", exc)
@@ -86,6 +94,13 @@ class _Listener:
 
 _listeners: dict[tuple[int, str], _Listener] = {}
 _listeners_lock = threading.Lock()
+
+
+def _forget(listener: _Listener) -> None:
+    with _listeners_lock:
+        key = (os.getpid(), listener.url)
+        if _listeners.get(key) is listener:
+            del _listeners[key]
 
 
 def _listener(url: str) -> _Listener:
