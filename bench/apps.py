@@ -16,3 +16,10 @@ async def bench_steps(steps: int) -> int:
     for i in range(steps):
         total += await noop(i)
     return total
+
+
+@zart.workflow("bench-sleeper")
+async def bench_sleeper(seconds: float) -> int:
+    """A durable sleep, then one step: the step's start tells how late the sleep came due."""
+    await zart.sleep("nap", seconds)
+    return await noop(1)
