@@ -148,32 +148,57 @@ def is_transient(exc: BaseException) -> bool:
     return unreachable(exc)
 
 
+class Outage:
+    """The bookkeeping of waiting out an unreachable database, shared by every place that does it.
+
+    `failed(exc)` re-raises what waiting will not cure, logs `database.unavailable` on the first
+    failure and returns how long to wait before the next try (doubling up to `retry_seconds`);
+    `ended()` logs `database.reconnected` if there was an outage. How to wait is the caller's: a
+    thread sleeps, the worker's trio loop also listens for signals meanwhile.
+    """
+
+    def __init__(self, logger: logging.Logger, retry_seconds: float = 1.0, **fields: Any) -> None:
+        self._logger = logger
+        self._retry_seconds = retry_seconds
+        self._fields = fields
+        self._lost_at: float | None = None
+        self._delay = 0.1
+
+    def failed(self, exc: Exception) -> float:
+        if not unreachable(exc):
+            raise exc
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            log_event(
+                self._logger,
+                "database.unavailable",
+                logging.WARNING,
+                **self._fields,
+                error=first_line(exc),
+                retrying_every=self._retry_seconds,
+            )
+        delay, self._delay = self._delay, min(self._delay * 2, self._retry_seconds)
+        return delay
+
+    def ended(self) -> None:
+        if self._lost_at is not None:
+            after = round(time.monotonic() - self._lost_at, 1)
+            log_event(self._logger, "database.reconnected", **self._fields, after_seconds=after)
+            self._lost_at = None
+
+
 def call_when_reachable(fn: Callable[[], T], logger: logging.Logger, retry_seconds: float = 1.0) -> T:
     """`fn()`, retried while the database cannot be reached (a long-running command starting during
     an outage waits for it, logging `database.unavailable` once and `database.reconnected` when it
     is back); any other error, a configuration error included, is raised at once."""
-    lost_at = None
-    delay = 0.1
+    outage = Outage(logger, retry_seconds)
     while True:
         try:
             result = fn()
         except Exception as exc:
-            if not unreachable(exc):
-                raise
-            if lost_at is None:
-                lost_at = time.monotonic()
-                log_event(
-                    logger,
-                    "database.unavailable",
-                    logging.WARNING,
-                    error=first_line(exc),
-                    retrying_every=retry_seconds,
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, retry_seconds)
+            time.sleep(outage.failed(exc))
             continue
-        if lost_at is not None:
-            log_event(logger, "database.reconnected", after_seconds=round(time.monotonic() - lost_at, 1))
+        outage.ended()
         return result
 
 

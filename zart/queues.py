@@ -203,14 +203,3 @@ def registration_without_limits(names: list[str]) -> dict[str, list[Any]]:
         "rate_limits": [None] * len(names),
         "rate_periods": [None] * len(names),
     }
-
-
-def describe_limits(concurrency: int | None, per_key: int | None, rate: Rate | None) -> str:
-    parts = []
-    if concurrency is not None:
-        parts.append(f"concurrency {concurrency}")
-    if per_key is not None:
-        parts.append(f"per_key {per_key}")
-    if rate is not None:
-        parts.append(f"rate {rate}")
-    return ", ".join(parts) or "no limits"

@@ -38,7 +38,7 @@ from psycopg_pool import ConnectionPool
 
 from . import queues, registry, sql
 from .completer import CommitAbandoned, Completer, Fragment, FragmentRejected
-from .db import connect, first_line, is_transient, open_pool, resolve_url, unreachable
+from .db import Outage, connect, is_transient, open_pool, resolve_url
 from .durations import parse_duration
 from .errors import CheckpointRejected, DatabaseUnavailable, WorkerCrashed
 from .logs import log_event
@@ -345,8 +345,7 @@ class Worker:
         authentication, a malformed URL) is raised at once. SIGTERM/SIGINT (`run()`) and `stop()`
         end the wait.
         """
-        lost_at: float | None = None
-        delay = _FIRST_RETRY_SECONDS
+        outage = Outage(log, _DB_RETRY_SECONDS, worker=self.worker_id)
         with contextlib.ExitStack() as stack:
             signals = None
             if handle_signals:
@@ -358,18 +357,7 @@ class Worker:
                     try:
                         await trio.to_thread.run_sync(self._setup)
                     except Exception as exc:
-                        if not unreachable(exc):
-                            raise
-                        if lost_at is None:
-                            lost_at = time.monotonic()
-                            log_event(
-                                log,
-                                "database.unavailable",
-                                logging.WARNING,
-                                worker=self.worker_id,
-                                error=first_line(exc),
-                                retrying_every=_DB_RETRY_SECONDS,
-                            )
+                        delay = outage.failed(exc)
                     else:
                         break
                     with trio.move_on_after(delay):
@@ -385,17 +373,10 @@ class Worker:
                                 )
                                 return False
                         await trio.sleep_forever()
-                    delay = min(delay * 2, _DB_RETRY_SECONDS)
             self._cancel_scope = None
         if self._pool is None:  # stop() cancelled the wait
             return False
-        if lost_at is not None:
-            log_event(
-                log,
-                "database.reconnected",
-                worker=self.worker_id,
-                after_seconds=round(time.monotonic() - lost_at, 1),
-            )
+        outage.ended()
         return True
 
     def _setup(self) -> None:
