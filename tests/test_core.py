@@ -12,7 +12,7 @@ import pytest
 import zart
 
 from .apps import core_app
-from .helpers import query, scalar
+from .helpers import query, scalar, wait_until
 
 
 def effects(url: str, execution_id: str) -> list[tuple[str, int]]:
@@ -148,3 +148,23 @@ def test_result_waits_for_the_end_by_notification_not_by_polling(database_url, w
     assert len(reads) <= 4, len(reads)  # polling with back-off would read ~20 times in 1.5 s
     finished = handle.info().finished_at
     assert (returned - finished).total_seconds() < 0.5
+
+
+def test_result_still_returns_when_its_listener_connection_is_cut(database_url, worker, tmp_path):
+    """The notification is a hint: with the listening connection killed while result() waits,
+    result() still returns (the listener reconnects; waiters read the status themselves meanwhile,
+    at least once a second), and no wait hangs on a lost notification."""
+    gate = tmp_path / "gate"
+    handle = zart.start(core_app.gated, {"n": 2, "gate": str(gate)}, database_url=database_url)
+    outcome: list[object] = []
+    waiter = threading.Thread(target=lambda: outcome.append(handle.result(timeout=30)))
+    waiter.start()
+    listening = (
+        "SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN zart_done' AND datname = current_database()"
+    )
+    pids = wait_until(lambda: query(database_url, listening), what="result()'s listener")
+    for (pid,) in pids:
+        scalar(database_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    gate.touch()
+    waiter.join(30)
+    assert outcome and outcome[0][2] == "opened"
