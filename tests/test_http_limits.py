@@ -103,6 +103,7 @@ def test_lane_connections_carry_their_timeouts(database_url):
     assert found == {
         "read": ("2s", "5s", "zart-api-read"),
         "write": ("2s", "5s", "zart-api-write"),
+        "start": ("2s", "5s", "zart-api-write"),  # the write lane's pool, through the group commit
         "health": ("1s", "1s", "zart-api-health"),
     }
 

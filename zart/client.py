@@ -6,6 +6,7 @@ async library is running (trio or asyncio), so it never blocks an event loop.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -15,8 +16,8 @@ import attrs
 import psycopg
 import sniffio
 
-from . import serde, sql, starting, waiting
-from .db import resolve_url
+from . import group_start, serde, sql, starting, waiting
+from .db import ENV_URL, resolve_url
 from .errors import (
     Cancelled,
     ExecutionFinished,
@@ -261,7 +262,11 @@ def start_many(
         url = starting.connection_url(connection, database_url)
         rows = starting.run_in_callers_transaction(connection, url, plan, needs_workflow)
     else:
-        url, rows = starting.run_in_own_transaction(database_url, plan, needs_workflow)
+        url = resolve_url(database_url)
+        if starting.groupable(url, plan, needs_workflow):
+            rows = group_start.group_for(url).start(plan)
+        else:
+            rows = starting.run_in_own_transaction(url, plan, needs_workflow)
     return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
 
 
@@ -448,7 +453,11 @@ async def astart_many(
     _many: bool = True,
     **options: Any,
 ) -> list[ExecutionHandle]:
-    """`start_many` for async code; `connection=` may be a psycopg AsyncConnection (asyncio)."""
+    """`start_many` for async code; `connection=` may be a psycopg AsyncConnection (asyncio).
+
+    A single start that needs nothing read first joins the process's group commit
+    (zart.group_start) without taking a thread: many concurrent callers share one transaction.
+    """
     if isinstance(connection, psycopg.AsyncConnection):
         inputs = _as_list(inputs)
         plan, needs_workflow = starting.plan(workflow, inputs, ids, many=_many, **_start_options(options))
@@ -456,6 +465,13 @@ async def astart_many(
         url = starting.connection_url(connection, database_url)
         rows = await starting.run_in_callers_async_transaction(connection, url, plan, needs_workflow)
         return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
+    if connection is None:
+        inputs = _as_list(inputs)
+        plan, needs_workflow = starting.plan(workflow, inputs, ids, many=_many, **_start_options(options))
+        url = database_url or os.environ.get(ENV_URL) or await _in_thread(resolve_url, None)
+        if starting.groupable(url, plan, needs_workflow):
+            rows = await group_start.group_for(url).astart(plan)
+            return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
     return await _in_thread(
         start_many,
         workflow,
@@ -466,6 +482,21 @@ async def astart_many(
         _many=_many,
         **options,
     )
+
+
+async def astart_one(
+    workflow: Workflow | str, input: Any, execution_id: str | None, url: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """One start as the HTTP API answers it: id, workflow, whether it was created, and its status as
+    the start found it ('pending' when created), all from the start's own statement."""
+    plan, needs_workflow = starting.plan(
+        workflow, [input], None if execution_id is None else [execution_id], **_start_options(options)
+    )
+    if starting.groupable(url, plan, needs_workflow):
+        rows = await group_start.group_for(url).astart(plan)
+    else:
+        rows = await _in_thread(starting.run_in_own_transaction, url, plan, needs_workflow)
+    return {"id": rows[0].id, "workflow": plan.workflow, "status": rows[0].status, "created": rows[0].created}
 
 
 def _start_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -13,39 +13,50 @@ DONE_CHANNEL = "zart_done"
 
 # -- starting and reading executions ---------------------------------------------------------------
 
-# One statement starts any number of executions of one workflow (zart.start is a list of one): the
-# execution rows, their workflow tasks (not admitted: the claim admits them when their queue allows,
-# see CLAIM_TASKS) and the wake-up, in one round trip. An id that exists is left as it is (ON
-# CONFLICT DO NOTHING); the caller learns which were created and, for the others, whose they are.
+# One statement starts any number of executions, of one workflow (`start_many`) or of many (the
+# starts of concurrent callers, grouped into one commit by zart.group_start): one row per execution
+# in every array, `zart.start` a list of one. The execution rows, their workflow tasks (not
+# admitted: the claim admits them when their queue allows, see CLAIM_TASKS) and the wake-up, in one
+# round trip. An id that exists is left as it is (ON CONFLICT DO NOTHING); the caller learns which
+# were created and, for the others, whose they are and how they stand.
 # The NOTIFY is sent also for a delayed start, so that idle claimers recompute when to look again.
 # A queue the starting process declared (`declare`) is created with its limits if no worker did yet,
 # so that no execution waits in a queue the claim does not know.
 START_EXECUTIONS = f"""
 WITH f AS (
-    SELECT * FROM unnest(%(ids)s::text[], %(inputs)s::text[]) WITH ORDINALITY AS f(id, input, n)
+    SELECT * FROM unnest(
+        %(ids)s::text[], %(inputs)s::text[], %(workflows)s::text[], %(timeouts)s::float8[],
+        %(queues)s::text[], %(keys)s::text[], %(priorities)s::int[], %(delays)s::float8[],
+        %(run_ats)s::timestamptz[]
+    ) WITH ORDINALITY AS f(id, input, workflow, timeout, queue, key, priority, delay, run_at, n)
 ), created AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds)
-    SELECT f.id, %(workflow)s, f.input::json, %(queue)s, %(key)s, %(priority)s, %(timeout)s::float8
+    SELECT f.id, f.workflow, f.input::json, f.queue, f.key, f.priority, f.timeout
     FROM f ORDER BY f.n
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), declared AS (
     INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
-    SELECT %(queue)s, %(concurrency)s::int, %(per_key)s::int, %(rate_limit)s::int, %(rate_period)s::float8
-    WHERE %(declare)s::bool
+    SELECT * FROM unnest(
+        %(declare)s::text[], %(concurrency)s::int[], %(per_key)s::int[], %(rate_limit)s::int[],
+        %(rate_period)s::float8[]
+    )
     ON CONFLICT (name) DO NOTHING
 ), tasks AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
-    SELECT id, 'workflow', %(queue)s, coalesce(%(key)s, ''), %(priority)s, false,
-           coalesce(%(run_at)s::timestamptz, now() + make_interval(secs => %(delay)s::float8))
-    FROM created
+    SELECT f.id, 'workflow', f.queue, coalesce(f.key, ''), f.priority, false,
+           coalesce(f.run_at, now() + make_interval(secs => f.delay))
+    FROM f JOIN created c ON c.id = f.id
 )
-SELECT f.id, c.id IS NOT NULL,
-       -- whose an existing id is: a primary-key probe per id that existed, whatever the statistics
-       -- (a join here was planned as a scan of the whole table while it had none)
-       CASE WHEN c.id IS NULL THEN (SELECT r.workflow FROM zart_execution_runs r WHERE r.id = f.id) END,
+-- Per id: whether this statement created it, else whose it is and how it stands (a primary-key
+-- probe per id that existed, whatever the statistics: a join here was planned as a scan of the
+-- whole table while it had none).
+SELECT f.id, c.id IS NOT NULL, e.workflow, coalesce(e.status, 'pending'),
        (SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created))
 FROM f LEFT JOIN created c ON c.id = f.id
+LEFT JOIN LATERAL (
+    SELECT r.workflow, r.status FROM zart_execution_runs r WHERE c.id IS NULL AND r.id = f.id
+) e ON true
 ORDER BY f.n
 """
 

@@ -23,7 +23,6 @@ from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
 from . import queues, registry, serde, sql
-from .db import resolve_url
 from .errors import DuplicateExecution, UnknownQueue, UnknownWorkflow
 from .names import check_name
 from .pools import transaction
@@ -57,30 +56,49 @@ class Plan:
     declare: queues.Limits | None
 
     def params(self) -> dict[str, Any]:
-        return {
-            "ids": self.ids,
-            "inputs": self.inputs,
-            "workflow": self.workflow,
-            "timeout": self.timeout,
-            "queue": self.queue,
-            "key": self.key,
-            "priority": self.priority,
-            "delay": self.delay,
-            "run_at": self.run_at,
-            "declare": self.declare is not None,
-            "concurrency": self.declare.concurrency if self.declare else None,
-            "per_key": self.declare.per_key if self.declare else None,
-            "rate_limit": self.declare.rate.limit if self.declare and self.declare.rate else None,
-            "rate_period": self.declare.rate.period if self.declare and self.declare.rate else None,
-        }
+        return statement_params([self])
+
+
+def statement_params(plans: Sequence[Plan]) -> dict[str, Any]:
+    """sql.START_EXECUTIONS's arrays for these plans' executions, in order: one row per execution,
+    and one declaration per queue that some plan may have to create."""
+    names = ("ids", "inputs", "workflows", "timeouts", "queues", "keys", "priorities", "delays", "run_ats")
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    declarations: dict[str, queues.Limits] = {}
+    for p in plans:
+        count = len(p.ids)
+        columns["ids"] += p.ids
+        columns["inputs"] += p.inputs
+        for name, value in (
+            ("workflows", p.workflow),
+            ("timeouts", p.timeout),
+            ("queues", p.queue),
+            ("keys", p.key),
+            ("priorities", p.priority),
+            ("delays", p.delay),
+            ("run_ats", p.run_at),
+        ):
+            columns[name] += [value] * count
+        if p.declare is not None:
+            declarations.setdefault(p.queue, p.declare)
+    limits = list(declarations.values())
+    return {
+        **columns,
+        "declare": list(declarations),
+        "concurrency": [d.concurrency for d in limits],
+        "per_key": [d.per_key for d in limits],
+        "rate_limit": [d.rate.limit if d.rate else None for d in limits],
+        "rate_period": [d.rate.period if d.rate else None for d in limits],
+    }
 
 
 @attrs.frozen
 class Started:
-    """One row of a start: its id, and whether this call created it (False: it existed)."""
+    """One row of a start: its id, whether this call created it (False: it existed), its status."""
 
     id: str
     created: bool
+    status: str = "pending"
 
 
 def check_id(execution_id: Any) -> str:
@@ -199,14 +217,15 @@ def _declaration(name: str, workflow_queue: str | None) -> queues.Limits | None:
     return None
 
 
-def _duplicates(p: Plan, rows: list[tuple[Any, ...]]) -> list[Started]:
+def outcome(p: Plan, rows: Sequence[tuple[Any, ...]]) -> list[Started]:
+    """The plan's rows of sql.START_EXECUTIONS, or DuplicateExecution for an id another workflow has."""
     started = []
-    for execution_id, created, existing, _notified in rows:
+    for execution_id, created, existing, status, _notified in rows:
         if not created and existing is not None and existing != p.workflow:
             raise DuplicateExecution(
                 f"execution id {execution_id!r} already exists for workflow {existing!r}, not {p.workflow!r}"
             )
-        started.append(Started(execution_id, created))
+        started.append(Started(execution_id, created, status))
     return started
 
 
@@ -223,7 +242,7 @@ def run_sync(conn: psycopg.Connection, url_key: str, p: Plan, needs_workflow: bo
             raise _unknown_queue(p.queue, names)
         _remember_queue(url_key, p.queue)
     rows = conn.execute(sql.START_EXECUTIONS, p.params()).fetchall()
-    return _duplicates(p, rows)
+    return outcome(p, rows)
 
 
 async def run_async(conn: Any, url_key: str, p: Plan, needs_workflow: bool) -> list[Started]:
@@ -238,7 +257,7 @@ async def run_async(conn: Any, url_key: str, p: Plan, needs_workflow: bool) -> l
             raise _unknown_queue(p.queue, names)
         _remember_queue(url_key, p.queue)
     cursor = await conn.execute(sql.START_EXECUTIONS, p.params())
-    return _duplicates(p, await cursor.fetchall())
+    return outcome(p, await cursor.fetchall())
 
 
 # Zart's statements in the caller's transaction run under a savepoint of their own: a start that fails
@@ -279,12 +298,16 @@ async def run_in_callers_async_transaction(
     return started
 
 
-def run_in_own_transaction(
-    database_url: str | None, p: Plan, needs_workflow: bool
-) -> tuple[str, list[Started]]:
-    url = resolve_url(database_url)
+def run_in_own_transaction(url: str, p: Plan, needs_workflow: bool) -> list[Started]:
     with transaction(url) as conn:
-        return url, run_sync(conn, url, p, needs_workflow)
+        return run_sync(conn, url, p, needs_workflow)
+
+
+def groupable(url: str, p: Plan, needs_workflow: bool) -> bool:
+    """Whether the start may join the process's group commit (zart.group_start): one execution,
+    nothing to read first (the workflow is known here, the queue too). A `start_many` is already one
+    statement; and a group must not hold a start that could fail half-way (DuplicateExecution)."""
+    return len(p.ids) == 1 and not needs_workflow and not _queue_needs_lookup(url, p)
 
 
 # -- the caller's connection -------------------------------------------------------------------------

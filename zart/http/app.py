@@ -28,7 +28,7 @@ from .. import client, pools, sql
 from ..queue_admin import queue_stats
 from ..views import execution_json, queue_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
-from .lanes import HEALTH_POOL_WAIT, lanes, run_in_lane
+from .lanes import HEALTH_POOL_WAIT, await_in_lane, lanes, run_in_lane
 from .middleware import BearerAuth, BodyDeadline, RawPath
 from .openapi import openapi_document
 from .validation import (
@@ -89,16 +89,18 @@ async def start_execution(request: Request) -> Response:
     execution_id = optional_name(body, "id", "field 'id'")
     options = start_options(body)
 
-    def start(url: str) -> dict[str, Any]:
-        handle = client.start(workflow, body.get("input"), id=execution_id, database_url=url, **options)
-        return {
-            "id": handle.id,
-            "workflow": handle.workflow,
-            "status": handle.status(),
-            "created": handle.created,
-        }
-
-    started = await in_thread(request, "write", start)
+    state = request.app.state
+    lane = state.lanes["start"]
+    started = await await_in_lane(
+        lane,
+        state.limiters["start"],
+        client.astart_one,
+        workflow,
+        body.get("input"),
+        execution_id,
+        lane.url,
+        options,
+    )
     return json_response(
         started, 201 if started["created"] else 200, {"Location": execution_path(started["id"])}
     )

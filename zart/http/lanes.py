@@ -8,12 +8,17 @@ has its own pool, whose connections carry `lock_timeout` and `statement_timeout`
 PostgreSQL a bounded time, then answers 503 `timeout`. A request that finds its lane full waits for a
 free thread at most `QUEUE_WAIT` seconds, behind at most `MAX_WAITING` others, then answers 503 `busy`:
 there is no unbounded queue.
+
+Starts have a lane of their own, `start`: a start that needs nothing read first joins the process's
+group commit (zart.group_start) and waits without a thread or a connection, so its lane bounds how
+many wait at once (`START_SLOTS`), not threads; many concurrent starts then share each commit.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -26,6 +31,9 @@ from .errors import busy
 # a thread never waits for a connection.
 LANE_THREADS = 8
 HEALTH_THREADS = 2
+# Starts waiting in the group commit at once: enough for a group per commit of the size that pays
+# (tens to hundreds), few enough that a flood is answered `busy` rather than queued without bound.
+START_SLOTS = 256
 QUEUE_WAIT = 1.0
 MAX_WAITING = 128
 # The health check's own limits: short, since a load balancer asks often and acts on a slow answer.
@@ -39,7 +47,7 @@ class Lane:
 
     name: str
     url: str = attrs.field(repr=False)
-    threads: int
+    threads: int  # requests in flight at once (threads, or for `start` waiters of the group commit)
 
     def limiter(self) -> trio.CapacityLimiter:
         """The lane's slots; made inside the server's trio loop (a limiter belongs to one loop)."""
@@ -51,22 +59,26 @@ def _milliseconds(seconds: float) -> str:
 
 
 def lanes(database_url: str, lock_timeout: float, statement_timeout: float) -> dict[str, Lane]:
-    """The lanes of one server process: `read`, `write` and `health`."""
+    """The lanes of one server process: `read`, `write`, `start` and `health`."""
 
     def lane(name: str, threads: int, lock: float, statement: float) -> Lane:
         settings = {"lock_timeout": _milliseconds(lock), "statement_timeout": _milliseconds(statement)}
         return Lane(name, db.with_session_settings(database_url, f"zart-api-{name}", settings), threads)
 
     health = min(HEALTH_STATEMENT_TIMEOUT, statement_timeout)
+    write = lane("write", LANE_THREADS, lock_timeout, statement_timeout)
     return {
         "read": lane("read", LANE_THREADS, lock_timeout, statement_timeout),
-        "write": lane("write", LANE_THREADS, lock_timeout, statement_timeout),
+        "write": write,
+        # the write lane's pool (its time limits), reached through the group commit's flusher
+        "start": Lane("start", write.url, START_SLOTS),
         "health": lane("health", HEALTH_THREADS, health, health),
     }
 
 
-async def run_in_lane(lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run `fn(*args)` in a thread once the lane has a free slot; 503 `busy` if none comes soon."""
+@asynccontextmanager
+async def lane_slot(lane: Lane, limiter: trio.CapacityLimiter) -> AsyncIterator[None]:
+    """A free slot of the lane, held for the block; 503 `busy` if none comes soon."""
     full = busy(
         f"the server is at capacity ({lane.threads} {lane.name} requests in flight); try again shortly"
     )
@@ -79,7 +91,21 @@ async def run_in_lane(lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..
     if not acquired:
         raise full
     try:
-        # trio's default thread limiter (40) never binds here: the lanes' slots add up to fewer.
-        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+        yield
     finally:
         limiter.release()
+
+
+async def run_in_lane(lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn(*args)` in a thread once the lane has a free slot; 503 `busy` if none comes soon."""
+    async with lane_slot(lane, limiter):
+        # trio's default thread limiter (40) never binds here: the thread lanes' slots add up to fewer.
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+
+
+async def await_in_lane(
+    lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..., Awaitable[Any]], *args: Any
+) -> Any:
+    """Await `fn(*args)` in the server's loop once the lane has a free slot (the `start` lane)."""
+    async with lane_slot(lane, limiter):
+        return await fn(*args)
