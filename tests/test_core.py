@@ -168,3 +168,60 @@ def test_result_still_returns_when_its_listener_connection_is_cut(database_url, 
     gate.touch()
     waiter.join(30)
     assert outcome and outcome[0][2] == "opened"
+
+
+@pytest.mark.parametrize("library", ["trio", "asyncio"])
+def test_many_aresult_waits_hold_no_threads(database_url, worker, tmp_path, library):
+    """aresult() waits on the shared listener in the caller's loop: 100 executions awaited at once
+    hold no thread (a thread per wait would be 100, or trio's 40 with the rest queued behind them),
+    and each returns once its execution ends."""
+    import asyncio
+
+    import trio
+
+    gate = tmp_path / "gate"
+    handles = [
+        zart.start(core_app.gated, {"n": n, "gate": str(gate)}, database_url=database_url) for n in range(100)
+    ]
+    threads_while_waiting: list[int] = []
+
+    async def check_and_open(sleep) -> None:
+        await sleep(0.5)  # every aresult() is parked on its signal by now (their reads take ms)
+        threads_while_waiting.append(_threads_in_client_code())
+        gate.touch()
+
+    async def under_trio() -> list[object]:
+        results: list[object] = []
+
+        async def one(handle) -> None:
+            results.append(await handle.aresult(timeout=60))
+
+        async with trio.open_nursery() as nursery:
+            for handle in handles:
+                nursery.start_soon(one, handle)
+            nursery.start_soon(check_and_open, trio.sleep)
+        return results
+
+    async def under_asyncio() -> list[object]:
+        waits = asyncio.gather(*(handle.aresult(timeout=60) for handle in handles))
+        await check_and_open(asyncio.sleep)
+        return await waits
+
+    results = trio.run(under_trio) if library == "trio" else asyncio.run(under_asyncio())
+    assert sorted(r[0] for r in results) == list(range(1, 101))  # add_one(n)
+    assert all(r[2] == "opened" for r in results)
+    assert threads_while_waiting == [0]
+
+
+def _threads_in_client_code() -> int:
+    """Threads whose stack is in zart/client.py right now (a wait held in a thread would be)."""
+    import sys
+
+    held = 0
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_filename.endswith("zart/client.py"):
+                held += 1
+                break
+            frame = frame.f_back
+    return held

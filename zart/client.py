@@ -127,14 +127,18 @@ class ExecutionHandle:
                 status, result, error = self._status_row()
                 if status in TERMINAL:
                     return _outcome(self.id, status, result, error)
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise ResultTimeout(
-                        f"execution {self.id!r} is still {status} after {timeout} s; it goes on running"
-                    )
-                pause = waiting.FALLBACK_SECONDS
-                if deadline is not None:
-                    pause = min(pause, max(0.0, deadline - time.monotonic()))
-                ended.wait(pause)
+                ended.wait(self._pause(status, deadline, timeout))
+
+    def _pause(self, status: str, deadline: float | None, timeout: float | None) -> float:
+        """How long to wait for the end notification before reading the status again."""
+        if deadline is None:
+            return waiting.FALLBACK_SECONDS
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ResultTimeout(
+                f"execution {self.id!r} is still {status} after {timeout} s; it goes on running"
+            )
+        return min(waiting.FALLBACK_SECONDS, left)
 
     def _status_row(self) -> tuple[str, str | None, str | None]:
         with transaction(self.database_url) as conn:
@@ -183,7 +187,15 @@ class ExecutionHandle:
         return await _in_thread(self.info)
 
     async def aresult(self, timeout: float | None = None) -> Any:
-        return await _in_thread(self.result, timeout)
+        """`result` for async code: the wait holds no thread (only the status reads take one)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with waiting.awatch(self.database_url, self.id) as ended:
+            while True:
+                ended.clear()
+                status, result, error = await _in_thread(self._status_row)
+                if status in TERMINAL:
+                    return _outcome(self.id, status, result, error)
+                await ended.wait(self._pause(status, deadline, timeout))
 
 
 def _outcome(execution_id: str, status: str, result: str | None, error: str | None) -> Any:

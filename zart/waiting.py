@@ -15,9 +15,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 import psycopg
+import sniffio
 
 from . import sql
 from .db import connect
@@ -30,6 +32,57 @@ FALLBACK_SECONDS = 1.0
 _READY_SECONDS = 2.0
 
 
+class Signal(Protocol):
+    """What the listener sets: a threading.Event, or an AsyncSignal."""
+
+    def set(self) -> None: ...
+
+
+class AsyncSignal:
+    """A waiter's wake-up in async code (trio or asyncio): set from the listener's thread, awaited in
+    the caller's loop, so that `aresult()` holds no thread while it waits."""
+
+    def __init__(self) -> None:
+        self._trio = sniffio.current_async_library() == "trio"
+        if self._trio:
+            import trio
+
+            self._token: Any = trio.lowlevel.current_trio_token()
+            self._new_event: Callable[[], Any] = trio.Event
+        else:
+            import asyncio
+
+            self._loop = asyncio.get_running_loop()
+            self._new_event = asyncio.Event
+        self._event = self._new_event()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = self._new_event()
+
+    def set(self) -> None:
+        """Called from the listener's thread."""
+        event = self._event
+        with contextlib.suppress(RuntimeError):  # the caller's loop has ended (trio's RunFinishedError too)
+            if self._trio:
+                self._token.run_sync_soon(event.set)
+            else:
+                self._loop.call_soon_threadsafe(event.set)
+
+    async def wait(self, timeout: float) -> None:
+        """Until set, or `timeout` seconds."""
+        if self._trio:
+            import trio
+
+            with trio.move_on_after(timeout):
+                await self._event.wait()
+        else:
+            import asyncio
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+
+
 class _Listener:
     """One thread with one connection listening on sql.DONE_CHANNEL for `url`."""
 
@@ -37,15 +90,15 @@ class _Listener:
         self.url = url
         self.listening = threading.Event()
         self._lock = threading.Lock()
-        self._waiters: dict[str, set[threading.Event]] = {}
+        self._waiters: dict[str, set[Signal]] = {}
         thread = threading.Thread(target=self._run, name="zart-done-listener", daemon=True)
         thread.start()
 
-    def add(self, execution_id: str, event: threading.Event) -> None:
+    def add(self, execution_id: str, event: Signal) -> None:
         with self._lock:
             self._waiters.setdefault(execution_id, set()).add(event)
 
-    def remove(self, execution_id: str, event: threading.Event) -> None:
+    def remove(self, execution_id: str, event: Signal) -> None:
         with self._lock:
             events = self._waiters.get(execution_id)
             if events is not None:
@@ -123,3 +176,28 @@ def watch(url: str, execution_id: str) -> Iterator[threading.Event]:
         yield event
     finally:
         listener.remove(execution_id, event)
+
+
+@contextlib.asynccontextmanager
+async def awatch(url: str, execution_id: str) -> AsyncIterator[AsyncSignal]:
+    """`watch` for async code: the signal is awaited in the caller's loop, no thread is held."""
+    listener = _listener(url)
+    signal = AsyncSignal()
+    listener.add(execution_id, signal)
+    try:
+        if not listener.listening.is_set():  # the first wait of a process: until LISTEN is on
+            await _wait_in_thread(listener.listening, _READY_SECONDS)
+        yield signal
+    finally:
+        listener.remove(execution_id, signal)
+
+
+async def _wait_in_thread(event: threading.Event, timeout: float) -> None:
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        await trio.to_thread.run_sync(event.wait, timeout)
+    else:
+        import asyncio
+
+        await asyncio.to_thread(event.wait, timeout)
