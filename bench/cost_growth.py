@@ -80,7 +80,7 @@ def _claim_all(url: str, batch: int = 100, sample: int = 20_000) -> float:
         while claimed < sample:
             with conn.transaction():
                 rows = conn.execute(
-                    sql.CLAIM_TASKS, {"limit": batch, "lease": 30.0, "worker": "bench"}
+                    sql.CLAIM_TASKS, {"limit": batch, "lease": 30.0, "worker": "bench", "lookahead": 0.0}
                 ).fetchall()
                 if not rows:
                     break

@@ -40,7 +40,12 @@ def checkout() -> str:
 
 @contextmanager
 def supervise(
-    url: str, procs: int, app: str = "bench.apps", concurrency: int = 500, batch: int = 200
+    url: str,
+    procs: int,
+    app: str = "bench.apps",
+    concurrency: int = 500,
+    batch: int = 200,
+    extra: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[str]]:
     """A real `zart supervise --procs P` on `url`, yielded once every worker is claiming.
 
@@ -62,6 +67,7 @@ def supervise(
         str(concurrency),
         "--batch",
         str(batch),
+        *extra,
     ]
     process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None

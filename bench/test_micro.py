@@ -66,7 +66,7 @@ def test_claim_query_50_from_a_backlog_of_1000(benchmark, fresh_database_url):
         def claim() -> int:
             with conn.transaction(force_rollback=True):  # the backlog stays the same every round
                 rows = conn.execute(
-                    sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench"}
+                    sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench", "lookahead": 0.0}
                 ).fetchall()
             return len(rows)
 
@@ -97,7 +97,7 @@ def test_claim_query_50_starting_executions_from_a_backlog_of_1000(benchmark, fr
         def claim() -> int:
             with conn.transaction(force_rollback=True):  # the backlog stays the same every round
                 rows = conn.execute(
-                    sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench"}
+                    sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench", "lookahead": 0.0}
                 ).fetchall()
             return len(rows)
 
@@ -142,7 +142,9 @@ def test_claim_of_50_with_a_cached_plan(benchmark, fresh_database_url, backlog):
         def claim() -> int:
             with conn.transaction():
                 return len(
-                    conn.execute(sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench"}).fetchall()
+                    conn.execute(
+                        sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench", "lookahead": 0.0}
+                    ).fetchall()
                 )
 
         benchmark.pedantic(claim, setup=unclaim, rounds=100, warmup_rounds=10)
@@ -153,7 +155,9 @@ def test_completion_transaction_of_100_checkpoints(benchmark, fresh_database_url
     url = fresh_database_url
     _enqueue(url, 100, "done-")
     with psycopg.connect(url, autocommit=True) as conn:
-        tasks = conn.execute(sql.CLAIM_TASKS, {"limit": 100, "lease": 300.0, "worker": "bench"}).fetchall()
+        tasks = conn.execute(
+            sql.CLAIM_TASKS, {"limit": 100, "lease": 300.0, "worker": "bench", "lookahead": 0.0}
+        ).fetchall()
     pool = open_pool(url, min_size=1, max_size=1)
     completer = Completer(pool, trio.CapacityLimiter(1), "bench", 300.0)
     now = utcnow()

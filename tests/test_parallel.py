@@ -56,9 +56,14 @@ def test_parallel_naps_run_concurrently_on_two_worker_processes(database_url, su
     assert keys == [("nap-300ms#1", 0), ("nap-300ms#2", 1), ("nap-300ms#3", 2)]
 
 
-def test_sigkill_after_two_of_three_branches_reruns_only_the_third(database_url, subprocess_env, tmp_path):
+@pytest.mark.parametrize("fanout", ["32", "0"], ids=["inline", "as-tasks"])
+def test_sigkill_after_two_of_three_branches_reruns_only_the_third(
+    database_url, subprocess_env, tmp_path, fanout
+):
+    """Inline (the branches run in the workflow's worker) or as branch tasks, a finished branch's
+    checkpoint is durable while a sibling still runs: only the branch in flight runs again."""
     gate = tmp_path / "gate"
-    first = WorkerProcess(subprocess_env, app="tests.apps.fanout_app")
+    first = WorkerProcess(subprocess_env, "--inline-fanout", fanout, app="tests.apps.fanout_app")
     try:
         first.wait_started()
         handle = zart.start(fanout_app.two_quick_one_gated, {"gate": str(gate)}, database_url=database_url)
@@ -78,7 +83,7 @@ def test_sigkill_after_two_of_three_branches_reruns_only_the_third(database_url,
     finally:
         first.stop()
     gate.touch()
-    second = WorkerProcess(subprocess_env, app="tests.apps.fanout_app")
+    second = WorkerProcess(subprocess_env, "--inline-fanout", fanout, app="tests.apps.fanout_app")
     try:
         second.wait_started()
         assert handle.result(timeout=30) == ["A", "B", "gate opened"]
@@ -166,7 +171,10 @@ def test_200_fan_outs_of_10_branches_wake_each_continuation_exactly_once(fresh_d
         )
     env = dict(subprocess_env, ZART_DATABASE_URL=url)
     workers = [
-        WorkerProcess(env, "--concurrency", "100", "--lease", "10s", app="tests.apps.fanout_app")
+        # branches as tasks (the continuation is what this test is about)
+        WorkerProcess(
+            env, "--concurrency", "100", "--lease", "10s", "--inline-fanout", "0", app="tests.apps.fanout_app"
+        )
         for _ in range(2)
     ]
     try:
@@ -259,3 +267,55 @@ def test_two_maps_of_the_same_step_get_their_own_keys(database_url, worker):
     handle = zart.start(fanout_app.two_maps, {"words": ["a", "b"]}, database_url=database_url)
     assert handle.result(timeout=30) == [["A", "B"], ["A", "B"]]
     assert [s.key for s in handle.steps()] == ["quick[0]", "quick[1]", "quick#2[0]", "quick#2[1]"]
+
+
+def test_inline_branches_run_in_the_workflows_own_claim(fresh_database_url, monkeypatch):
+    """A fan-out no wider than inline_fanout runs in the worker that holds the workflow: no branch
+    task is created and the workflow task is claimed once (no continuation round trip)."""
+    url = fresh_database_url
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE test_branch_tasks (execution_id text)")
+        conn.execute(
+            """CREATE FUNCTION test_audit_branch() RETURNS trigger AS $$
+               BEGIN
+                 IF NEW.kind = 'step' THEN INSERT INTO test_branch_tasks VALUES (NEW.execution_id); END IF;
+                 RETURN NEW;
+               END $$ LANGUAGE plpgsql"""
+        )
+        conn.execute(
+            "CREATE TRIGGER test_audit_branch AFTER INSERT ON zart_tasks"
+            " FOR EACH ROW EXECUTE FUNCTION test_audit_branch()"
+        )
+    with zart.Worker(url, lease="5s", inline_fanout=16):
+        handle = zart.start(fanout_app.fan_out_ten, database_url=url)
+        assert handle.result(timeout=30) == sum(i * 10 for i in range(10))
+    assert scalar(url, "SELECT count(*) FROM test_branch_tasks") == 0
+    # The first step, the 10 branches and the step after the fan-in; each attempt on record, once.
+    assert scalar(url, "SELECT count(*) FROM zart_steps WHERE execution_id = %s", (handle.id,)) == 12
+    assert query(
+        url,
+        "SELECT count(*), count(DISTINCT step_key) FROM zart_step_attempts"
+        " WHERE execution_id = %s AND outcome = 'succeeded'",
+        (handle.id,),
+    ) == [(12, 12)]
+
+
+def test_an_inline_branch_that_retries_suspends_once_its_siblings_are_done(database_url, worker):
+    """A branch whose step fails and is retried (after its back-off) does not stop its siblings: they
+    finish and are checkpointed; the execution then suspends for the back-off and the replay runs
+    only the branch that is left."""
+    handle = zart.start(fanout_app.branch_retries_while_siblings_run, database_url=database_url)
+    results = handle.result(timeout=30)
+    assert results[:2] == ["A", "B"] and results[2].startswith("c done")
+    assert effects(database_url, handle.id) == {
+        "quick#1": 1,
+        "fails-once-branch#1": 2,
+        "nap-300ms#1": 1,
+    }
+    assert query(
+        database_url,
+        "SELECT attempt, outcome FROM zart_step_attempts WHERE execution_id = %s"
+        " AND step_key = 'fails-once-branch#1' ORDER BY attempt",
+        (handle.id,),
+    ) == [(1, "failed"), (2, "succeeded")]

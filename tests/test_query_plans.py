@@ -125,8 +125,8 @@ def explain(url: str, statement: str, params: dict[str, Any], generic: bool) -> 
 
 
 STATEMENTS = {
-    "claim": (sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "w"}),
-    "next-due": (sql.SECONDS_TO_NEXT_RUN_AT, {}),
+    "claim": (sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "w", "lookahead": 0.25}),
+    "next-due": (sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": 0.25}),
     "finish": (sql.DELETE_EXECUTION_TASKS, {"ids": ["finishing"]}),
     "finish-parked": (sql.DELETE_EXECUTION_TASKS, {"ids": ["parked-7", "parked-8"]}),
     "list": (sql.LIST_EXECUTIONS, {"status": None, "workflow": None, "limit": 50}),

@@ -220,3 +220,55 @@ def test_thousand_executions_each_released_by_one_event(fresh_database_url, monk
     assert scalar(url, "SELECT count(*) FROM test_effects") == 1000
     assert scalar(url, "SELECT count(DISTINCT execution_id) FROM test_effects") == 1000
     assert scalar(url, "SELECT count(*) FROM zart_events WHERE consumed_by IS NULL") == 0
+
+
+def test_a_sleep_is_claimed_ahead_and_resumes_at_its_moment_not_before(database_url, monkeypatch):
+    """Timers are claimed up to `lookahead` before their moment (issue 14), so the execution is
+    loaded and waiting in the worker when the sleep ends; the step after the sleep still never
+    starts before the sleep's deadline."""
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", database_url)
+    with zart.Worker(database_url, lease="5s", poll_interval="5s", lookahead="1.5s"):
+        handle = zart.start(events_app.sleeper, {"seconds": 3}, database_url=database_url)
+        wait_until(lambda: handle.status() == "sleeping", what="the execution to sleep")
+        claimed_ahead = (
+            "SELECT t.claimed_by IS NOT NULL AND now() < s.wake_at FROM zart_tasks t"
+            " JOIN zart_steps s ON s.execution_id = t.execution_id AND s.kind = 'sleep'"
+            " WHERE t.execution_id = %s"
+        )
+        wait_until(
+            lambda: query(database_url, claimed_ahead, (handle.id,)) == [(True,)],
+            10,
+            interval=0.02,
+            what="the sleeping task claimed before its moment",
+        )
+        assert handle.result(timeout=30) == ["before", "after"]
+    late = scalar(
+        database_url,
+        "SELECT extract(epoch FROM a.started_at - s.wake_at)::float8 FROM zart_steps s"
+        " JOIN zart_step_attempts a ON a.execution_id = s.execution_id AND a.step_key = 'after-sleep#1'"
+        " WHERE s.execution_id = %s AND s.kind = 'sleep'",
+        (handle.id,),
+    )
+    assert 0 <= late < 1.0, late
+
+
+def test_an_event_wait_with_a_timeout_is_not_claimed_ahead(database_url, monkeypatch):
+    """An event can end a wait before its timeout: a wait's task is never claimed ahead (it would sit
+    in a worker deaf to the event), so an event sent within the lookahead of the timeout is taken."""
+    with zart.Worker(database_url, lease="5s", poll_interval="5s", lookahead="2s"):
+        handle = zart.start(events_app.wait_for_one, {"timeout": "2.5s"}, database_url=database_url)
+        wait_until(lambda: handle.status() == "waiting", what="the execution to wait")
+        # Half a second into the lookahead of the timeout: a timer would have been claimed by now.
+        wait_until(
+            lambda: scalar(
+                database_url,
+                "SELECT now() > wake_at - interval '1.5 s' FROM zart_steps WHERE execution_id = %s",
+                (handle.id,),
+            ),
+            what="the lookahead's window",
+        )
+        assert query(
+            database_url, "SELECT claimed_by IS NULL FROM zart_tasks WHERE execution_id = %s", (handle.id,)
+        ) == [(True,)]
+        zart.send_event(handle.id, "go", {"ok": 1}, database_url=database_url)
+        assert handle.result(timeout=30) == {"ok": 1}

@@ -301,6 +301,21 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Poison-pill limit: fail an execution whose step died with its worker this many times "
             "(0: no limit).",
         ),
+        click.option(
+            "--lookahead",
+            default="250ms",
+            show_default=True,
+            help="Claim timers (a sleep's end, a retry's back-off) this early; they wait in the worker "
+            "for their moment.",
+        ),
+        click.option(
+            "--inline-fanout",
+            default=32,
+            show_default=True,
+            type=click.IntRange(min=0),
+            help="Run zart.parallel/zart.map branches in the workflow's own worker when at most this "
+            "many run at once (0: always as tasks any worker may claim).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -104,6 +104,15 @@ class LeaseLost(BaseException):
     """
 
 
+class _RetryLater(Exception):
+    """An inline branch's step failed and its policy retries it after `delay` seconds: the branch
+    ends here, and the workflow suspends once its other branches are done."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.delay = delay
+
+
 class Suspended(BaseException):
     """The execution was rescheduled in the database (a retry back-off, a sleep): stop running it here.
 
@@ -154,6 +163,11 @@ class Services:
     # The poison-pill limit: a step whose attempts died with their worker this many times fails
     # its execution instead of being tried again (None: no limit).
     max_abandoned: int | None = 3
+    # zart.parallel / zart.map run their branches inline, in this execution's own nursery, when at
+    # most this many would run at once and `may_inline()` says the worker has room; wider fan-outs
+    # become branch tasks that any worker may claim. 0: always tasks.
+    inline_fanout: int = 32
+    may_inline: Callable[[], bool] = lambda: True
 
 
 def utcnow() -> datetime:
@@ -224,6 +238,16 @@ def _recorded_value(recorded: Checkpoint) -> Any:
     )
 
 
+@attrs.define
+class _Round:
+    """One commit shared by the inline branches that flush in the same scheduling round."""
+
+    taken: bool = False  # its fragment was handed to the completer: later writes need a new round
+    done: trio.Event = attrs.field(factory=trio.Event)
+    committed: bool = False
+    error: BaseException | None = None
+
+
 class ExecutionContext:
     """The state of one execution while a worker runs it."""
 
@@ -241,6 +265,7 @@ class ExecutionContext:
         status: str = "pending",
         deadline: float | None = None,
         events: list[PendingEvent] | None = None,
+        claimed_at: float | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_name = workflow_name
@@ -253,14 +278,18 @@ class ExecutionContext:
         self.services = services
         self.nondeterminism: NonDeterminismError | None = None
         self.deadline = deadline  # trio clock; the workflow's timeout measured from its start
-        self.in_flight: tuple[str, int] | None = None  # (step key, attempt) running right now
+        # step key -> attempt, of the steps running right now (several: inline branches)
+        self.in_flight: dict[str, int] = {}
         self._status = status  # the execution's status as last written
-        self._claimed_at = trio.current_time()
+        # trio's clock at the claim: the history's wait deadlines (`wake_in`) count from there
+        self._claimed_at = trio.current_time() if claimed_at is None else claimed_at
         self._events = list(events or ())
         self._started_at = utcnow()
         self._position = 0
         self._calls: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._pending = self._new_fragment()
+        self._inline_branches = 0  # zart.parallel/map calls running their branches here right now
+        self._round: _Round | None = None  # the flush that sibling branches may join
 
     def _new_fragment(self) -> Fragment:
         return Fragment(self.execution_id, self.task_id, self.claims)
@@ -321,7 +350,7 @@ class ExecutionContext:
     async def run_step(self, call: StepCall) -> Any:
         position, recorded = self._next_entry(call.key)
         if recorded is None:
-            return await self._run_new_step(call, position)
+            recorded = await self._attempt_step(call, position)
         return _recorded_value(recorded)
 
     # -- fan-out: zart.parallel and zart.map --------------------------------------------------------
@@ -344,8 +373,10 @@ class ExecutionContext:
         self._position += len(calls)
         recorded = [self._entry_at(first + offset, call.key) for offset, call in enumerate(calls)]
         unfinished = [(offset, call) for offset, call in enumerate(calls) if recorded[offset] is None]
-        if unfinished:
-            window = len(unfinished) if concurrency is None else concurrency
+        window = len(unfinished) if concurrency is None else min(concurrency, len(unfinished))
+        if unfinished and window <= self.services.inline_fanout and self.services.may_inline():
+            await self._run_inline(first, unfinished, window, recorded)
+        elif unfinished:
             for rank, (offset, call) in enumerate(unfinished):
                 payload = orjson.dumps({"step": call.step.name, "args": call.args, "kwargs": call.kwargs})
                 self._pending.branch_tasks.append(
@@ -377,6 +408,53 @@ class ExecutionContext:
             raise failure
         return [outcome["result"] for outcome in outcomes]
 
+    async def _run_inline(
+        self,
+        first: int,
+        unfinished: list[tuple[int, StepCall]],
+        window: int,
+        recorded: list[Checkpoint | None],
+    ) -> None:
+        """Run the branches here, at most `window` at once, each step as an inline step is run: its
+        attempt on record before its body, its checkpoint committed at once if a sibling's body is
+        still running (else with the workflow's next commit), all through the completer.
+
+        A branch whose step is to be retried ends without its checkpoint; once the others are done
+        the execution suspends until the earliest retry is due, and the replay runs what is left. If
+        the execution ends or is lost in a branch (the poison-pill limit, a lost lease), the other
+        branches are cancelled and that end is raised.
+        """
+        limiter = trio.CapacityLimiter(window)
+        retries: list[float] = []
+        ended: list[BaseException] = []
+        self._inline_branches += 1
+
+        async def branch(offset: int, call: StepCall, cancel_scope: trio.CancelScope) -> None:
+            async with limiter:
+                try:
+                    try:
+                        recorded[offset] = await self._attempt_step(call, first + offset, inline=True)
+                    except _RetryLater as later:
+                        retries.append(later.delay)
+                    # What this branch recorded may wait for the execution's next commit only while
+                    # nothing with side effects runs; a sibling's step body does: commit it now.
+                    if self.in_flight:
+                        await self.flush()
+                except (Suspended, LeaseLost) as exc:
+                    ended.append(exc)
+                    cancel_scope.cancel()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for offset, call in unfinished:
+                    nursery.start_soon(branch, offset, call, nursery.cancel_scope)
+        finally:
+            self._inline_branches -= 1
+        if ended:
+            raise ended[0]
+        if retries:
+            await self.suspend(min(retries))
+
     def map_calls(self, step: Step, items: list[Any]) -> list[StepCall]:
         """One call per item: a checkpoint per item, keyed `name[i]` (`name#k[i]` for the k-th map of
         the same step in this execution, k >= 2)."""
@@ -394,9 +472,7 @@ class ExecutionContext:
         recorded = self.history.get(position)
         try:
             if recorded is None:
-                await self._run_new_step(call, position)
-        except StepFailed:
-            pass  # recorded; the workflow sees it when it gathers the branches
+                await self._attempt_step(call, position)  # a failure is recorded for the fan-in
         except Suspended:
             return  # a retry back-off: this branch task runs again later
         self._pending.finish_task = True
@@ -466,7 +542,12 @@ class ExecutionContext:
             raise EventTimeout(message)
         await self._suspend_as("waiting", remaining, event=name)
 
-    async def _run_new_step(self, call: StepCall, position: int) -> Any:
+    async def _attempt_step(self, call: StepCall, position: int, inline: bool = False) -> Checkpoint:
+        """Run a step that has no checkpoint (its retries included); its checkpoint, pending.
+
+        `inline`: a branch run in this execution's nursery, whose retry back-off must not suspend
+        the execution while its sibling branches run (it raises _RetryLater instead).
+        """
         key = call.key
         pending = self._pending
         previous = self.last_attempts.get(key)
@@ -499,7 +580,7 @@ class ExecutionContext:
         pending.attempt_starts.append((key, attempt, started))
         self._mark_running()
         # In flight from its commit on: a stop that comes right after it closes this attempt.
-        self.in_flight = (key, attempt)
+        self.in_flight[key] = attempt
         await self.flush()  # the attempt is on record before the step's side effects begin
 
         info = Context(self.execution_id, self.workflow_name, key, attempt)
@@ -507,22 +588,25 @@ class ExecutionContext:
             result = await self._invoke(call, info)
             data = serde.dumps(result, f"the result of step {key!r}")
         except Exception as exc:
-            self.in_flight = None
+            del self.in_flight[key]
             failures += 1
             policy = call.step.retry
             self._record_attempt_end(key, attempt, exc)
             # An unserialisable result fails the same way every time: no point retrying it.
             if not isinstance(exc, SerializationError) and policy.should_retry(failures, exc):
-                await self.suspend(policy.delay_before_retry(failures))  # ends this run here
-            raise self._record_failure(key, position, attempt, started, exc) from None
-        self.in_flight = None
+                delay = policy.delay_before_retry(failures)
+                if inline:
+                    raise _RetryLater(delay) from None
+                await self.suspend(delay)  # ends this run here
+            return self._record_failure(key, position, attempt, started, exc)
+        del self.in_flight[key]
         finished = utcnow()
-        pending = self._pending
-        pending.attempt_ends.append((key, attempt, finished, "succeeded", None, None, None))
-        pending.steps.append(
-            (key, position, "step", "completed", data.decode(), None, attempt, started, finished, None)
+        output = data.decode()
+        self._pending.attempt_ends.append((key, attempt, finished, "succeeded", None, None, None))
+        self._pending.steps.append(
+            (key, position, "step", "completed", output, None, attempt, started, finished, None)
         )
-        return orjson.loads(data)
+        return Checkpoint(key, position, "completed", output, None)
 
     async def _invoke(self, call: StepCall, info: Context) -> Any:
         """Run the step's body once, bounded by its timeout (an abandoned thread for a sync step)."""
@@ -556,24 +640,13 @@ class ExecutionContext:
 
     def _record_failure(
         self, key: str, position: int, attempt: int, started: datetime, exc: BaseException
-    ) -> StepFailed:
-        """The step's final failure: its checkpoint, and the StepFailed the workflow sees."""
-        record = error_record(exc)
+    ) -> Checkpoint:
+        """The step's final failure: its checkpoint (the workflow sees it as StepFailed)."""
+        error = orjson.dumps(error_record(exc)).decode()
         self._pending.steps.append(
-            (
-                key,
-                position,
-                "step",
-                "failed",
-                None,
-                orjson.dumps(record).decode(),
-                attempt,
-                started,
-                utcnow(),
-                None,
-            )
+            (key, position, "step", "failed", None, error, attempt, started, utcnow(), None)
         )
-        return StepFailed(key, record["type"], record["message"], record["traceback"])
+        return Checkpoint(key, position, "failed", None, error)
 
     # -- durability -----------------------------------------------------------------------------
 
@@ -597,17 +670,48 @@ class ExecutionContext:
         Shielded: once handed over, a commit runs to its end, so a timeout or a shutdown never
         leaves the execution unsure of what is durable.
         """
-        fragment = self._pending
-        if fragment.is_empty():
-            return
-        self._pending = self._new_fragment()
-        with trio.CancelScope(shield=True):
-            committed = await self.services.completer.commit(fragment)
+        if self._inline_branches:
+            committed = await self._commit_with_siblings()
+        else:
+            committed = await self._commit_pending()
         if not committed:
             raise LeaseLost(f"lost the lease on execution {self.execution_id!r}")
         # A stop that came during the commit takes effect here: a workflow whose steps never
         # reach an unshielded checkpoint (fast async steps) would otherwise run on forever.
         await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _commit_pending(self) -> bool:
+        fragment = self._pending
+        if fragment.is_empty():
+            return True
+        self._pending = self._new_fragment()
+        with trio.CancelScope(shield=True):
+            return await self.services.completer.commit(fragment)
+
+    async def _commit_with_siblings(self) -> bool:
+        """A flush while inline branches run: the branches that flush in the same scheduling round
+        (a window of them starting their attempts, several finishing) share one fragment, so a wave
+        of N branches costs the completer one fragment, not N."""
+        joined = self._round
+        if joined is not None and not joined.taken:  # its fragment holds what we just recorded
+            with trio.CancelScope(shield=True):
+                await joined.done.wait()
+            if joined.error is not None:
+                raise joined.error
+            return joined.committed
+        round_ = self._round = _Round()
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.lowlevel.checkpoint()  # let the siblings that flush now join this round
+                round_.taken = True
+                round_.committed = await self._commit_pending()
+        except BaseException as exc:
+            round_.error = exc
+            raise
+        finally:
+            round_.taken = True
+            round_.done.set()
+        return round_.committed
 
     async def suspend(self, delay: float) -> NoReturn:
         """Hand the task back to run again in `delay` seconds (never past the deadline), and stop."""
@@ -635,8 +739,7 @@ class ExecutionContext:
         message = "the execution exceeded its workflow timeout"
         if self.workflow is not None and self.workflow.timeout is not None:
             message += f" of {self.workflow.timeout:g} s"
-        if self.in_flight is not None:
-            key, attempt = self.in_flight
+        for key, attempt in self.in_flight.items():
             self._pending.attempt_ends.append(
                 (key, attempt, utcnow(), "timed_out", "WorkflowTimedOut", message, None)
             )

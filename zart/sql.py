@@ -291,8 +291,12 @@ FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - int
 # is what saw the slot free, so an execution's begin never precedes the end that made room for it.
 CLAIM_TASKS = """
 WITH RECURSIVE continuing AS (
-    SELECT id FROM zart_tasks
-    WHERE run_at <= now() AND admitted
+    -- Ready tasks, and timers due within the lookahead (claimed ahead: the runner waits for their
+    -- moment in the worker); a range of zart_tasks_ready_idx either way. Claimed tasks (run_at is
+    -- their lease's end) are never taken ahead of their lease.
+    SELECT id, run_at AS due FROM zart_tasks
+    WHERE admitted AND run_at <= now() + make_interval(secs => %(lookahead)s)
+      AND (run_at <= now() OR (timer AND claimed_by IS NULL))
     ORDER BY run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -410,20 +414,23 @@ WITH RECURSIVE continuing AS (
         claimed_by = %(worker)s,
         claims = t.claims + 1,
         admitted = true
-    FROM zart_execution_runs r
+    FROM zart_execution_runs r,
+         (SELECT id, due FROM continuing UNION ALL SELECT id, NULL FROM chosen) d
     WHERE t.id = ANY(ARRAY(SELECT id FROM continuing UNION ALL SELECT id FROM chosen))
-      AND r.id = t.execution_id
+      AND r.id = t.execution_id AND d.id = t.id
     RETURNING t.id, t.claims, t.execution_id, t.kind, r.workflow,
               CASE WHEN r.status = 'pending' AND t.id IN (SELECT id FROM chosen) THEN 'running'
                    ELSE r.status END AS status,
               r.input::text AS input,
               -- A deadline is set when the execution begins (`began`; this row is the one from before).
               coalesce(extract(epoch FROM r.deadline_at - now())::float8, r.timeout_seconds) AS seconds_left,
-              t.step_key, t.payload::text AS payload, t.seq, t.grp
+              t.step_key, t.payload::text AS payload, t.seq, t.grp,
+              -- a timer taken ahead: seconds until its moment (0: due now)
+              greatest(extract(epoch FROM d.due - now())::float8, 0) AS seconds_to_due
 )
 SELECT * FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
               WHERE d.limited AND (l.name IS NULL OR l.version <> d.version))
 """
@@ -442,7 +449,10 @@ WHERE t.run_at <= now() AND t.admitted
 # needs no timer: the end of an execution that frees a slot sends a NOTIFY.
 SECONDS_TO_NEXT_RUN_AT = """
 SELECT extract(epoch FROM least(
-    (SELECT min(run_at) FROM zart_tasks WHERE admitted AND run_at < 'infinity'),
+    -- a timer (sql.RELEASE_TASKS) is looked for one lookahead before its moment
+    (SELECT CASE WHEN timer AND claimed_by IS NULL THEN run_at - make_interval(secs => %(lookahead)s)
+                 ELSE run_at END
+     FROM zart_tasks WHERE admitted AND run_at < 'infinity' ORDER BY run_at LIMIT 1),
     (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now()),
     (SELECT min(a.at + make_interval(secs => q.rate_period))
      FROM zart_queues q CROSS JOIN LATERAL unnest(q.admitted_at, q.admitted_n) AS a(at, n)
@@ -524,6 +534,8 @@ SET run_at = CASE
         WHEN f.delay = 'Infinity'::float8 THEN 'infinity'::timestamptz
         ELSE now() + make_interval(secs => f.delay)
     END,
+    -- a fixed moment only the clock changes: the claim may take it ahead (CLAIM_TASKS's lookahead)
+    timer = f.event IS NULL AND NOT f.branches AND f.delay < 'Infinity'::float8,
     claimed_by = NULL
 FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events)s::text[],
             %(branches)s::bool[])

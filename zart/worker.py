@@ -93,12 +93,15 @@ class ClaimedTask:
     payload_json: str | None = None
     seq: int | None = None
     group: int | None = None
+    # A timer claimed ahead (sql.CLAIM_TASKS's lookahead): seconds from the claim to its moment.
+    seconds_to_due: float = 0.0
 
 
 @attrs.define
 class _Held:
     task: ClaimedTask
     scope: trio.CancelScope
+    claimed_at: float  # trio's clock when the claim's answer arrived
     execution: ExecutionContext | None = None  # set once the runner has built it
 
 
@@ -107,7 +110,9 @@ class Worker:
 
     `concurrency` bounds the executions in flight, `batch` the tasks taken per claim, `lease` how
     long a claimed task stays with this worker without a heartbeat, `poll_interval` the fallback
-    when no notification arrives.
+    when no notification arrives, `lookahead` how early a timer that comes due may be claimed (it
+    then waits in the worker, holding a slot, for its moment), `inline_fanout` the widest
+    `zart.parallel`/`zart.map` whose branches run in the workflow's own worker rather than as tasks.
     """
 
     def __init__(
@@ -123,9 +128,13 @@ class Worker:
         claim_baton: Any = None,
         supervisor_pid: int | None = None,
         max_abandoned: int | None = 3,
+        lookahead: Any = "250ms",
+        inline_fanout: int = 32,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be at least 1")
+        if isinstance(inline_fanout, bool) or not isinstance(inline_fanout, int) or inline_fanout < 0:
+            raise ValueError(f"inline_fanout must be a whole number >= 0, got {inline_fanout!r}")
         if max_abandoned is not None and (isinstance(max_abandoned, bool) or max_abandoned < 0):
             raise ValueError(
                 f"max_abandoned must be a whole number >= 0 (0: no limit), got {max_abandoned!r}"
@@ -136,6 +145,12 @@ class Worker:
         self.lease = parse_duration(lease, "lease")
         self.poll_interval = parse_duration(poll_interval, "poll interval")
         self.grace = parse_duration(grace, "grace period")
+        # Timers (a sleep's end, a retry's back-off) due within this are claimed ahead and wait in
+        # the worker for their moment: they come due on time, not a claim's round trip late.
+        self.lookahead = parse_duration(lookahead, "lookahead")
+        # zart.parallel/zart.map fan-outs at most this wide run in the workflow's own worker while it
+        # has room (a branch then costs what an inline step costs); wider ones become branch tasks.
+        self.inline_fanout = inline_fanout
         self.listen = listen
         # The poison-pill limit (see Services.max_abandoned); 0 or None: no limit.
         self.max_abandoned = max_abandoned or None
@@ -523,8 +538,9 @@ class Worker:
                 if failing:
                     log_event(log, "claim.recovered", worker=self.worker_id)
                     failing = False
+                claimed_at = trio.current_time()
                 for task in tasks:
-                    entry = self._held[task.id] = _Held(task, trio.CancelScope())
+                    entry = self._held[task.id] = _Held(task, trio.CancelScope(), claimed_at)
                     nursery.start_soon(self._run_task, entry)
                 if len(tasks) == limit:
                     if len(self._held) < self.concurrency:
@@ -569,7 +585,8 @@ class Worker:
                 if stranded:
                     log_event(log, "claim.recovered_stranded", worker=self.worker_id, tasks=len(stranded))
             rows = conn.execute(
-                sql.CLAIM_TASKS, {"limit": limit, "lease": self.lease, "worker": self.worker_id}
+                sql.CLAIM_TASKS,
+                {"limit": limit, "lease": self.lease, "worker": self.worker_id, "lookahead": self.lookahead},
             ).fetchall()
         return self._load_claimed(conn, rows, limit)
 
@@ -587,7 +604,7 @@ class Worker:
         elif len(rows) < limit:  # nothing more is ready: when should we look again?
             if not rows:
                 conn.execute(sql.DELETE_ORPHAN_TASKS)
-            due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT).fetchone()
+            due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": self.lookahead}).fetchone()
             next_due = due[0] if due else None
         else:
             next_due = None
@@ -634,6 +651,7 @@ class Worker:
                 payload_json=payload_json,
                 seq=seq,
                 group=group,
+                seconds_to_due=seconds_to_due,
             )
             for (
                 task_id,
@@ -648,6 +666,7 @@ class Worker:
                 payload_json,
                 seq,
                 group,
+                seconds_to_due,
             ) in rows
         ]
         return tasks, next_due
@@ -660,6 +679,8 @@ class Worker:
         was_full = len(self._held) >= self.concurrency
         try:
             with entry.scope:
+                if task.seconds_to_due > 0:  # a timer claimed ahead: its moment has not come yet
+                    await trio.sleep_until(entry.claimed_at + task.seconds_to_due)
                 await self._run_execution(entry)
         except LeaseLost:
             log_event(log, "lease.lost", logging.WARNING, worker=self.worker_id, execution=task.execution_id)
@@ -762,13 +783,20 @@ class Worker:
             history=task.history,
             last_attempts=task.last_attempts,
             services=Services(
-                self._completer, self._step_limiter, self.worker_id, self._wake_claimer, self.max_abandoned
+                self._completer,
+                self._step_limiter,
+                self.worker_id,
+                self._wake_claimer,
+                self.max_abandoned,
+                inline_fanout=self.inline_fanout,
+                may_inline=self._has_room,
             ),
             status=task.status,
             events=task.events,
             deadline=None
             if task.seconds_to_deadline is None
-            else trio.current_time() + task.seconds_to_deadline,
+            else entry.claimed_at + task.seconds_to_deadline,
+            claimed_at=entry.claimed_at,
         )
         entry.execution = execution
         if branch is not None:
@@ -778,6 +806,11 @@ class Worker:
             return
         await execution.run(task.input_json)
         self.executions_finished += 1
+
+    def _has_room(self) -> bool:
+        """Whether a workflow's branches may run here: not while this worker is full (its branches
+        then go to tasks, and the workflow gives its slot back while they run)."""
+        return len(self._held) < self.concurrency
 
     def _wake_claimer(self) -> None:
         """An execution was rescheduled: re-read the earliest run_at so its timer is not missed."""
@@ -850,9 +883,10 @@ class Worker:
             return 0
         held = [entry.task for entry in entries]
         cut_short = [
-            (entry.task.execution_id, *entry.execution.in_flight)
+            (entry.task.execution_id, key, attempt)
             for entry in entries
-            if entry.execution is not None and entry.execution.in_flight is not None
+            if entry.execution is not None
+            for key, attempt in entry.execution.in_flight.items()
         ]
 
         def release(conn: psycopg.Connection) -> None:

@@ -119,3 +119,22 @@ async def loop_styles(payload: dict) -> dict:
 @zart.workflow("two-maps")
 async def two_maps(payload: dict) -> list:
     return [await zart.map(quick, payload["words"]), await zart.map(quick, payload["words"])]
+
+
+@zart.step("fails-once-branch", retry="fixed(3, 200ms)")
+def fails_once_branch(label: str) -> str:
+    """Fails its first attempt (counted in test_effects), then succeeds."""
+    record_effect(label)
+    with _pool().connection() as conn:
+        tries = conn.execute(
+            "SELECT count(*) FROM test_effects WHERE execution_id = %s AND step_key = %s",
+            (zart.context().execution_id, zart.context().step_key),
+        ).fetchone()[0]
+    if tries < 2:
+        raise RuntimeError(f"{label}: first attempt fails")
+    return label.upper()
+
+
+@zart.workflow("branch-retries-while-siblings-run")
+async def branch_retries_while_siblings_run() -> list:
+    return await zart.parallel(quick("a"), fails_once_branch("b"), nap("c"))
