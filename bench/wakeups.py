@@ -34,11 +34,13 @@ WHERE s.kind = 'sleep' AND s.execution_id = ANY(%(ids)s)
 """
 
 
-def run(sleepers: int, busy: int, seconds: float, procs: int, busy_steps: int = 20) -> dict[str, Any]:
+def run(
+    sleepers: int, busy: int, seconds: float, procs: int, busy_steps: int = 20, concurrency: int = 500
+) -> dict[str, Any]:
     with FreshDatabase(server_url()) as database:
         url = database.url
         try:
-            with supervise(url, procs) as supervisor:
+            with supervise(url, procs, concurrency=concurrency) as supervisor:
                 sleeping = zart.start_many(apps.bench_sleeper, [seconds] * sleepers, database_url=url)
                 zart.start_many(apps.bench_steps, [busy_steps] * busy, database_url=url)
                 wait_for_completed(url, sleepers + busy, supervisor, timeout=300 + seconds)
@@ -57,6 +59,7 @@ def run(sleepers: int, busy: int, seconds: float, procs: int, busy_steps: int = 
         "busy_steps": busy_steps,
         "seconds": seconds,
         "procs": procs,
+        "concurrency": concurrency,
         "late_median_ms": round(1000 * statistics.median(late), 1),
         "late_p99_ms": round(1000 * late[max(0, int(0.99 * len(late)) - 1)], 1),
         "late_max_ms": round(1000 * late[-1], 1),
@@ -70,8 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--busy-steps", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=500, help="per worker process")
     args = parser.parse_args(argv)
-    print(orjson.dumps(run(args.sleepers, args.busy, args.seconds, args.procs, args.busy_steps)).decode())
+    row = run(args.sleepers, args.busy, args.seconds, args.procs, args.busy_steps, args.concurrency)
+    print(orjson.dumps(row).decode())
 
 
 if __name__ == "__main__":

@@ -102,7 +102,8 @@ def test_stop_while_the_database_is_unreachable_still_ends(fresh_database_url, s
 def test_stop_during_a_park_keeps_the_park(kind, fresh_database_url, monkeypatch):
     url = fresh_database_url
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
-    worker = Worker(url, lease="30s", poll_interval="0.3s").start()
+    # inline_fanout=0: the parallel branches are tasks, and the workflow parks on them
+    worker = Worker(url, lease="30s", poll_interval="0.3s", inline_fanout=0).start()
     handle = zart.start(app.park_at_stop, kind, database_url=url)
     wait_until(lambda: handle.id in app.held_locks, what="the step to take the table lock")
     # The park's batch is waiting for the lock: stop now, then let the park commit.
@@ -135,9 +136,9 @@ def test_a_map_whose_workflow_is_woken_early_runs_each_item_once(fresh_database_
     (INSERT_BRANCH_TASKS), and the branch tasks never checked for a checkpoint."""
     url = fresh_database_url
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
-    with (
-        Worker(url, lease="10s", poll_interval="0.3s", concurrency=3),
-        Worker(url, lease="10s", poll_interval="0.3s", concurrency=3),
+    with (  # branch tasks (inline_fanout=0): the replay that re-creates them is what is tested
+        Worker(url, lease="10s", poll_interval="0.3s", concurrency=3, inline_fanout=0),
+        Worker(url, lease="10s", poll_interval="0.3s", concurrency=3, inline_fanout=0),
     ):
         handle = zart.start(app.mapper, 60, database_url=url)
         wait_until(
@@ -347,7 +348,7 @@ def test_a_finished_runner_keeps_the_entry_of_its_task_reclaimed_meanwhile(datab
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker._completer.run)
-                old = worker._held[task_id] = _Held(task, trio.CancelScope())
+                old = worker._held[task_id] = _Held(task, trio.CancelScope(), trio.current_time())
                 async with trio.open_nursery() as runners:
                     runners.start_soon(worker._run_task, old)
                     while not scalar(
@@ -356,7 +357,7 @@ def test_a_finished_runner_keeps_the_entry_of_its_task_reclaimed_meanwhile(datab
                         " WHERE wait_event_type = 'Lock' AND datname = current_database()",
                     ):
                         await trio.sleep(0.01)
-                    worker._held[task_id] = new = _Held(task, trio.CancelScope())
+                    worker._held[task_id] = new = _Held(task, trio.CancelScope(), trio.current_time())
                     locker.rollback()
                 assert worker._held.get(task_id) is new
                 nursery.cancel_scope.cancel()

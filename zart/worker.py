@@ -400,8 +400,11 @@ class Worker:
         url = resolve_url(self.database_url)
         self.database_url = url
         ensure_migrated(url)
-        size = 6
-        pool = open_pool(url, min_size=2, max_size=size, name="zart-worker", keep_reconnecting=True)
+        # The claimer, the completer and the heartbeat each use one connection at a time, plus one
+        # spare: 4 per process (and its listener), so that `--procs 16` holds at most 80 of a
+        # server's default 100 connections.
+        size = 4
+        pool = open_pool(url, min_size=1, max_size=size, name="zart-worker", keep_reconnecting=True)
         try:
             with pool.connection() as conn:
                 conn.execute(
