@@ -353,9 +353,9 @@ WITH RECURSIVE continuing AS (
     WHERE k.key IS NOT NULL
     ORDER BY kt.last_begun_at NULLS FIRST, k.key
 ), candidates AS (
-    SELECT c.id, c.queue, c.priority, c.run_at, NULL::timestamptz AS turn
+    SELECT c.id, c.queue, c.priority, c.run_at, NULL::timestamptz AS turn, c.execution_id, c.queue_key
     FROM open o CROSS JOIN LATERAL (
-        SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
+        SELECT t.id, t.queue, t.priority, t.run_at, t.execution_id, t.queue_key FROM zart_tasks t
         WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now()
         ORDER BY t.priority, t.run_at
         LIMIT greatest(o.free, 0)
@@ -364,9 +364,9 @@ WITH RECURSIVE continuing AS (
     UNION ALL
     -- Each key's first executions, as many as it has room for, keys in turn order; no more than the
     -- claim can take, so that a queue of many tenants costs a probe per key, not a scan per key.
-    (SELECT c.id, c.queue, c.priority, c.run_at, k.turn
+    (SELECT c.id, c.queue, c.priority, c.run_at, k.turn, c.execution_id, c.queue_key
      FROM turns_due k CROSS JOIN LATERAL (
-         SELECT t.id, t.queue, t.priority, t.run_at FROM zart_tasks t
+         SELECT t.id, t.queue, t.priority, t.run_at, t.execution_id, t.queue_key FROM zart_tasks t
          WHERE t.queue = k.queue AND t.queue_key = k.key AND NOT t.admitted AND t.run_at <= now()
          ORDER BY t.priority, t.run_at
          LIMIT greatest(least(k.free, k.per_key - (SELECT count(*) FROM zart_tasks x
@@ -375,7 +375,7 @@ WITH RECURSIVE continuing AS (
          FOR UPDATE SKIP LOCKED) c
      LIMIT (SELECT n FROM room))
 ), chosen AS MATERIALIZED (
-    SELECT x.id, x.queue FROM (
+    SELECT x.id, x.queue, x.execution_id, x.queue_key FROM (
         SELECT c.*, row_number() OVER (PARTITION BY c.queue
                                        ORDER BY c.turn NULLS FIRST, c.priority, c.run_at) AS place
         FROM candidates c) x
@@ -384,11 +384,12 @@ WITH RECURSIVE continuing AS (
     ORDER BY x.priority, x.run_at
     LIMIT (SELECT n FROM room)
 ), began AS (
+    -- By primary key only: a join here was planned, from a fresh table's statistics, as a nested
+    -- loop of every pending execution over a scan of every task (seconds per claim at 3,000).
     UPDATE zart_execution_runs r
     SET status = 'running', started_at = statement_timestamp(), updated_at = now(),
         deadline_at = statement_timestamp() + make_interval(secs => r.timeout_seconds)
-    FROM zart_tasks t
-    WHERE t.id = ANY(ARRAY(SELECT id FROM chosen)) AND r.id = t.execution_id AND r.status = 'pending'
+    WHERE r.id = ANY(ARRAY(SELECT execution_id FROM chosen)) AND r.status = 'pending'
 ), counted AS (
     UPDATE zart_queues q
     SET version = q.version + 1,
@@ -404,9 +405,9 @@ WITH RECURSIVE continuing AS (
     WHERE q.name = g.queue AND q.limited
 ), turns AS (
     INSERT INTO zart_queue_keys (queue, key, last_begun_at)
-    SELECT DISTINCT t.queue, t.queue_key, now()
-    FROM chosen c JOIN zart_tasks t ON t.id = c.id JOIN open o ON o.name = t.queue
-    WHERE o.per_key IS NOT NULL AND t.queue_key IS NOT NULL
+    SELECT DISTINCT c.queue, c.queue_key, now()
+    FROM chosen c JOIN open o ON o.name = c.queue
+    WHERE o.per_key IS NOT NULL AND c.queue_key IS NOT NULL
     ON CONFLICT (queue, key) DO UPDATE SET last_begun_at = excluded.last_begun_at
 ), claimed AS (
     UPDATE zart_tasks t
