@@ -574,18 +574,17 @@ FINISH_ATTEMPTS = """
 UPDATE zart_step_attempts a
 SET finished_at = f.finished_at, outcome = f.outcome, error_type = f.error_type,
     error_message = f.error_message, traceback = f.traceback
-FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempts)s::int[],
-            %(finished_ats)s::timestamptz[], %(outcomes)s::text[], %(error_types)s::text[],
-            %(error_messages)s::text[], %(tracebacks)s::text[])
-     AS f(execution_id, step_key, attempt, finished_at, outcome, error_type, error_message,
-          traceback)
+FROM (SELECT r->>0 AS execution_id, r->>1 AS step_key, (r->>2)::int AS attempt,
+             (r->>3)::timestamptz AS finished_at, r->>4 AS outcome, r->>5 AS error_type,
+             r->>6 AS error_message, r->>7 AS traceback
+      FROM json_array_elements(%(rows)s::json) AS r) f
 WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt = f.attempt
 """
 
 START_ATTEMPTS = """
 INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at)
-SELECT * FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempts)s::int[],
-                     %(worker_ids)s::text[], %(started_ats)s::timestamptz[])
+SELECT f->>0, f->>1, (f->>2)::int, f->>3, (f->>4)::timestamptz
+FROM json_array_elements(%(rows)s::json) AS f
 ON CONFLICT DO NOTHING
 """
 
@@ -598,11 +597,11 @@ INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error
 SELECT f.execution_id, f.step_key, f.seq, f.kind, f.status, f.output::json, f.error::json,
        f.attempts, CASE WHEN f.wake_in IS NULL THEN f.started_at ELSE now() END, f.finished_at,
        now() + make_interval(secs => f.wake_in)
-FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(seqs)s::int[], %(kinds)s::text[],
-            %(statuses)s::text[], %(outputs)s::text[], %(errors)s::text[], %(attempts)s::int[],
-            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[], %(wake_ins)s::float8[])
-     AS f(execution_id, step_key, seq, kind, status, output, error, attempts, started_at,
-          finished_at, wake_in)
+FROM (SELECT r->>0 AS execution_id, r->>1 AS step_key, (r->>2)::int AS seq, r->>3 AS kind,
+             r->>4 AS status, r->>5 AS output, r->>6 AS error, (r->>7)::int AS attempts,
+             (r->>8)::timestamptz AS started_at, (r->>9)::timestamptz AS finished_at,
+             (r->>10)::float8 AS wake_in
+      FROM json_array_elements(%(rows)s::json) AS r) f
 ON CONFLICT (execution_id, step_key) DO UPDATE
 SET status = excluded.status, output = excluded.output, error = excluded.error,
     finished_at = excluded.finished_at
@@ -624,9 +623,9 @@ SET status = f.status,
     started_at = coalesce(r.started_at, f.started_at),
     finished_at = coalesce(f.finished_at, r.finished_at),
     updated_at = now()
-FROM unnest(%(ids)s::text[], %(statuses)s::text[], %(results)s::text[], %(errors)s::text[],
-            %(started_ats)s::timestamptz[], %(finished_ats)s::timestamptz[])
-     AS f(id, status, result, error, started_at, finished_at)
+FROM (SELECT x->>0 AS id, x->>1 AS status, x->>2 AS result, x->>3 AS error,
+             (x->>4)::timestamptz AS started_at, (x->>5)::timestamptz AS finished_at
+      FROM json_array_elements(%(rows)s::json) AS x) f
 WHERE r.id = f.id
 """
 
