@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psutil
 import psycopg
 import trio
 
-from .harness import checkout
+from .harness import _tree, checkout
 from .throughput import FreshDatabase, server_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -103,12 +102,23 @@ def _healthy(host: str, port: int) -> bool:
         return False
 
 
-def _serve(url: str, log: Any) -> tuple[subprocess.Popen[bytes], str, int]:
+def _serve(url: str, log: Any, workers: int) -> tuple[subprocess.Popen[bytes], str, int]:
     env = dict(os.environ, ZART_DATABASE_URL=url)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("ZART_API_TOKEN", None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "zart", "serve", "--app", "bench.apps", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "zart",
+            "serve",
+            "--app",
+            "bench.apps",
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+        ],
         env=env,
         cwd=REPO_ROOT,
         stdout=log,
@@ -127,17 +137,16 @@ def _serve(url: str, log: Any) -> tuple[subprocess.Popen[bytes], str, int]:
     raise RuntimeError("zart serve did not start listening in time")
 
 
-def run(clients: int, starts: int) -> dict[str, Any]:
+def run(clients: int, starts: int, workers: int = 1) -> dict[str, Any]:
     results = REPO_ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     with FreshDatabase(server_url()) as database, open(results / "http-starts-serve.log", "w+") as log:
-        server, host, port = _serve(database.url, log)
+        server, host, port = _serve(database.url, log, workers)
         try:
             trio.run(_load, host, port, 4, 40)  # warm-up: pools, the group's flusher, the plans
-            process = psutil.Process(server.pid)
-            cpu_before = sum(process.cpu_times()[:2])
+            cpu_before = sum(_tree(server.pid).values())
             seconds, latencies, statuses = trio.run(_load, host, port, clients, starts)
-            server_cpu = sum(process.cpu_times()[:2]) - cpu_before
+            server_cpu = sum(_tree(server.pid).values()) - cpu_before
         finally:
             server.terminate()
             server.wait(30)
@@ -151,6 +160,7 @@ def run(clients: int, starts: int) -> dict[str, Any]:
         "benchmark": "http-starts",
         "engine": checkout(),
         "clients": clients,
+        "server_processes": workers,
         "starts": starts,
         "seconds": round(seconds, 3),
         "starts_per_s": round(starts / seconds, 1),
@@ -164,8 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--starts", type=int, default=6000)
+    parser.add_argument("--workers", type=int, default=1, help="zart serve --workers (processes)")
     args = parser.parse_args(argv)
-    print(orjson.dumps(run(args.clients, args.starts)).decode())
+    print(orjson.dumps(run(args.clients, args.starts, args.workers)).decode())
 
 
 if __name__ == "__main__":
