@@ -403,6 +403,8 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for runs in by_case.values():
         median = {key: value for key, value in runs[0].items() if key not in ("round", "cpus_busy_before")}
         median["right_results"] = sum(r["right_results"] for r in runs)
+        if "per_process" in median:
+            median["per_process"] = " ".join(r["per_process"] for r in runs)
         for key in (
             "seconds",
             "workflows_per_s",
