@@ -127,9 +127,7 @@ def test_one_id_started_by_many_callers_at_once_is_created_once(fresh_database_u
 
 
 def _waiting(url: str) -> int:
-    group = group_start.group_for(url)
-    with group._lock:
-        return len(group._waiting)
+    return group_start.group_for(url).waiting()
 
 
 def test_a_start_that_fails_in_a_group_fails_alone(fresh_database_url):

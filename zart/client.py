@@ -16,7 +16,7 @@ import attrs
 import psycopg
 import sniffio
 
-from . import group_start, serde, sql, starting, waiting
+from . import group_start, serde, sql, starting, status_reads, waiting
 from .db import ENV_URL, resolve_url
 from .errors import (
     Cancelled,
@@ -141,8 +141,13 @@ class ExecutionHandle:
         return min(waiting.FALLBACK_SECONDS, left)
 
     def _status_row(self) -> tuple[str, str | None, str | None]:
-        with transaction(self.database_url) as conn:
-            row = conn.execute(sql.SELECT_EXECUTION_STATUS, {"id": self.id}).fetchone()
+        """(status, result, error), read with the other waiters of this process (zart.status_reads)."""
+        return self._found(status_reads.reader_for(self.database_url).call(self.id))
+
+    async def _astatus_row(self) -> tuple[str, str | None, str | None]:
+        return self._found(await status_reads.reader_for(self.database_url).acall(self.id))
+
+    def _found(self, row: tuple[str, str | None, str | None] | None) -> tuple[str, str | None, str | None]:
         if row is None:
             raise ExecutionNotFound(f"no execution with id {self.id!r}")
         return row
@@ -192,7 +197,7 @@ class ExecutionHandle:
         async with waiting.awatch(self.database_url, self.id) as ended:
             while True:
                 ended.clear()
-                status, result, error = await _in_thread(self._status_row)
+                status, result, error = await self._astatus_row()
                 if status in TERMINAL:
                     return _outcome(self.id, status, result, error)
                 await ended.wait(self._pause(status, deadline, timeout))

@@ -81,6 +81,11 @@ SELECT_EXECUTION_STATUS = """
 SELECT status, result::text, error::text FROM zart_execution_runs WHERE id = %(id)s
 """
 
+# The status reads of many result() waiters at once (zart.status_reads): one probe per id.
+SELECT_EXECUTION_STATUSES = """
+SELECT id, status, result::text, error::text FROM zart_execution_runs WHERE id = ANY(%(ids)s::text[])
+"""
+
 # The newest executions, one statement per filter so that each has an index that serves it (one
 # statement with `(%(status)s IS NULL OR status = ...)` would, once prepared, settle on one generic
 # plan for every filter, and walk the whole created_at index for a rare status). The unfiltered one

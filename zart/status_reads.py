@@ -1,0 +1,54 @@
+"""The status reads of `result()` / `aresult()`, grouped: one statement for every waiter of a process.
+
+A waiter reads its execution's status when it begins and again each time the execution's end is
+announced (zart.waiting). A process awaiting thousands of results (a service that started them, a
+benchmark) would make one pooled round trip per read; here the reads waiting at one moment become
+one `id = ANY(...)` query on the process's reader thread (a `zart.batching.Batcher`), and an async
+waiter holds no thread meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from . import sql
+from .batching import Batcher
+from .pools import transaction
+
+Row = tuple[str, str | None, str | None]  # status, result JSON, error JSON
+
+
+class StatusReader(Batcher[str, Row | None]):
+    """The reader of one process and database: `call(id)` / `acall(id)` -> (status, result, error),
+    or None when no such execution exists."""
+
+    thread_name = "zart-status-reader"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        super().__init__()
+
+    def handle(self, ids: list[str]) -> list[Row | None]:
+        with transaction(self.url) as conn:
+            found = {
+                row[0]: (row[1], row[2], row[3])
+                for row in conn.execute(sql.SELECT_EXECUTION_STATUSES, {"ids": list(dict.fromkeys(ids))})
+            }
+        return [found.get(execution_id) for execution_id in ids]
+
+
+_readers: dict[tuple[int, str], StatusReader] = {}
+_readers_lock = threading.Lock()
+
+
+def reader_for(url: str) -> StatusReader:
+    """This process's reader for `url` (one per process: a thread does not survive a fork)."""
+    key = (os.getpid(), url)
+    reader = _readers.get(key)
+    if reader is None:
+        with _readers_lock:
+            reader = _readers.get(key)
+            if reader is None:
+                reader = _readers[key] = StatusReader(url)
+    return reader
