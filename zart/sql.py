@@ -582,14 +582,14 @@ SET finished_at = f.finished_at, outcome = f.outcome, error_type = f.error_type,
 FROM (SELECT r->>0 AS execution_id, r->>1 AS step_key, (r->>2)::int AS attempt,
              (r->>3)::timestamptz AS finished_at, r->>4 AS outcome, r->>5 AS error_type,
              r->>6 AS error_message, r->>7 AS traceback
-      FROM json_array_elements(%(rows)s::json) AS r) f
+      FROM jsonb_array_elements(%(rows)s::jsonb) AS r) f
 WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt = f.attempt
 """
 
 START_ATTEMPTS = """
 INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at)
 SELECT f->>0, f->>1, (f->>2)::int, f->>3, (f->>4)::timestamptz
-FROM json_array_elements(%(rows)s::json) AS f
+FROM jsonb_array_elements(%(rows)s::jsonb) AS f
 ON CONFLICT DO NOTHING
 """
 
@@ -606,7 +606,7 @@ FROM (SELECT r->>0 AS execution_id, r->>1 AS step_key, (r->>2)::int AS seq, r->>
              r->>4 AS status, r->>5 AS output, r->>6 AS error, (r->>7)::int AS attempts,
              (r->>8)::timestamptz AS started_at, (r->>9)::timestamptz AS finished_at,
              (r->>10)::float8 AS wake_in
-      FROM json_array_elements(%(rows)s::json) AS r) f
+      FROM jsonb_array_elements(%(rows)s::jsonb) AS r) f
 ON CONFLICT (execution_id, step_key) DO UPDATE
 SET status = excluded.status, output = excluded.output, error = excluded.error,
     finished_at = excluded.finished_at
@@ -630,7 +630,7 @@ SET status = f.status,
     updated_at = now()
 FROM (SELECT x->>0 AS id, x->>1 AS status, x->>2 AS result, x->>3 AS error,
              (x->>4)::timestamptz AS started_at, (x->>5)::timestamptz AS finished_at
-      FROM json_array_elements(%(rows)s::json) AS x) f
+      FROM jsonb_array_elements(%(rows)s::jsonb) AS x) f
 WHERE r.id = f.id
 """
 
