@@ -375,7 +375,8 @@ _BRANCH_COLUMNS = ("execution_ids", "step_keys", "payloads", "seqs", "grps", "re
 
 
 def _rows(rows: list[tuple[Any, ...]]) -> dict[str, str]:
-    """The rows of a per-step write as one JSON parameter (`jsonb_array_elements` on the server: parsed once, where `->>` on `json` re-reads the text for every field).
+    """The rows of a per-step write as one JSON parameter, read by `jsonb_array_elements` (parsed
+    once; `->>` on `json` would re-read the text for every field).
 
     These writes run for every step: psycopg adapts a list parameter element by element in Python,
     which cost about 15% of a worker's CPU across them; orjson writes all the rows in one call (the
