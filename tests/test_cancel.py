@@ -41,7 +41,7 @@ def test_cancel_mid_step_records_nothing_after_it(database_url, worker, tmp_path
         handle.result(timeout=5)
     # The worker notices at its next commit (or lease renewal) and stops: the gate step's result
     # and the step after it are never recorded.
-    wait_until(lambda: not worker._held, what="the worker to let go of the execution")
+    wait_until(lambda: not worker._state.held, what="the worker to let go of the execution")
     keys = [
         row[0]
         for row in query(

@@ -19,9 +19,14 @@ import trio
 
 import zart
 from zart import sql
+from zart.claimer import Claimer
 from zart.completer import Completer
 from zart.db import open_pool
-from zart.worker import ClaimedTask, Worker, _Held
+from zart.listener import Listener
+from zart.replay import Services
+from zart.runner import Runner
+from zart.worker import Worker
+from zart.workerstate import ClaimedTask, Held, WorkerState
 
 from .apps import hardening_app as app
 from .helpers import SupervisorProcess, WorkerProcess, query, scalar, wait_until
@@ -117,7 +122,7 @@ def test_stop_during_a_park_keeps_the_park(kind, fresh_database_url, monkeypatch
     )
     stopper = threading.Thread(target=worker.stop, daemon=True)
     stopper.start()
-    wait_until(lambda: worker._stopping, what="the stop to begin")
+    wait_until(lambda: worker._state.stopping, what="the stop to begin")
     app.held_locks.pop(handle.id).commit()
     stopper.join(15)
     assert not stopper.is_alive()
@@ -145,7 +150,7 @@ def test_a_map_whose_workflow_is_woken_early_runs_each_item_once(fresh_database_
             lambda: scalar(url, "SELECT count(*) FROM zart_steps WHERE execution_id = %s", (handle.id,)) >= 8,
             what="8 items to finish",
         )
-        # What _release_held used to do to a parked workflow task at shutdown.
+        # What the hand-back of held tasks at shutdown used to do to a parked workflow task.
         for _ in range(3):
             query(
                 url,
@@ -170,9 +175,9 @@ def test_a_map_whose_workflow_is_woken_early_runs_each_item_once(fresh_database_
 def test_map_branch_claims_load_only_their_own_step(fresh_database_url, monkeypatch):
     url = fresh_database_url
     loaded = {"branch_rows": 0, "branches": 0}
-    original = Worker._claim
+    original = Claimer._claim
 
-    def counting(self: Worker, *args: Any) -> Any:
+    def counting(self: Claimer, *args: Any) -> Any:
         tasks, due = original(self, *args)
         for task in tasks:
             if task.kind == "step":
@@ -180,7 +185,7 @@ def test_map_branch_claims_load_only_their_own_step(fresh_database_url, monkeypa
                 loaded["branch_rows"] += len(task.history)
         return tasks, due
 
-    monkeypatch.setattr(Worker, "_claim", counting)
+    monkeypatch.setattr(Claimer, "_claim", counting)
     with Worker(url, lease="30s", poll_interval="0.5s", concurrency=100, batch=50):
         began = time.monotonic()
         handle = zart.start(app.map_n, 1500, database_url=url)
@@ -241,12 +246,12 @@ class _ConnectionLostAfterClaim:
 def test_a_claim_whose_answer_is_lost_is_not_left_for_a_whole_lease(database_url, monkeypatch):
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", database_url)
     armed = [True]
-    original = Worker._claim
+    original = Claimer._claim
 
-    def claim_then_lose(self: Worker, conn: psycopg.Connection, *args: Any) -> Any:
+    def claim_then_lose(self: Claimer, conn: psycopg.Connection, *args: Any) -> Any:
         return original(self, _ConnectionLostAfterClaim(conn, database_url, armed), *args)
 
-    monkeypatch.setattr(Worker, "_claim", claim_then_lose)
+    monkeypatch.setattr(Claimer, "_claim", claim_then_lose)
     with Worker(database_url, lease="30s", poll_interval="0.5s"):
         began = time.monotonic()
         handle = zart.start(app.many_steps, 3, database_url=database_url)
@@ -330,36 +335,38 @@ def test_a_finished_runner_keeps_the_entry_of_its_task_reclaimed_meanwhile(datab
         "INSERT INTO zart_execution_runs (id, workflow, status) VALUES (%s, 'x', 'completed') RETURNING id",
         (execution_id,),
     )
-    worker = Worker(database_url)
+    state = WorkerState(f"test-worker-{execution_id}")
     task_id = scalar(
         database_url,
         "INSERT INTO zart_tasks (execution_id, claimed_by, claims, run_at) "
         "VALUES (%s, %s, 1, now() + interval '1 minute') RETURNING id",
-        (execution_id, worker.worker_id),
+        (execution_id, state.worker_id),
     )
     task = ClaimedTask(task_id, 1, execution_id, "workflow", "x", "completed", None, None, [], {}, [])
 
     async def main() -> None:
         pool = await trio.to_thread.run_sync(lambda: open_pool(database_url, max_size=2))
-        worker._completer = Completer(pool, trio.CapacityLimiter(2), worker.worker_id, 60.0)
+        completer = Completer(pool, trio.CapacityLimiter(2), state.worker_id, 60.0)
+        services = Services(completer, trio.CapacityLimiter(2), state.worker_id, state.wake_claimer)
+        runner = Runner(state, services, concurrency=100, poll_interval=5.0)
         # Holds the old runner's commit back while the task is "re-claimed".
         locker = psycopg.connect(database_url)
         locker.execute("SELECT 1 FROM zart_tasks WHERE id = %s FOR UPDATE", (task_id,))
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(worker._completer.run)
-                old = worker._held[task_id] = _Held(task, trio.CancelScope(), trio.current_time())
+                nursery.start_soon(completer.run)
+                old = state.held[task_id] = Held(task, trio.CancelScope(), trio.current_time())
                 async with trio.open_nursery() as runners:
-                    runners.start_soon(worker._run_task, old)
+                    runners.start_soon(runner.run_task, old)
                     while not scalar(
                         database_url,
                         "SELECT count(*) FROM pg_stat_activity"
                         " WHERE wait_event_type = 'Lock' AND datname = current_database()",
                     ):
                         await trio.sleep(0.01)
-                    worker._held[task_id] = new = _Held(task, trio.CancelScope(), trio.current_time())
+                    state.held[task_id] = new = Held(task, trio.CancelScope(), trio.current_time())
                     locker.rollback()
-                assert worker._held.get(task_id) is new
+                assert state.held.get(task_id) is new
                 nursery.cancel_scope.cancel()
         finally:
             locker.close()
@@ -401,12 +408,12 @@ def test_a_crashing_part_of_the_worker_stops_it_instead_of_leaving_a_zombie(
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
     handles = [zart.start(app.many_steps, 100_000, database_url=url) for _ in range(10)]
 
-    async def crashing_listener(self: Worker) -> None:
+    async def crashing_listener(self: Listener) -> None:
         while scalar(url, "SELECT count(*) FROM zart_steps") < 200:
             await trio.sleep(0.01)
         raise RuntimeError("a bug in the listener")
 
-    monkeypatch.setattr(Worker, "_listen", crashing_listener)
+    monkeypatch.setattr(Listener, "run", crashing_listener)
     worker = Worker(url, lease="30s", poll_interval="0.5s", concurrency=10).start()
     thread = worker._thread
     assert thread is not None

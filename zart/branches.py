@@ -1,0 +1,209 @@
+"""Fan-out: `zart.parallel` and `zart.map`, and running one of their branches.
+
+The branches of a fan-out take consecutive positions in the history, and run one of two ways.
+
+Inline, when at most `Services.inline_fanout` would run at once and the worker has room: in this
+execution's own nursery, each branch's step run like an inline step (`zart.steps`), their flushes
+coalesced (`zart.journal`). A branch whose step is to be retried ends without its checkpoint, and
+once its siblings are done the execution suspends for the earliest back-off.
+
+As branch tasks otherwise: the first time through, the unfinished branches become tasks (kind
+'step', at most `concurrency` of them ready, the rest parked) in the same transaction that parks the
+workflow; any worker may claim them. Each branch task runs its step, with its retries, and commits
+its checkpoint together with the fan-in (the next parked branch of the group made ready, the
+workflow woken by the last one).
+
+Either way, the replay then finds every branch's outcome in the history.
+
+How branches are run is kept here, apart from the steps and the replay, so that it can change
+without touching them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import orjson
+import trio
+
+from .current import require_execution
+from .errors import StepFailed
+from .history import Checkpoint, recorded_value
+from .journal import LeaseLost, Suspended
+from .steps import RetryLater, StepCall, attempt_step, make_call
+
+if TYPE_CHECKING:
+    from .registry import Step
+    from .replay import ExecutionContext
+
+
+@runtime_checkable
+class StepDefinition(Protocol):
+    """What `zart.map` needs of a `@zart.step` (zart.registry.Step), without importing the registry:
+    the registry is a layer above the replay (it imports zart.replay), and the dependency goes one
+    way only."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    timeout: float | None
+    retry: Any
+
+
+async def parallel(*calls: StepCall) -> list[Any]:
+    """Run step calls concurrently, on any worker; their results in argument order.
+
+    Each branch is checkpointed on its own, so a restart re-runs only the unfinished ones. If some
+    fail (after their retries), StepFailed for the first failure in argument order is raised once
+    all are finished, with every branch's outcome in its `outcomes`.
+    """
+    execution = require_execution("zart.parallel()")
+    if not calls:
+        return []
+    return await _fan_out(execution, list(calls), None)
+
+
+async def map(step: Step, items: Any, concurrency: int | None = None) -> list[Any]:
+    """A durable loop: `step(item)` for each item, one checkpoint per item (`name[i]`), at most
+    `concurrency` in flight, results in item order. A restart skips the finished items."""
+    execution = require_execution("zart.map()")
+    if not isinstance(step, StepDefinition):
+        raise TypeError(f"zart.map() takes a @zart.step function, got {step!r}")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ValueError(f"concurrency must be a whole number >= 1 or None, got {concurrency!r}")
+    calls = _map_calls(execution, step, list(items))
+    if not calls:
+        return []
+    return await _fan_out(execution, calls, concurrency)
+
+
+def _map_calls(execution: ExecutionContext, step: Step, items: list[Any]) -> list[StepCall]:
+    """One call per item: a checkpoint per item, keyed `name[i]` (`name#k[i]` for the k-th map of
+    the same step in this execution, k >= 2)."""
+    count = execution.history.count_call("map", step.name)
+    prefix = step.name if count == 1 else f"{step.name}#{count}"
+    return [make_call(execution, step, f"{prefix}[{index}]", (item,), {}) for index, item in enumerate(items)]
+
+
+async def _fan_out(execution: ExecutionContext, calls: list[StepCall], concurrency: int | None) -> list[Any]:
+    """Run `calls` inline, or as branch tasks any worker may claim; their results in argument order.
+
+    As tasks, the unfinished branches become tasks in the commit that parks this workflow; the last
+    branch to finish wakes it, and the replay then finds every result here.
+    """
+    for call in calls:
+        if not isinstance(call, StepCall) or call.execution is not execution:
+            raise TypeError(
+                f"zart.parallel() takes step calls made in this workflow, e.g. "
+                f"zart.parallel(a(1), b(2)); got {call!r}"
+            )
+    history, journal = execution.history, execution.journal
+    first = history.take_positions(len(calls))
+    recorded = [history.entry_at(first + offset, call.key) for offset, call in enumerate(calls)]
+    unfinished = [(offset, call) for offset, call in enumerate(calls) if recorded[offset] is None]
+    window = len(unfinished) if concurrency is None else min(concurrency, len(unfinished))
+    services = execution.services
+    if unfinished and window <= services.inline_fanout and services.may_inline():
+        await _run_inline(execution, first, unfinished, window, recorded)
+    elif unfinished:
+        for rank, (offset, call) in enumerate(unfinished):
+            payload = orjson.dumps({"step": call.step.name, "args": call.args, "kwargs": call.kwargs})
+            journal.pending.branch_tasks.append(
+                (call.key, payload.decode(), first + offset, first, rank < window)
+            )
+        journal.mark_running()
+        journal.pending.wake_when_branches_done = True
+        await journal.suspend(math.inf)
+    outcomes = []
+    failure: StepFailed | None = None
+    for checkpoint in recorded:
+        assert checkpoint is not None
+        try:
+            outcomes.append(
+                {"key": checkpoint.key, "status": "completed", "result": recorded_value(checkpoint)}
+            )
+        except StepFailed as failed:
+            outcomes.append(
+                {
+                    "key": checkpoint.key,
+                    "status": "failed",
+                    "error_type": failed.error_type,
+                    "message": failed.message,
+                }
+            )
+            failure = failure or failed
+    if failure is not None:
+        failure.outcomes = outcomes
+        raise failure
+    return [outcome["result"] for outcome in outcomes]
+
+
+async def _run_inline(
+    execution: ExecutionContext,
+    first: int,
+    unfinished: list[tuple[int, StepCall]],
+    window: int,
+    recorded: list[Checkpoint | None],
+) -> None:
+    """Run the branches here, at most `window` at once, each step as an inline step is run: its
+    attempt on record before its body, its checkpoint committed at once if a sibling's body is
+    still running (else with the workflow's next commit), all through the completer.
+
+    A branch whose step is to be retried ends without its checkpoint; once the others are done
+    the execution suspends until the earliest retry is due, and the replay runs what is left. If
+    the execution ends or is lost in a branch (the poison-pill limit, a lost lease), the other
+    branches are cancelled and that end is raised.
+    """
+    journal = execution.journal
+    limiter = trio.CapacityLimiter(window)
+    retries: list[float] = []
+    ended: list[BaseException] = []
+    journal.inline_branches += 1
+
+    async def branch(offset: int, call: StepCall, cancel_scope: trio.CancelScope) -> None:
+        async with limiter:
+            try:
+                try:
+                    recorded[offset] = await attempt_step(execution, call, first + offset, inline=True)
+                except RetryLater as later:
+                    retries.append(later.delay)
+                # What this branch recorded may wait for the execution's next commit only while
+                # nothing with side effects runs; a sibling's step body does: commit it now.
+                if journal.in_flight:
+                    await journal.flush()
+            except (Suspended, LeaseLost) as exc:
+                ended.append(exc)
+                cancel_scope.cancel()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for offset, call in unfinished:
+                nursery.start_soon(branch, offset, call, nursery.cancel_scope)
+    finally:
+        journal.inline_branches -= 1
+    if ended:
+        raise ended[0]
+    if retries:
+        await journal.suspend(min(retries))
+
+
+async def run_branch(execution: ExecutionContext, call: StepCall, position: int, group: int) -> None:
+    """Run one branch task: the step (with its retries), then the fan-in, in one commit.
+
+    A branch whose checkpoint already exists (its task was re-created by a replay that loaded
+    the history just before the branch finished) does not run again: only the fan-in remains.
+    """
+    recorded = execution.history.entries.get(position)
+    try:
+        if recorded is None:
+            await attempt_step(execution, call, position)  # a failure is recorded for the fan-in
+    except Suspended:
+        return  # a retry back-off: this branch task runs again later
+    journal = execution.journal
+    journal.pending.finish_task = True
+    journal.pending.fan_in_group = group
+    await journal.flush()

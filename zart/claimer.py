@@ -1,0 +1,241 @@
+"""The claimer: takes ready tasks in batches and starts a runner for each.
+
+A claim takes up to `batch` ready tasks (`FOR UPDATE SKIP LOCKED`, sql.CLAIM_TASKS) and loads what
+their runners need (an execution's history, or a branch's own step) in the same thread hop. When
+there is nothing to claim, the claimer sleeps until a wake-up (`WorkerState.wake`: a notification,
+a free slot, a rescheduled task), the earliest future `run_at`, or the poll interval, whichever is
+first. Timers (a sleep's end, a retry's back-off) due within `lookahead` are claimed ahead, and
+their runners wait in the worker for the moment (`zart.runner`): they come due on time, not a
+claim's round trip late.
+
+The workers of one supervisor share a claim baton, so that one notification makes one of them claim,
+not all of them: a worker that fills up hands over to the next by notifying again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import trio
+
+from . import sql
+from .db import is_transient
+from .logs import log_event
+from .replay import Checkpoint, LastAttempt, PendingEvent
+from .workerstate import DB_RETRY_SECONDS, ClaimedTask, Held, WorkerDb, WorkerState
+
+log = logging.getLogger("zart.worker")
+
+# How long a claim may hold the baton; it expires by itself if its holder dies holding it.
+_BATON_SECONDS = 2.0
+# How soon a claimer looks again at a limited queue that another claimer was admitting into.
+_CONTENDED_RETRY_SECONDS = 0.005
+
+
+class Claimer:
+    """The claim loop of one worker.
+
+    `run_task` is what runs a claimed task (the runner's): the claimer only decides when to claim,
+    how many, and keeps the held-task table in step with what it claimed.
+    """
+
+    def __init__(
+        self,
+        state: WorkerState,
+        db: WorkerDb,
+        run_task: Callable[[Held], Awaitable[None]],
+        *,
+        concurrency: int,
+        batch: int,
+        lease: float,
+        poll_interval: float,
+        lookahead: float,
+        claim_baton: Any = None,
+    ) -> None:
+        self._state = state
+        self._db = db
+        self._run_task = run_task
+        self._concurrency = concurrency
+        self._batch = batch
+        self._lease = lease
+        self._poll_interval = poll_interval
+        # Timers due within this are claimed ahead: their runners wait for the moment (zart.runner).
+        self._lookahead = lookahead
+        # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
+        # way until this time". None outside a supervisor.
+        self._claim_baton = claim_baton
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Claim until a drain begins; each claimed task's runner starts in `nursery`."""
+        state = self._state
+        failing = False
+        while not state.draining:
+            state.wake = trio.Event()
+            free = self._concurrency - len(state.held)
+            wait = self._poll_interval
+            if free > 0 and self._take_baton():
+                limit = min(free, self._batch)
+                state.claim_queries += 1
+                held = list(state.held)
+                in_doubt, state.in_doubt = state.in_doubt, False
+                try:
+                    tasks, next_due = await self._db.run(self._claim, limit, held, in_doubt)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    # The claim's COMMIT may have landed with its answer lost: tasks may now be
+                    # claimed in our name that we do not hold. The next claim hands them back.
+                    state.in_doubt = True
+                    if not failing:
+                        log_event(log, "claim.failing", logging.WARNING, worker=state.worker_id, error=exc)
+                        failing = True
+                    await trio.sleep(DB_RETRY_SECONDS)
+                    continue
+                finally:
+                    self._drop_baton()
+                if failing:
+                    log_event(log, "claim.recovered", worker=state.worker_id)
+                    failing = False
+                claimed_at = trio.current_time()
+                for task in tasks:
+                    entry = state.held[task.id] = Held(task, trio.CancelScope(), claimed_at)
+                    nursery.start_soon(self._run_task, entry)
+                if len(tasks) == limit:
+                    if len(state.held) < self._concurrency:
+                        continue  # there may be more ready right now
+                    if self._claim_baton is not None:
+                        # We are full and more may be ready: hand over to the next idle worker.
+                        await self._db.run_quietly(lambda conn: conn.execute(sql.NOTIFY_TASKS))
+                if next_due is not None:
+                    wait = min(wait, max(next_due, 0.0))
+            with trio.move_on_after(wait):
+                await state.wake.wait()
+
+    def _take_baton(self) -> bool:
+        """True if this worker should run the claim now (always, outside a supervisor)."""
+        baton = self._claim_baton
+        if baton is None:
+            return True
+        now = time.time()
+        if baton.value > now:
+            return False  # a sibling is claiming; it hands over if it fills up
+        baton.value = now + _BATON_SECONDS  # expires by itself if we die holding it
+        return True
+
+    def _drop_baton(self) -> None:
+        if self._claim_baton is not None:
+            self._claim_baton.value = 0.0
+
+    def _claim(
+        self, conn: psycopg.Connection, limit: int, held: list[int], in_doubt: bool
+    ) -> tuple[list[ClaimedTask], float | None]:
+        """Claim up to `limit` tasks (after handing back stranded ones if `in_doubt`) and load them.
+
+        Runs in a thread: the in-doubt flag is read and set by the claim loop only, in the trio
+        thread; a failure anywhere in here (the claim committed, its answer or the loads lost)
+        makes the claim loop set it again.
+        """
+        worker_id = self._state.worker_id
+        with conn.transaction():
+            if in_doubt:
+                stranded = conn.execute(
+                    sql.RELEASE_STRANDED, {"worker": worker_id, "lease": self._lease, "held": held}
+                ).fetchall()
+                if stranded:
+                    log_event(log, "claim.recovered_stranded", worker=worker_id, tasks=len(stranded))
+            rows = conn.execute(
+                sql.CLAIM_TASKS,
+                {"limit": limit, "lease": self._lease, "worker": worker_id, "lookahead": self._lookahead},
+            ).fetchall()
+        return load_claimed(conn, rows, limit, self._lookahead)
+
+
+def load_claimed(
+    conn: psycopg.Connection, rows: list[tuple[Any, ...]], limit: int, lookahead: float
+) -> tuple[list[ClaimedTask], float | None]:
+    """What the claimed tasks' runners need: one execution's history for a workflow task,
+    one step's checkpoint and attempts for a branch task.
+
+    Also how soon to look again: at the earliest future `run_at` when nothing more is ready (a
+    timer's `lookahead` early), in a few milliseconds when a limited queue was contended, None when
+    the claim was full.
+    """
+    # A row of NULLs: a limited queue had executions due, but another claimer was admitting into
+    # it (sql.CLAIM_TASKS). Look again soon rather than at the next notification.
+    contended = any(row[0] is None for row in rows)
+    rows = [row for row in rows if row[0] is not None]
+    if contended:
+        next_due: float | None = _CONTENDED_RETRY_SECONDS
+    elif len(rows) < limit:  # nothing more is ready: when should we look again?
+        if not rows:
+            conn.execute(sql.DELETE_ORPHAN_TASKS)
+        due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead}).fetchone()
+        next_due = due[0] if due else None
+    else:
+        next_due = None
+    if not rows:
+        return [], next_due
+    # (execution id, step key or None): the history each task's runner needs, by task id.
+    wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
+    scope = {"ids": [w[0] for w in wanted.values()], "keys": [w[1] for w in wanted.values()]}
+    history: dict[tuple[str, str | None], list[Checkpoint]] = {}
+    for execution_id, asked, key, seq, kind, status, output, error, wake_in in conn.execute(
+        sql.SELECT_HISTORY, scope
+    ):
+        history.setdefault((execution_id, asked), []).append(
+            Checkpoint(key, seq, status, output, error, kind, wake_in)
+        )
+    workflow_ids = [row[2] for row in rows if row[3] != "step"]
+    events: dict[str, list[PendingEvent]] = {}
+    if workflow_ids:
+        for execution_id, event_id, name, payload in conn.execute(
+            sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids}
+        ):
+            events.setdefault(execution_id, []).append(PendingEvent(event_id, name, payload))
+    attempts: dict[tuple[str, str | None], dict[str, LastAttempt]] = {}
+    for execution_id, asked, key, attempt, still_open, failures, crashes in conn.execute(
+        sql.SELECT_OPEN_ATTEMPTS, scope
+    ):
+        attempts.setdefault((execution_id, asked), {})[key] = LastAttempt(
+            attempt, still_open, failures, crashes
+        )
+    tasks = [
+        ClaimedTask(
+            id=task_id,
+            claims=claims,
+            execution_id=execution_id,
+            kind=kind,
+            workflow=workflow,
+            status=status,
+            input_json=input_json,
+            seconds_to_deadline=seconds_left,
+            history=history.get(wanted[task_id], []),
+            last_attempts=attempts.get(wanted[task_id], {}),
+            events=events.get(execution_id, []) if kind != "step" else [],
+            step_key=step_key,
+            payload_json=payload_json,
+            seq=seq,
+            group=group,
+            seconds_to_due=seconds_to_due,
+        )
+        for (
+            task_id,
+            claims,
+            execution_id,
+            kind,
+            workflow,
+            status,
+            input_json,
+            seconds_left,
+            step_key,
+            payload_json,
+            seq,
+            group,
+            seconds_to_due,
+        ) in rows
+    ]
+    return tasks, next_due

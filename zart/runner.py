@@ -1,0 +1,172 @@
+"""The runner: runs one claimed task to its end, whatever happens to it.
+
+A runner keeps its execution until the workflow ends, suspends or is lost, running every step
+inline (`zart.replay`), so a step never pays for a task round trip. A timer claimed ahead (a
+sleep's end, a retry's back-off: see `zart.claimer`) first waits here, holding its slot, for its
+moment. The runner is also where one execution's trouble stops: a lost lease, a write PostgreSQL
+refuses, a commit abandoned at a stop, a fault of the engine with this execution. Each ends this
+runner alone (failing its execution when that is the truth), never the worker or the other runners.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import trio
+
+from . import registry
+from .completer import CommitAbandoned, Fragment, FragmentRejected
+from .db import is_transient
+from .errors import CheckpointRejected
+from .logs import log_event
+from .replay import ExecutionContext, LeaseLost, Services, StepCall, error_json, run_branch, utcnow
+from .workerstate import ClaimedTask, Held, WorkerState
+
+log = logging.getLogger("zart.worker")
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
+
+
+class Runner:
+    """Runs the tasks the claimer hands it, each in a task of its own (`run_task`)."""
+
+    def __init__(
+        self,
+        state: WorkerState,
+        services: Services,
+        *,
+        concurrency: int,
+        poll_interval: float,
+    ) -> None:
+        self._state = state
+        self._services = services  # the same for every execution this worker runs
+        self._completer = services.completer
+        self._concurrency = concurrency
+        self._poll_interval = poll_interval
+
+    async def run_task(self, entry: Held) -> None:
+        """Run one claimed task; whatever happens to it, the worker and its other tasks go on."""
+        state = self._state
+        task = entry.task
+        was_full = len(state.held) >= self._concurrency
+        try:
+            with entry.scope:
+                if task.seconds_to_due > 0:  # a timer claimed ahead: its moment has not come yet
+                    await trio.sleep_until(entry.claimed_at + task.seconds_to_due)
+                await self._run_execution(entry)
+        except LeaseLost:
+            log_event(log, "lease.lost", logging.WARNING, worker=state.worker_id, execution=task.execution_id)
+        except FragmentRejected as exc:
+            # PostgreSQL refused this execution's own writes (its batch-mates were committed):
+            # it fails alone, with an error that says so.
+            await self._fail_alone(
+                task, CheckpointRejected(f"PostgreSQL refused to store its progress: {exc}")
+            )
+        except CommitAbandoned as exc:
+            self._interrupted(task, exc)
+        except Exception as exc:
+            if not is_transient(exc):
+                # Not the database, not the workflow's code (its errors are recorded by the
+                # replay): a fault of the engine with this one execution. Fail it, keep the rest.
+                log.exception("execution %s crashed its runner", task.execution_id)
+                await self._fail_alone(task, exc)
+            else:
+                self._interrupted(task, exc)
+        finally:
+            # Only our own entry: a lapsed task re-claimed by this same worker has a new one.
+            if not state.stopping and state.held.get(task.id) is entry:
+                del state.held[task.id]
+            if was_full:
+                state.wake_claimer()
+            if state.draining and not state.held:
+                state.drained.set()
+
+    async def _run_execution(self, entry: Held) -> None:
+        task = entry.task
+        if task.status in TERMINAL_STATUSES:
+            await self._completer.commit(Fragment(task.execution_id, task.id, task.claims, finish_task=True))
+            return
+        workflow = registry.get_workflow(task.workflow)
+        branch = None
+        if task.kind == "step":
+            assert task.payload_json is not None
+            branch = orjson.loads(task.payload_json)
+            step = registry.get_step(branch["step"])
+            missing = None if step is not None else f"step {branch['step']!r}"
+        else:
+            missing = None if workflow is not None else f"workflow {task.workflow!r}"
+        if missing is not None:
+            log.warning(
+                "execution %s needs %s, which this worker does not have; handing it back",
+                task.execution_id,
+                missing,
+            )
+            await self._completer.commit(
+                Fragment(task.execution_id, task.id, task.claims, release_after=self._poll_interval)
+            )
+            return
+        execution = ExecutionContext(
+            execution_id=task.execution_id,
+            workflow_name=task.workflow,
+            workflow=workflow,
+            task_id=task.id,
+            claims=task.claims,
+            history=task.history,
+            last_attempts=task.last_attempts,
+            services=self._services,
+            status=task.status,
+            events=task.events,
+            deadline=None
+            if task.seconds_to_deadline is None
+            else entry.claimed_at + task.seconds_to_deadline,
+            claimed_at=entry.claimed_at,
+        )
+        entry.execution = execution
+        if branch is not None:
+            assert task.step_key is not None and task.seq is not None and task.group is not None
+            call = StepCall(execution, step, task.step_key, tuple(branch["args"]), branch["kwargs"])
+            await run_branch(execution, call, task.seq, task.group)
+            return
+        await execution.run(task.input_json)
+        self._state.executions_finished += 1
+
+    def _interrupted(self, task: ClaimedTask, error: BaseException) -> None:
+        """A runner ended without knowing what is durable: its task may still be claimed by us."""
+        state = self._state
+        log_event(
+            log,
+            "execution.interrupted",
+            logging.WARNING,
+            worker=state.worker_id,
+            execution=task.execution_id,
+            error=error,
+        )
+        if not state.stopping:  # at a stop, the hand-back of the held tasks covers it
+            state.in_doubt = True
+            state.wake_claimer()
+
+    async def _fail_alone(self, task: ClaimedTask, error: BaseException) -> None:
+        """End one execution `failed` with `error`, in a fragment of the engine's own text only."""
+        message = "the execution failed in the engine; see its error"
+        fragment = Fragment(
+            task.execution_id,
+            task.id,
+            task.claims,
+            execution=("failed", None, error_json(error), None, utcnow()),
+            finish_execution=True,
+            close_attempts=("abandoned", type(error).__name__, message),
+        )
+        log_event(
+            log,
+            "execution.failed_alone",
+            logging.ERROR,
+            worker=self._state.worker_id,
+            execution=task.execution_id,
+            error=f"{type(error).__name__}: {error}",
+        )
+        try:
+            with trio.CancelScope(shield=True):
+                await self._completer.commit(fragment)
+        except (FragmentRejected, CommitAbandoned) as exc:
+            self._interrupted(task, exc)
