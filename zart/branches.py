@@ -110,6 +110,7 @@ async def _fan_out(execution: ExecutionContext, calls: list[StepCall], concurren
     if unfinished and window <= services.inline_fanout and services.may_inline():
         await _run_inline(execution, first, unfinished, window, recorded)
     elif unfinished:
+        await execution.until_due()
         for rank, (offset, call) in enumerate(unfinished):
             payload = orjson.dumps({"step": call.step.name, "args": call.args, "kwargs": call.kwargs})
             journal.pending.branch_tasks.append(

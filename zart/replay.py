@@ -105,6 +105,7 @@ class ExecutionContext:
         deadline: float | None = None,
         events: list[PendingEvent] | None = None,
         claimed_at: float | None = None,
+        due_at: float | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_name = workflow_name
@@ -116,6 +117,7 @@ class ExecutionContext:
         self.services = services
         self.deadline = deadline  # trio clock; the workflow's timeout measured from its start
         self.events = list(events or ())  # delivered and not consumed yet, oldest first
+        self._due_at = due_at  # trio clock: the moment of a timer claimed ahead, until it comes
         self.journal = Journal(
             execution_id=execution_id,
             task_id=task_id,
@@ -131,6 +133,19 @@ class ExecutionContext:
         """Step key -> attempt, of the steps running right now (several: inline branches), which a
         stop records as cut short."""
         return self.journal.in_flight
+
+    async def until_due(self) -> None:
+        """Wait for the moment of a timer claimed ahead (a sleep's end, a retry's back-off), once.
+
+        The claim took the task up to a lookahead early and the replay ran at once (it is
+        deterministic and has no effects); what depends on the clock (a sleep's check) or has an
+        effect (a step's attempt, a commit) calls this first. So at the moment, only the few
+        microseconds from the wait to the next step's start remain: a thousand timers due at once
+        start within milliseconds of it, not a thousand replays later.
+        """
+        if self._due_at is not None:
+            due, self._due_at = self._due_at, None
+            await trio.sleep_until(due)
 
     def call_step(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepCall:
         """What calling a `@zart.step` inside this execution's body returns."""
@@ -163,6 +178,7 @@ class ExecutionContext:
         finally:
             context_var.reset(info_token)
             execution_var.reset(execution_token)
+        await self.until_due()  # the end is an effect too (a timer's replay can end the execution)
         # A divergence fails the execution even when the workflow caught it, and so does history
         # the body never reached (code that lost steps would otherwise end "completed").
         divergence = self.history.nondeterminism or self.history.unreached()

@@ -52,8 +52,6 @@ class Runner:
         was_full = len(state.held) >= self._concurrency
         try:
             with entry.scope:
-                if task.seconds_to_due > 0:  # a timer claimed ahead: its moment has not come yet
-                    await trio.sleep_until(entry.claimed_at + task.seconds_to_due)
                 await self._run_execution(entry)
         except LeaseLost:
             log_event(log, "lease.lost", logging.WARNING, worker=state.worker_id, execution=task.execution_id)
@@ -121,6 +119,9 @@ class Runner:
             if task.seconds_to_deadline is None
             else entry.claimed_at + task.seconds_to_deadline,
             claimed_at=entry.claimed_at,
+            # A timer claimed ahead: the replay runs now, and the execution's first action that
+            # depends on the clock or has an effect waits for the moment (ExecutionContext.until_due).
+            due_at=entry.claimed_at + task.seconds_to_due if task.seconds_to_due > 0 else None,
         )
         entry.execution = execution
         if branch is not None:

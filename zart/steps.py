@@ -108,6 +108,7 @@ async def attempt_step(
     `inline`: a branch run in this execution's nursery, whose retry back-off must not suspend the
     execution while its sibling branches run (it raises RetryLater instead).
     """
+    await execution.until_due()
     key = call.key
     journal = execution.journal
     pending = journal.pending

@@ -46,6 +46,7 @@ async def sleep(name: str, duration: Any) -> None:
         await journal.suspend_as("sleeping", seconds)
     if recorded.status == "completed":
         return
+    await execution.until_due()
     remaining = history.remaining(recorded)
     if remaining > 0:  # woken before the deadline (a stray claim): back to sleep
         await journal.suspend_as("sleeping", remaining)
@@ -65,6 +66,7 @@ async def wait_for_event(name: str, timeout: Any = None) -> Any:
     if recorded is not None and recorded.status == "failed":
         error = serde.loads(recorded.error) or {}
         raise EventTimeout(error.get("message", f"no event {name!r} arrived in time"))
+    await execution.until_due()
     events = execution.events
     event = next((e for e in events if e.name == name), None)
     if event is not None:  # delivered before (or while) we waited: take it, oldest first
