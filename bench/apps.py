@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 import zart
 
 
@@ -37,4 +39,21 @@ async def bench_pairs(steps: int) -> int:
     total = 0
     for i in range(0, steps, 2):
         total += sum(await zart.parallel(noop(i), noop(i + 1)))
+    return total
+
+
+@zart.step("bench-io")
+async def io_wait(seconds: float) -> float:
+    """A step that waits on I/O (a call to another service, say): it holds its slot, not the CPU."""
+    await trio.sleep(seconds)
+    return seconds
+
+
+@zart.workflow("bench-io-steps")
+async def bench_io_steps(spec: list) -> float:
+    """`spec[0]` steps that each wait `spec[1]` seconds."""
+    steps, seconds = spec
+    total = 0.0
+    for _ in range(steps):
+        total += await io_wait(seconds)
     return total
