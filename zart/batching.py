@@ -7,8 +7,11 @@ every item waiting (or the subset `take` picks), handles them with one statement
 caller with its own outcome. Items that arrive meanwhile form the next batch, so a burst costs a
 few round trips and a lone call costs a thread hand-off (tens of microseconds).
 
-Blocking callers wait on a threading.Event; async callers (trio or asyncio) on an event of their own
-loop set from the thread, so that 64 concurrent tasks hold no thread each.
+A blocking caller that finds no batch under way handles the batch itself, in its own thread (the
+leader of a group commit): a lone caller then pays no hand-off at all, and callers that arrive
+meanwhile wait for the next batch, which the leader or the thread handles. Async callers (trio or
+asyncio) never lead: they wait on an event of their own loop set from the thread, so that 64
+concurrent tasks hold no thread each.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Batcher(Generic[Item, Result]):
     def __init__(self) -> None:
         self._lock = threading.Condition(threading.Lock())
         self._waiting: list[tuple[Item, Answer]] = []
+        self._leading = False  # a batch is being handled (by the thread or a blocking caller)
         self.batches = 0  # how many batches the thread handled (tests and benchmarks read it)
         threading.Thread(target=self._run, name=self.thread_name, daemon=True).start()
 
@@ -60,7 +64,8 @@ class Batcher(Generic[Item, Result]):
             self._lock.notify()
 
     def call(self, item: Item) -> Result:
-        """Queue `item` and wait for its outcome (a blocking caller)."""
+        """Queue `item` and wait for its outcome (a blocking caller); with no batch under way, handle
+        the batches in this thread until its own item is answered."""
         done = threading.Event()
         box: list[Any] = []
 
@@ -68,7 +73,22 @@ class Batcher(Generic[Item, Result]):
             box.append(outcome)
             done.set()
 
-        self.submit(item, answer)
+        with self._lock:
+            self._waiting.append((item, answer))
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:
+                self._lock.notify()
+        if lead:
+            try:
+                while not done.is_set():
+                    self._handle(self._take_locked())
+            finally:
+                with self._lock:
+                    self._leading = False
+                    if self._waiting:
+                        self._lock.notify()  # what arrived meanwhile: the thread takes it
         done.wait()
         return _unbox(box[0])
 
@@ -107,24 +127,33 @@ class Batcher(Generic[Item, Result]):
 
     # -- the thread -------------------------------------------------------------------------------
 
-    def _next(self) -> list[tuple[Item, Answer]]:
+    def _take_locked(self) -> list[tuple[Item, Answer]]:
+        """The next batch (the caller leads: nobody else takes meanwhile)."""
         with self._lock:
-            while not self._waiting:
-                self._lock.wait()
             count = max(1, self.take([item for item, _ in self._waiting]))
             batch, self._waiting = self._waiting[:count], self._waiting[count:]
             return batch
 
     def _run(self) -> None:
         while True:
-            batch = self._next()
+            with self._lock:
+                while not self._waiting or self._leading:
+                    self._lock.wait()
+                self._leading = True
             try:
-                outcomes: list[Any] = list(self.handle([item for item, _ in batch]))
-            except BaseException as exc:  # every caller must hear of it; the thread goes on
-                outcomes = [exc] * len(batch)
-            self.batches += 1
-            for (_, answer), outcome in zip(batch, outcomes, strict=True):
-                answer(outcome)
+                self._handle(self._take_locked())
+            finally:
+                with self._lock:
+                    self._leading = False
+
+    def _handle(self, batch: list[tuple[Item, Answer]]) -> None:
+        try:
+            outcomes: list[Any] = list(self.handle([item for item, _ in batch]))
+        except BaseException as exc:  # every caller must hear of it; the thread goes on
+            outcomes = [exc] * len(batch)
+        self.batches += 1
+        for (_, answer), outcome in zip(batch, outcomes, strict=True):
+            answer(outcome)
 
 
 def _unbox(outcome: Any) -> Any:

@@ -14,21 +14,26 @@ DONE_CHANNEL = "zart_done"
 # -- starting and reading executions ---------------------------------------------------------------
 
 # One statement starts any number of executions, of one workflow (`start_many`) or of many (the
-# starts of concurrent callers, grouped into one commit by zart.group_start): one row per execution
-# in every array, `zart.start` a list of one. The execution rows, their workflow tasks (not
-# admitted: the claim admits them when their queue allows, see CLAIM_TASKS) and the wake-up, in one
-# round trip. An id that exists is left as it is (ON CONFLICT DO NOTHING); the caller learns which
-# were created and, for the others, whose they are and how they stand.
-# The NOTIFY is sent also for a delayed start, so that idle claimers recompute when to look again.
-# A queue the starting process declared (`declare`) is created with its limits if no worker did yet,
-# so that no execution waits in a queue the claim does not know.
+# starts of concurrent callers, grouped into one commit by zart.group_start): the ids and inputs as
+# two arrays, and each call's options once (`plans`, JSON: a few bytes per call, where an array per
+# option would cost the client a Python-level adaptation per element), `zart.start` a list of one.
+# The execution rows, their workflow tasks (not admitted: the claim admits them when their queue
+# allows, see CLAIM_TASKS) and the wake-up, in one round trip. An id that exists is left as it is
+# (ON CONFLICT DO NOTHING); the caller learns which were created and, for the others, whose they are
+# and how they stand. The NOTIFY is sent also for a delayed start, so that idle claimers recompute
+# when to look again. A queue the starting process declared (`declare`) is created with its limits
+# if no worker did yet, so that no execution waits in a queue the claim does not know.
 START_EXECUTIONS = f"""
-WITH f AS (
-    SELECT * FROM unnest(
-        %(ids)s::text[], %(inputs)s::text[], %(workflows)s::text[], %(timeouts)s::float8[],
-        %(queues)s::text[], %(keys)s::text[], %(priorities)s::int[], %(delays)s::float8[],
-        %(run_ats)s::timestamptz[]
-    ) WITH ORDINALITY AS f(id, input, workflow, timeout, queue, key, priority, delay, run_at, n)
+WITH p AS (
+    -- one row per start call (plan): its options, and which rows of the ids are its own
+    SELECT x->>0 AS workflow, (x->>1)::float8 AS timeout, x->>2 AS queue, x->>3 AS key,
+           (x->>4)::int AS priority, (x->>5)::float8 AS delay, (x->>6)::timestamptz AS run_at,
+           sum((x->>7)::int) OVER (ORDER BY e.n) - (x->>7)::int AS after, (x->>7)::int AS size
+    FROM jsonb_array_elements(%(plans)s::jsonb) WITH ORDINALITY AS e(x, n)
+), f AS (
+    SELECT u.id, u.input, u.n, p.workflow, p.timeout, p.queue, p.key, p.priority, p.delay, p.run_at
+    FROM unnest(%(ids)s::text[], %(inputs)s::text[]) WITH ORDINALITY AS u(id, input, n)
+    JOIN p ON u.n > p.after AND u.n <= p.after + p.size
 ), created AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds)
     SELECT f.id, f.workflow, f.input::json, f.queue, f.key, f.priority, f.timeout
@@ -37,10 +42,8 @@ WITH f AS (
     RETURNING id
 ), declared AS (
     INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
-    SELECT * FROM unnest(
-        %(declare)s::text[], %(concurrency)s::int[], %(per_key)s::int[], %(rate_limit)s::int[],
-        %(rate_period)s::float8[]
-    )
+    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
+    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
     ON CONFLICT (name) DO NOTHING
 ), tasks AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import attrs
+import orjson
 import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
@@ -60,35 +61,28 @@ class Plan:
 
 
 def statement_params(plans: Sequence[Plan]) -> dict[str, Any]:
-    """sql.START_EXECUTIONS's arrays for these plans' executions, in order: one row per execution,
-    and one declaration per queue that some plan may have to create."""
-    names = ("ids", "inputs", "workflows", "timeouts", "queues", "keys", "priorities", "delays", "run_ats")
-    columns: dict[str, list[Any]] = {name: [] for name in names}
+    """sql.START_EXECUTIONS's parameters for these plans: the executions' ids and inputs in order,
+    each plan's options once (with how many of the rows are its own), and one declaration per queue
+    that some plan may have to create."""
+    ids: list[str] = []
+    inputs: list[str] = []
+    options: list[tuple[Any, ...]] = []
     declarations: dict[str, queues.Limits] = {}
     for p in plans:
-        count = len(p.ids)
-        columns["ids"] += p.ids
-        columns["inputs"] += p.inputs
-        for name, value in (
-            ("workflows", p.workflow),
-            ("timeouts", p.timeout),
-            ("queues", p.queue),
-            ("keys", p.key),
-            ("priorities", p.priority),
-            ("delays", p.delay),
-            ("run_ats", p.run_at),
-        ):
-            columns[name] += [value] * count
+        ids += p.ids
+        inputs += p.inputs
+        options.append((p.workflow, p.timeout, p.queue, p.key, p.priority, p.delay, p.run_at, len(p.ids)))
         if p.declare is not None:
             declarations.setdefault(p.queue, p.declare)
-    limits = list(declarations.values())
+    declare = [
+        (name, d.concurrency, d.per_key, d.rate.limit if d.rate else None, d.rate.period if d.rate else None)
+        for name, d in declarations.items()
+    ]
     return {
-        **columns,
-        "declare": list(declarations),
-        "concurrency": [d.concurrency for d in limits],
-        "per_key": [d.per_key for d in limits],
-        "rate_limit": [d.rate.limit if d.rate else None for d in limits],
-        "rate_period": [d.rate.period if d.rate else None for d in limits],
+        "ids": ids,
+        "inputs": inputs,
+        "plans": orjson.dumps(options).decode(),
+        "declare": orjson.dumps(declare).decode(),
     }
 
 
