@@ -21,6 +21,7 @@ without touching them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -160,7 +161,9 @@ async def _run_inline(
     branches are cancelled and that end is raised.
     """
     journal = execution.journal
-    limiter = trio.CapacityLimiter(window)
+    # a limiter only when the window is narrower than the fan-out (it costs each branch a few
+    # scheduling rounds; the common zart.parallel of a few calls needs none)
+    limiter = trio.CapacityLimiter(window) if window < len(unfinished) else contextlib.nullcontext()
     retries: list[float] = []
     ended: list[BaseException] = []
     journal.inline_branches += 1
