@@ -18,7 +18,6 @@ here may add an await, a thread hop or a per-step allocation beyond the step's o
 from __future__ import annotations
 
 import contextvars
-import math
 from collections.abc import Generator
 from datetime import datetime
 from functools import partial
@@ -176,14 +175,10 @@ async def _invoke(call: StepCall, info: Context, limiter: trio.CapacityLimiter) 
     execution_token = execution_var.set(None)  # a step called inside a step is plain
     info_token = context_var.set(info)
     try:
-        with trio.move_on_after(step.timeout if step.timeout is not None else math.inf) as scope:
-            if step.is_async:
-                return await step.fn(*call.args, **call.kwargs)
-            return await trio.to_thread.run_sync(
-                partial(contextvars.copy_context().run, step.fn, *call.args, **call.kwargs),
-                limiter=limiter,
-                abandon_on_cancel=True,
-            )
+        if step.timeout is None:  # no cancel scope of its own: a step without a timeout is the norm
+            return await _body(call, limiter)
+        with trio.move_on_after(step.timeout) as scope:
+            return await _body(call, limiter)
         assert scope.cancelled_caught
         raise StepTimeout(
             f"attempt {info.attempt} of step {info.step_key!r} exceeded the step's timeout "
@@ -192,6 +187,17 @@ async def _invoke(call: StepCall, info: Context, limiter: trio.CapacityLimiter) 
     finally:
         context_var.reset(info_token)
         execution_var.reset(execution_token)
+
+
+async def _body(call: StepCall, limiter: trio.CapacityLimiter) -> Any:
+    step = call.step
+    if step.is_async:
+        return await step.fn(*call.args, **call.kwargs)
+    return await trio.to_thread.run_sync(
+        partial(contextvars.copy_context().run, step.fn, *call.args, **call.kwargs),
+        limiter=limiter,
+        abandon_on_cancel=True,
+    )
 
 
 def _record_attempt_end(pending: Fragment, key: str, attempt: int, exc: BaseException) -> None:
