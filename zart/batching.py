@@ -17,6 +17,7 @@ concurrent tasks hold no thread each.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -25,6 +26,7 @@ import sniffio
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Made = TypeVar("Made")
 
 Answer = Callable[[Any], None]  # called with a result or the exception to raise
 
@@ -160,3 +162,23 @@ def _unbox(outcome: Any) -> Any:
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
+
+
+class PerProcess(Generic[Made]):
+    """One `factory(url)` per process and database URL: a batcher's thread does not survive a fork,
+    so a forked child makes its own on first use."""
+
+    def __init__(self, factory: Callable[[str], Made]) -> None:
+        self._factory = factory
+        self._made: dict[tuple[int, str], Made] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Made:
+        key = (os.getpid(), url)
+        made = self._made.get(key)
+        if made is None:
+            with self._lock:
+                made = self._made.get(key)
+                if made is None:
+                    made = self._made[key] = self._factory(url)
+        return made

@@ -19,12 +19,10 @@ the others; an outage fails the group's starts together, as it would have failed
 
 from __future__ import annotations
 
-import os
-import threading
 from typing import Any
 
 from . import sql
-from .batching import Batcher
+from .batching import Batcher, PerProcess
 from .db import is_transient
 from .pools import transaction
 from .starting import Plan, Started, outcome, statement_params
@@ -93,17 +91,9 @@ class StartGroup(Batcher[Plan, list[Started]]):
             return conn.execute(sql.START_EXECUTIONS, statement_params(plans)).fetchall()
 
 
-_groups: dict[tuple[int, str], StartGroup] = {}
-_groups_lock = threading.Lock()
+_groups: PerProcess[StartGroup] = PerProcess(StartGroup)
 
 
 def group_for(url: str) -> StartGroup:
-    """This process's flusher for `url` (one per process: a thread does not survive a fork)."""
-    key = (os.getpid(), url)
-    group = _groups.get(key)
-    if group is None:
-        with _groups_lock:
-            group = _groups.get(key)
-            if group is None:
-                group = _groups[key] = StartGroup(url)
-    return group
+    """This process's flusher for `url`."""
+    return _groups.get(url)

@@ -9,11 +9,8 @@ waiter holds no thread meanwhile.
 
 from __future__ import annotations
 
-import os
-import threading
-
 from . import sql
-from .batching import Batcher
+from .batching import Batcher, PerProcess
 from .pools import transaction
 
 Row = tuple[str, str | None, str | None]  # status, result JSON, error JSON
@@ -38,17 +35,9 @@ class StatusReader(Batcher[str, Row | None]):
         return [found.get(execution_id) for execution_id in ids]
 
 
-_readers: dict[tuple[int, str], StatusReader] = {}
-_readers_lock = threading.Lock()
+_readers: PerProcess[StatusReader] = PerProcess(StatusReader)
 
 
 def reader_for(url: str) -> StatusReader:
-    """This process's reader for `url` (one per process: a thread does not survive a fork)."""
-    key = (os.getpid(), url)
-    reader = _readers.get(key)
-    if reader is None:
-        with _readers_lock:
-            reader = _readers.get(key)
-            if reader is None:
-                reader = _readers[key] = StatusReader(url)
-    return reader
+    """This process's reader for `url`."""
+    return _readers.get(url)
