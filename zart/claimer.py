@@ -5,8 +5,8 @@ their runners need (an execution's history, or a branch's own step) in the same 
 there is nothing to claim, the claimer sleeps until a wake-up (`WorkerState.wake`: a notification,
 a free slot, a rescheduled task), the earliest future `run_at`, or the poll interval, whichever is
 first. Timers (a sleep's end, a retry's back-off) due within `lookahead` are claimed ahead, and
-their runners wait in the worker for the moment (`zart.runner`): they come due on time, not a
-claim's round trip late.
+their executions are replayed at once and wait in the worker for the moment (`zart.runner`): they
+come due on time, not a claim's round trip late.
 
 The workers of one supervisor share a claim baton, so that one notification makes one of them claim,
 not all of them: a worker that fills up hands over to the next by notifying again.

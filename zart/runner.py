@@ -1,11 +1,13 @@
 """The runner: runs one claimed task to its end, whatever happens to it.
 
 A runner keeps its execution until the workflow ends, suspends or is lost, running every step
-inline (`zart.replay`), so a step never pays for a task round trip. A timer claimed ahead (a
-sleep's end, a retry's back-off: see `zart.claimer`) first waits here, holding its slot, for its
-moment. The runner is also where one execution's trouble stops: a lost lease, a write PostgreSQL
-refuses, a commit abandoned at a stop, a fault of the engine with this execution. Each ends this
-runner alone (failing its execution when that is the truth), never the worker or the other runners.
+inline (`zart.replay`), so a step never pays for a task round trip. A timer claimed ahead (a sleep's
+end, a retry's back-off: see `zart.claimer`) is replayed at once, holding its slot, and its first
+clock-dependent or effectful action waits for the moment (`ExecutionContext.until_due`).
+
+The runner is also where one execution's trouble stops: a lost lease, a write PostgreSQL refuses, a
+commit abandoned at a stop, a fault of the engine with this execution. Each ends this runner alone
+(failing its execution when that is the truth), never the worker or the other runners.
 """
 
 from __future__ import annotations

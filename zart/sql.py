@@ -299,8 +299,8 @@ FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - int
 # is what saw the slot free, so an execution's begin never precedes the end that made room for it.
 CLAIM_TASKS = """
 WITH RECURSIVE continuing AS (
-    -- Ready tasks, and timers due within the lookahead (claimed ahead: the runner waits for their
-    -- moment in the worker); a range of zart_tasks_ready_idx either way. Claimed tasks (run_at is
+    -- Ready tasks, and timers due within the lookahead (claimed ahead: the execution waits for
+    -- its moment in the worker); a range of zart_tasks_ready_idx either way. Claimed tasks (run_at is
     -- their lease's end) are never taken ahead of their lease.
     SELECT id, run_at AS due FROM zart_tasks
     WHERE admitted AND run_at <= now() + make_interval(secs => %(lookahead)s)
