@@ -319,3 +319,30 @@ def test_an_inline_branch_that_retries_suspends_once_its_siblings_are_done(datab
         " AND step_key = 'fails-once-branch#1' ORDER BY attempt",
         (handle.id,),
     ) == [(1, "failed"), (2, "succeeded")]
+
+
+def test_a_refused_inline_branch_fails_its_execution_alone(fresh_database_url, monkeypatch):
+    """PostgreSQL refusing one inline branch's checkpoint ends that execution `failed`
+    (CheckpointRejected), not the worker: an execution started after it completes."""
+    url = fresh_database_url
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """CREATE FUNCTION test_refuse_branch() RETURNS trigger AS $$
+               BEGIN RAISE EXCEPTION 'branch refused'; END $$ LANGUAGE plpgsql"""
+        )
+        conn.execute(
+            "CREATE TRIGGER test_refuse_branch BEFORE INSERT ON zart_steps FOR EACH ROW"
+            " WHEN (NEW.execution_id = 'refused-fan-out' AND NEW.step_key = 'branch-work#3')"
+            " EXECUTE FUNCTION test_refuse_branch()"
+        )
+    worker = zart.Worker(url, lease="5s", poll_interval="0.5s").start()
+    try:
+        refused = zart.start(fanout_app.fan_out_ten, id="refused-fan-out", database_url=url)
+        with pytest.raises(zart.WorkflowFailed) as failed:
+            refused.result(timeout=30)
+        assert failed.value.error_type == "CheckpointRejected", failed.value
+        after = zart.start(fanout_app.fan_out_ten, database_url=url)
+        assert after.result(timeout=30) == sum(i * 10 for i in range(10))
+    finally:
+        worker.stop()  # raises WorkerCrashed if the refusal had taken the worker down

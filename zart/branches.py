@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import orjson
 import trio
 
+from .completer import CommitAbandoned, FragmentRejected
 from .current import require_execution
 from .errors import StepFailed
 from .history import Checkpoint, recorded_value
@@ -157,8 +158,8 @@ async def _run_inline(
 
     A branch whose step is to be retried ends without its checkpoint; once the others are done
     the execution suspends until the earliest retry is due, and the replay runs what is left. If
-    the execution ends or is lost in a branch (the poison-pill limit, a lost lease), the other
-    branches are cancelled and that end is raised.
+    the execution ends or is lost in a branch (the poison-pill limit, a lost lease, a commit
+    refused or abandoned), the other branches are cancelled and that end is raised.
     """
     journal = execution.journal
     # a limiter only when the window is narrower than the fan-out (it costs each branch a few
@@ -179,7 +180,9 @@ async def _run_inline(
                 # nothing with side effects runs; a sibling's step body does: commit it now.
                 if journal.in_flight:
                     await journal.flush()
-            except (Suspended, LeaseLost) as exc:
+            except (Suspended, LeaseLost, FragmentRejected, CommitAbandoned) as exc:
+                # An end of the whole run: raised once, as the runner knows it (not inside an
+                # exception group that nothing above would recognise).
                 ended.append(exc)
                 cancel_scope.cancel()
 
