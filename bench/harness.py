@@ -102,7 +102,7 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
 
 
-def _tree(root: int) -> dict[int, float]:
+def process_tree_cpu(root: int) -> dict[int, float]:
     """CPU seconds of `root` and of all its descendants that are alive now."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
@@ -141,13 +141,13 @@ class CpuMeter:
 
     def start(self) -> None:
         if Path("/proc/self/stat").exists():
-            self._start = (_tree(self._root), self._backends())
+            self._start = (process_tree_cpu(self._root), self._backends())
 
     def stop(self) -> tuple[float | None, float | None]:
         """(workers' CPU seconds, database sessions' CPU seconds) since start()."""
         if self._start is None:
             return None, None
-        workers, backends = _tree(self._root), self._backends()
+        workers, backends = process_tree_cpu(self._root), self._backends()
         return (
             sum(cpu - self._start[0].get(pid, 0.0) for pid, cpu in workers.items()),
             sum(cpu - self._start[1].get(pid, 0.0) for pid, cpu in backends.items()),

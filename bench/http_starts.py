@@ -29,7 +29,7 @@ import orjson
 import psycopg
 import trio
 
-from .harness import _tree, checkout
+from .harness import checkout, process_tree_cpu
 from .throughput import FreshDatabase, server_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,9 +144,9 @@ def run(clients: int, starts: int, workers: int = 1) -> dict[str, Any]:
         server, host, port = _serve(database.url, log, workers)
         try:
             trio.run(_load, host, port, 4, 40)  # warm-up: pools, the group's flusher, the plans
-            cpu_before = sum(_tree(server.pid).values())
+            cpu_before = sum(process_tree_cpu(server.pid).values())
             seconds, latencies, statuses = trio.run(_load, host, port, clients, starts)
-            server_cpu = sum(_tree(server.pid).values()) - cpu_before
+            server_cpu = sum(process_tree_cpu(server.pid).values()) - cpu_before
         finally:
             server.terminate()
             server.wait(30)
