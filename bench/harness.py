@@ -69,15 +69,28 @@ def supervise(
         str(batch),
         *extra,
     ]
-    process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+    with ready_process(command, env, WORKER_STARTED, procs, "the supervisor") as process:
+        yield process
+
+
+@contextmanager
+def ready_process(
+    command: Sequence[str], env: dict[str, str], marker: str, count: int, what: str, **popen: Any
+) -> Iterator[subprocess.Popen[str]]:
+    """`command` started, yielded once `count` lines of its stderr hold `marker` (its processes are
+    ready); its stderr is drained for the whole run (a full pipe would block whoever logs into it),
+    and it is terminated (killed after a minute) at the end."""
+    process = subprocess.Popen(
+        list(command), env=env, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True, errors="replace", **popen
+    )
     assert process.stderr is not None
     try:
         started = 0
-        while started < procs:
+        while started < count:
             line = process.stderr.readline()
             if not line:
-                raise RuntimeError("the supervisor exited before its workers started")
-            started += WORKER_STARTED in line
+                raise RuntimeError(f"{what} exited before its processes were ready")
+            started += marker in line
         threading.Thread(target=process.stderr.read, daemon=True).start()
         yield process
     finally:

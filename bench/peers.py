@@ -40,7 +40,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,7 +58,16 @@ from zart.pools import close_pools
 from zart.schema import migrate
 
 from . import peer_apps
-from .harness import REPO_ROOT, CpuMeter, checkout, per_workflow, supervise, table, wait_for_quiet
+from .harness import (
+    REPO_ROOT,
+    CpuMeter,
+    checkout,
+    per_workflow,
+    ready_process,
+    supervise,
+    table,
+    wait_for_quiet,
+)
 from .throughput import server_url
 
 TASKS = 64  # concurrent callers of the one-by-one starts, on both engines
@@ -231,34 +239,18 @@ def run_zart(case: str, workflows: int, procs: int, concurrency: int, batch: int
 
 
 @contextmanager
-def dbos_workers(url: str, procs: int, local: int = 0) -> Iterator[subprocess.Popen[bytes]]:
+def dbos_workers(url: str, procs: int, local: int = 0) -> Iterator[subprocess.Popen[str]]:
     """`python -m bench.peers_dbos supervise`: P DBOS processes, yielded once all are launched."""
+    from .peers_dbos import READY
+
     command = [sys.executable, "-m", "bench.peers_dbos", "supervise", "--url", url, "--procs", str(procs)]
     if local:
         command += ["--local", str(local)]
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    process = subprocess.Popen(
-        command, env=env, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert process.stderr is not None
-    try:
-        from .peers_dbos import READY
-
-        started = 0
-        while started < procs:
-            line = process.stderr.readline()
-            if not line:
-                raise RuntimeError("the DBOS workers exited before they were ready")
-            started += READY in line.decode(errors="replace")
-        threading.Thread(target=process.stderr.read, daemon=True).start()
+    with ready_process(
+        command, env, READY, procs, "the DBOS workers", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def run_dbos(
@@ -330,7 +322,7 @@ def run_dbos(
                 transactions = _transactions(url)
                 meter.start()
                 began = time.perf_counter()
-                workers.stdin.write(b"g" * procs)  # one byte for each worker
+                workers.stdin.write("g" * procs)  # one byte for each worker
                 workers.stdin.flush()
                 reports = [orjson.loads(workers.stdout.readline()) for _ in range(procs)]
                 seconds = time.perf_counter() - began

@@ -56,21 +56,27 @@ def _enqueue(url: str, count: int, prefix: str) -> None:
         )
 
 
-def test_claim_query_50_from_a_backlog_of_1000(benchmark, fresh_database_url):
-    url = fresh_database_url
-    _enqueue(url, 1000, "claim-")
+def _claims_of_50(benchmark, url: str) -> int:
+    """The claim query of 50, benchmarked on a prepared statement; each round rolled back, so that
+    the backlog stays the same every round. Returns how many tasks one claim took."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_NO_JIT)
         conn.prepare_threshold = 0
 
         def claim() -> int:
-            with conn.transaction(force_rollback=True):  # the backlog stays the same every round
+            with conn.transaction(force_rollback=True):
                 rows = conn.execute(
                     sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench", "lookahead": 0.0}
                 ).fetchall()
             return len(rows)
 
-        assert benchmark(claim) == 50
+        return benchmark(claim)
+
+
+def test_claim_query_50_from_a_backlog_of_1000(benchmark, fresh_database_url):
+    url = fresh_database_url
+    _enqueue(url, 1000, "claim-")
+    assert _claims_of_50(benchmark, url) == 50
 
 
 def _start(url: str, count: int, prefix: str) -> None:
@@ -90,18 +96,7 @@ def test_claim_query_50_starting_executions_from_a_backlog_of_1000(benchmark, fr
     tasks admitted already, so it measures only the claim of work that already began."""
     url = fresh_database_url
     _start(url, 1000, "begin-")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(_NO_JIT)
-        conn.prepare_threshold = 0
-
-        def claim() -> int:
-            with conn.transaction(force_rollback=True):  # the backlog stays the same every round
-                rows = conn.execute(
-                    sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "bench", "lookahead": 0.0}
-                ).fetchall()
-            return len(rows)
-
-        assert benchmark(claim) == 50
+    assert _claims_of_50(benchmark, url) == 50
 
 
 # Puts the claimed tasks (and, with queues, their executions) back as they were before the claim, by

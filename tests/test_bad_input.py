@@ -236,3 +236,21 @@ def test_cli_unknown_execution(subprocess_env):
 def test_cli_app_that_fails_to_import(subprocess_env):
     line = _one_line_error(run_cli("worker", "--app", "tests.apps.does_not_exist", env=subprocess_env))
     assert "cannot import app module 'tests.apps.does_not_exist'" in line
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"inline_fanout": -1}, "inline_fanout must be a whole number >= 0"),
+        ({"inline_fanout": 2.5}, "inline_fanout must be a whole number >= 0"),
+        ({"lookahead": "soon"}, "lookahead"),
+    ],
+)
+def test_bad_worker_options_are_refused_before_anything_runs(options, message):
+    with pytest.raises(ValueError, match=message):
+        zart.Worker("postgresql://nowhere.invalid/zart", **options)
+
+
+def test_cli_refuses_a_negative_inline_fanout(subprocess_env):
+    done = run_cli("worker", "--inline-fanout", "-1", env=subprocess_env)
+    assert done.returncode == 2 and "--inline-fanout" in done.stderr

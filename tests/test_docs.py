@@ -200,9 +200,7 @@ class BackgroundWorker:
         )
         expected = workers_started_by(argv)
         wait_until(
-            lambda: (
-                log_path.read_text().count(WORKER_STARTED) >= expected or self.process.poll() is not None
-            ),
+            lambda: log_path.read_text().count(WORKER_STARTED) >= expected or self.process.poll() is not None,
             60,
             what=f"`{shlex.join(argv)}` to start",
         )

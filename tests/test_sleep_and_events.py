@@ -272,3 +272,42 @@ def test_an_event_wait_with_a_timeout_is_not_claimed_ahead(database_url, monkeyp
         ) == [(True,)]
         zart.send_event(handle.id, "go", {"ok": 1}, database_url=database_url)
         assert handle.result(timeout=30) == {"ok": 1}
+
+
+def test_sigkill_of_a_worker_holding_a_sleep_claimed_ahead(database_url, subprocess_env):
+    """A worker killed while it holds a sleep it claimed ahead of its moment: another worker
+    resumes the execution after the lease, the sleep still ends at its own deadline (never early),
+    and neither step runs twice."""
+    first = WorkerProcess(subprocess_env, "--lookahead", "2s", app="tests.apps.events_app")
+    try:
+        first.wait_started()
+        handle = zart.start(events_app.sleeper, {"seconds": 3}, database_url=database_url)
+        claimed_ahead = (
+            "SELECT t.claimed_by IS NOT NULL AND now() < s.wake_at FROM zart_tasks t"
+            " JOIN zart_steps s ON s.execution_id = t.execution_id AND s.kind = 'sleep'"
+            " WHERE t.execution_id = %s"
+        )
+        wait_until(
+            lambda: query(database_url, claimed_ahead, (handle.id,)) == [(True,)],
+            10,
+            what="the sleep claimed ahead of its moment",
+        )
+        first.kill()
+    finally:
+        first.stop()
+    second = WorkerProcess(subprocess_env, app="tests.apps.events_app")
+    try:
+        second.wait_started()
+        assert handle.result(timeout=30) == ["before", "after"]
+    finally:
+        second.stop()
+    assert effect_count(database_url, handle.id, "before-sleep#1") == 1
+    assert effect_count(database_url, handle.id, "after-sleep#1") == 1
+    late = scalar(
+        database_url,
+        "SELECT extract(epoch FROM a.started_at - s.wake_at)::float8 FROM zart_steps s"
+        " JOIN zart_step_attempts a ON a.execution_id = s.execution_id AND a.step_key = 'after-sleep#1'"
+        " WHERE s.execution_id = %s AND s.kind = 'sleep'",
+        (handle.id,),
+    )
+    assert late >= 0, late

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import psycopg
-import sniffio
 
 from . import group_start, serde, sql, starting, status_reads, waiting
 from .db import ENV_URL, resolve_url
@@ -28,22 +27,11 @@ from .errors import (
 )
 from .pools import transaction
 from .registry import Workflow
+from .threads import in_thread
 
 T = TypeVar("T")
 
 TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run blocking client code off the event loop, under trio or asyncio alike."""
-    library = sniffio.current_async_library()
-    if library == "trio":
-        import trio
-
-        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
-    import asyncio
-
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 @attrs.frozen
@@ -183,13 +171,13 @@ class ExecutionHandle:
         return cancel(self.id, reason=reason, database_url=self.database_url)
 
     async def astatus(self) -> str:
-        return await _in_thread(self.status)
+        return await in_thread(self.status)
 
     async def acancel(self, reason: str = "cancelled") -> bool:
-        return await _in_thread(self.cancel, reason)
+        return await in_thread(self.cancel, reason)
 
     async def ainfo(self) -> ExecutionInfo:
-        return await _in_thread(self.info)
+        return await in_thread(self.info)
 
     async def aresult(self, timeout: float | None = None) -> Any:
         """`result` for async code: the wait holds no thread (only the status reads take one)."""
@@ -412,7 +400,7 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
 
 
 async def acancel(execution_id: str, *, reason: str = "cancelled", database_url: str | None = None) -> bool:
-    return await _in_thread(cancel, execution_id, reason=reason, database_url=database_url)
+    return await in_thread(cancel, execution_id, reason=reason, database_url=database_url)
 
 
 async def alist(
@@ -422,7 +410,7 @@ async def alist(
     limit: int = 50,
     database_url: str | None = None,
 ) -> list[ExecutionInfo]:
-    return await _in_thread(
+    return await in_thread(
         list_executions, status=status, workflow=workflow, limit=limit, database_url=database_url
     )
 
@@ -435,7 +423,7 @@ async def asend_event(
     key: str | None = None,
     database_url: str | None = None,
 ) -> bool:
-    return await _in_thread(send_event, execution_id, name, payload, key=key, database_url=database_url)
+    return await in_thread(send_event, execution_id, name, payload, key=key, database_url=database_url)
 
 
 async def astart(
@@ -485,11 +473,11 @@ async def astart_many(
     if connection is None:
         inputs = _as_list(inputs)
         plan, needs_workflow = starting.plan(workflow, inputs, ids, many=_many, **_start_options(options))
-        url = database_url or os.environ.get(ENV_URL) or await _in_thread(resolve_url, None)
+        url = database_url or os.environ.get(ENV_URL) or await in_thread(resolve_url, None)
         if starting.groupable(url, plan, needs_workflow):
             rows = await group_start.group_for(url).astart(plan)
             return [ExecutionHandle(row.id, plan.workflow, url, created=row.created) for row in rows]
-    return await _in_thread(
+    return await in_thread(
         start_many,
         workflow,
         inputs,
@@ -512,7 +500,7 @@ async def astart_one(
     if starting.groupable(url, plan, needs_workflow):
         rows = await group_start.group_for(url).astart(plan)
     else:
-        rows = await _in_thread(starting.run_in_own_transaction, url, plan, needs_workflow)
+        rows = await in_thread(starting.run_in_own_transaction, url, plan, needs_workflow)
     return {"id": rows[0].id, "workflow": plan.workflow, "status": rows[0].status, "created": rows[0].created}
 
 
@@ -530,4 +518,4 @@ def _start_options(options: dict[str, Any]) -> dict[str, Any]:
 
 
 async def aget(execution_id: str, *, database_url: str | None = None) -> ExecutionHandle:
-    return await _in_thread(get, execution_id, database_url=database_url)
+    return await in_thread(get, execution_id, database_url=database_url)

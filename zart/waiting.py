@@ -24,6 +24,7 @@ import sniffio
 from . import sql
 from .db import connect
 from .errors import ConfigurationError, ZartError
+from .threads import in_thread
 
 log = logging.getLogger("zart.waiting")
 
@@ -186,18 +187,7 @@ async def awatch(url: str, execution_id: str) -> AsyncIterator[AsyncSignal]:
     listener.add(execution_id, signal)
     try:
         if not listener.listening.is_set():  # the first wait of a process: until LISTEN is on
-            await _wait_in_thread(listener.listening, _READY_SECONDS)
+            await in_thread(listener.listening.wait, _READY_SECONDS)
         yield signal
     finally:
         listener.remove(execution_id, signal)
-
-
-async def _wait_in_thread(event: threading.Event, timeout: float) -> None:
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        await trio.to_thread.run_sync(event.wait, timeout)
-    else:
-        import asyncio
-
-        await asyncio.to_thread(event.wait, timeout)
