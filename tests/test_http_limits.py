@@ -9,10 +9,13 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
+import zart
 from zart.http.lanes import QUEUE_WAIT, lanes
+from zart.http.server import MAX_HEAD_SIZE
 
 from .helpers import scalar, wait_until
 from .test_http import ServeProcess, check, server_env, unique
@@ -175,3 +178,86 @@ def test_a_trickled_body_is_cut_off_with_408(impatient):
     headers, _, body = rest.partition(b"\r\n\r\n")
     assert b"connection: close" in headers.lower()
     assert body.startswith(b'{"error":{"code":"body_timeout","message":"the request body did not arrive')
+
+
+# -- what the HTTP/1.1 parser sees ----------------------------------------------------------------------
+
+# What curl --http2, Java's HttpClient and Ktor add to plain HTTP/1.1 requests: an offer to switch to
+# HTTP/2, which the server may decline by answering in HTTP/1.1 (RFC 9110 §7.8).
+H2C_OFFER = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+)
+
+
+def _exchange(address: tuple[str, int], *writes: bytes, responses: int = 1) -> list[tuple[bytes, bytes]]:
+    """Send each of `writes` (a pause between them), then read `responses` responses, each with a
+    Content-Length, or what comes until the server closes: [(head, body)]."""
+    received = b""
+    answers: list[tuple[bytes, bytes]] = []
+    with socket.create_connection(address) as sock:
+        sock.settimeout(10)
+        for index, data in enumerate(writes):
+            if index:
+                time.sleep(0.1)
+            sock.sendall(data)
+        while len(answers) < responses:
+            if b"\r\n\r\n" in received:
+                head, _, rest = received.partition(b"\r\n\r\n")
+                lengths = [
+                    line for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")
+                ]
+                length = int(lengths[0].split(b":")[1]) if lengths else 0
+                if len(rest) >= length:
+                    answers.append((head, rest[:length]))
+                    received = rest[length:]
+                    continue
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+    return answers
+
+
+def _error(answer: tuple[bytes, bytes], status: int, code: str) -> None:
+    head, body = answer
+    assert head.startswith(b"HTTP/1.1 %d " % status), head
+    assert b"content-type: application/json" in head.lower() and b"connection: close" in head.lower()
+    assert orjson.loads(body)["error"]["code"] == code, body
+
+
+def _start(execution_id: str, offer: bytes, *, chunked: bool) -> tuple[bytes, bytes]:
+    body = orjson.dumps({"workflow": "wait-for-one", "id": execution_id})
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    head = b"POST /v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%s%s\r\n\r\n" % (
+        offer,
+        framing,
+    )
+    return head, (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["body-with-headers", "body-after-headers"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upgrade_offer_is_declined_and_the_request_served(impatient, database_url, chunked, split):
+    first, second = unique("http-h2c"), unique("http-h2c")
+    head, body = _start(first, H2C_OFFER, chunked=chunked)
+    then = b"".join(_start(second, b"", chunked=chunked))  # another request on the same connection
+    writes = [head, body, then] if split else [head + body[:5], body[5:] + then]
+    answers = _exchange(impatient, *writes, responses=2)
+    assert [answer[0].split(b"\r\n")[0] for answer in answers] == [b"HTTP/1.1 201 Created"] * 2, answers
+    assert [orjson.loads(answer[1])["id"] for answer in answers] == [first, second]
+    for execution_id in (first, second):
+        zart.cancel(execution_id, database_url=database_url)
+
+
+def test_a_malformed_request_answers_400_in_the_api_shape(impatient):
+    (answer,) = _exchange(impatient, b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n")
+    _error(answer, 400, "bad_request")
+
+
+def test_headers_past_the_bound_answer_431(impatient):
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+    (answer,) = _exchange(impatient, head, b"X-Big: " + b"a" * (MAX_HEAD_SIZE + 1), b"\r\n\r\n")
+    _error(answer, 431, "headers_too_large")
+    # Below the bound, in several writes, they are fine.
+    (answer,) = _exchange(impatient, head, b"X-Big: " + b"a" * (MAX_HEAD_SIZE // 2), b"\r\n\r\n")
+    assert answer[0].startswith(b"HTTP/1.1 200 "), answer

@@ -1,4 +1,4 @@
-"""The HTTP API (`zart serve`): Starlette on Hypercorn's trio worker.
+"""The HTTP API (`zart serve`): Starlette on uvicorn (httptools, asyncio).
 
 Bodies are JSON through orjson, both ways. Every error is `{"error": {"code", "message"}}`: 400, 401,
 404, 405, 409, 413 or 422 for a bad request, 503 when PostgreSQL does not answer; a 500 is a bug.
@@ -12,12 +12,12 @@ One job per module:
 - `middleware`: bearer-token authentication, routing on the raw path
 - `app`: the endpoints and `create_app`
 - `openapi`: the OpenAPI document
-- `server`: `serve()`, Hypercorn with the trio worker, the socket, signals, settings from the environment
+- `server`: `serve()`, uvicorn, the socket, worker processes, signals, settings from the environment
 """
 
 from __future__ import annotations
 
-from .app import DEFAULT_MAX_BODY_SIZE, Settings, create_app, spawned_app
+from .app import DEFAULT_MAX_BODY_SIZE, Settings, create_app
 from .errors import ApiError, api_error
 from .openapi import openapi_document
 from .server import TOKEN_ENV, parse_size, serve
@@ -32,5 +32,4 @@ __all__ = [
     "openapi_document",
     "parse_size",
     "serve",
-    "spawned_app",
 ]

@@ -1,15 +1,13 @@
 """The endpoints of the HTTP API and the Starlette application that routes to them.
 
 Every endpoint validates its request completely before touching the database, then makes one hop
-to a worker thread (`trio.to_thread.run_sync`) that runs the blocking client functions of
+to a worker thread (`anyio.to_thread.run_sync`) that runs the blocking client functions of
 `zart.client` on a psycopg pool: the event loop never waits on PostgreSQL. Which threads and which
 pool, with which time limits, is the request's lane (see `lanes`).
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,7 +52,7 @@ DEFAULT_CLIENT_TIMEOUT = 15.0
 
 @attrs.frozen
 class Settings:
-    """What one `zart serve` process needs; every worker process gets the same."""
+    """What one `zart serve` process needs; every worker process of `--workers N` gets the same."""
 
     database_url: str
     token: str | None = attrs.field(default=None, repr=False)
@@ -219,7 +217,8 @@ async def openapi(request: Request) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The ASGI application; it must run under trio (Hypercorn's trio worker does)."""
+    """The ASGI application, on asyncio (uvicorn, see `server`) or trio: its code waits through anyio,
+    and the client code it calls (`zart.client`, `zart.batching`) serves either loop."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -251,30 +250,3 @@ def create_app(settings: Settings) -> Starlette:
     app.state.lanes = lanes(settings.database_url, settings.lock_timeout, settings.statement_timeout)
     app.state.openapi = orjson.dumps(openapi_document())
     return app
-
-
-def spawned_app(encoded: str) -> Starlette:
-    """The app of a worker process of `--workers K` (Hypercorn spawns them and evaluates this call)."""
-    from ..apps import import_apps
-    from ..errors import ConfigurationError
-
-    values = orjson.loads(bytes.fromhex(encoded))
-    settings = Settings(
-        values["database_url"],
-        values["token"],
-        values["max_body_size"],
-        tuple(values["apps"]),
-        values["lock_timeout"],
-        values["statement_timeout"],
-        values["client_timeout"],
-    )
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=values["log_level"], format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-    try:
-        import_apps(settings.apps)
-    except ConfigurationError as exc:  # as the CLI reports it: one line, and this process ends
-        print(f"zart: error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    return create_app(settings)

@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import attrs
-import trio
 
 from .. import db
 from .errors import busy
@@ -49,9 +50,9 @@ class Lane:
     url: str = attrs.field(repr=False)
     threads: int  # requests in flight at once (threads, or for `start` waiters of the group commit)
 
-    def limiter(self) -> trio.CapacityLimiter:
-        """The lane's slots; made inside the server's trio loop (a limiter belongs to one loop)."""
-        return trio.CapacityLimiter(self.threads)
+    def limiter(self) -> anyio.CapacityLimiter:
+        """The lane's slots; made inside the server's event loop (a limiter belongs to one loop)."""
+        return anyio.CapacityLimiter(self.threads)
 
 
 def _milliseconds(seconds: float) -> str:
@@ -77,34 +78,35 @@ def lanes(database_url: str, lock_timeout: float, statement_timeout: float) -> d
 
 
 @asynccontextmanager
-async def lane_slot(lane: Lane, limiter: trio.CapacityLimiter) -> AsyncIterator[None]:
+async def lane_slot(lane: Lane, limiter: anyio.CapacityLimiter) -> AsyncIterator[None]:
     """A free slot of the lane, held for the block; 503 `busy` if none comes soon."""
-    full = busy(
-        f"the server is at capacity ({lane.threads} {lane.name} requests in flight); try again shortly"
-    )
-    if limiter.available_tokens == 0 and limiter.statistics().tasks_waiting >= MAX_WAITING:
-        raise full
-    acquired = False
-    with trio.move_on_after(QUEUE_WAIT):
-        await limiter.acquire()
-        acquired = True
-    if not acquired:
-        raise full
+    try:
+        limiter.acquire_nowait()  # the common case: a free slot, taken without a timer
+    except anyio.WouldBlock:
+        full = busy(
+            f"the server is at capacity ({lane.threads} {lane.name} requests in flight); try again shortly"
+        )
+        if limiter.statistics().tasks_waiting >= MAX_WAITING:
+            raise full from None
+        with anyio.move_on_after(QUEUE_WAIT) as waited:
+            await limiter.acquire()
+        if waited.cancelled_caught:
+            raise full from None
     try:
         yield
     finally:
         limiter.release()
 
 
-async def run_in_lane(lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..., Any], *args: Any) -> Any:
+async def run_in_lane(lane: Lane, limiter: anyio.CapacityLimiter, fn: Callable[..., Any], *args: Any) -> Any:
     """Run `fn(*args)` in a thread once the lane has a free slot; 503 `busy` if none comes soon."""
     async with lane_slot(lane, limiter):
-        # trio's default thread limiter (40) never binds here: the thread lanes' slots add up to fewer.
-        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+        # anyio's default thread limiter (40) never binds here: the thread lanes' slots add up to fewer.
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args))
 
 
 async def await_in_lane(
-    lane: Lane, limiter: trio.CapacityLimiter, fn: Callable[..., Awaitable[Any]], *args: Any
+    lane: Lane, limiter: anyio.CapacityLimiter, fn: Callable[..., Awaitable[Any]], *args: Any
 ) -> Any:
     """Await `fn(*args)` in the server's loop once the lane has a free slot (the `start` lane)."""
     async with lane_slot(lane, limiter):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 
-import trio
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import CLOSE, ApiError, error_response
@@ -14,9 +14,9 @@ from .errors import CLOSE, ApiError, error_response
 class BodyDeadline:
     """A request's body must have arrived `seconds` after its headers did, or the answer is 408.
 
-    Hypercorn bounds the wait for a request's headers (its keep-alive timeout, see `server`) but not
-    for its body: a client trickling one byte at a time would hold its connection, and the task
-    reading it, forever. Every `receive` of the body is bounded by the one deadline; the 408 carries
+    The server bounds the wait for a request's headers (`server.HttpProtocol`) but not for its body:
+    a client trickling one byte at a time would hold its connection, and the task reading it,
+    forever. Every `receive` of the body is bounded by the one deadline; the 408 carries
     `Connection: close`, so the connection ends with it.
     """
 
@@ -28,14 +28,14 @@ class BodyDeadline:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        deadline = trio.current_time() + self.seconds
+        deadline = anyio.current_time() + self.seconds
         complete = False
 
         async def receive_by_deadline() -> Message:
             nonlocal complete
             if complete:  # after the body: a wait for the client to disconnect, not bounded here
                 return await receive()
-            with trio.move_on_at(deadline):
+            with anyio.CancelScope(deadline=deadline):
                 message = await receive()
                 complete = message["type"] != "http.request" or not message.get("more_body", False)
                 return message
