@@ -171,7 +171,7 @@ def test_completion_transaction_of_100_checkpoints(benchmark, fresh_database_url
         with pool.connection() as conn:
 
             def complete() -> int:
-                with conn.transaction(force_rollback=True):
+                with conn.pipeline(), conn.transaction(force_rollback=True):
                     return len(completer.write_batch(conn, fragments))
 
             assert benchmark(complete) == 100

@@ -140,17 +140,17 @@ class Claimer:
         makes the claim loop set it again.
         """
         worker_id = self._state.worker_id
-        with conn.transaction():
-            if in_doubt:
+        claim = {"limit": limit, "lease": self._lease, "worker": worker_id, "lookahead": self._lookahead}
+        if in_doubt:
+            with conn.transaction():
                 stranded = conn.execute(
                     sql.RELEASE_STRANDED, {"worker": worker_id, "lease": self._lease, "held": held}
                 ).fetchall()
                 if stranded:
                     log_event(log, "claim.recovered_stranded", worker=worker_id, tasks=len(stranded))
-            rows = conn.execute(
-                sql.CLAIM_TASKS,
-                {"limit": limit, "lease": self._lease, "worker": worker_id, "lookahead": self._lookahead},
-            ).fetchall()
+                rows = conn.execute(sql.CLAIM_TASKS, claim).fetchall()
+        else:  # one statement is a transaction by itself: no BEGIN and COMMIT round trips
+            rows = conn.execute(sql.CLAIM_TASKS, claim).fetchall()
         return load_claimed(conn, rows, limit, self._lookahead)
 
 
@@ -168,38 +168,44 @@ def load_claimed(
     # it (sql.CLAIM_TASKS). Look again soon rather than at the next notification.
     contended = any(row[0] is None for row in rows)
     rows = [row for row in rows if row[0] is not None]
-    if contended:
-        next_due: float | None = _CONTENDED_RETRY_SECONDS
-    elif len(rows) < limit:  # nothing more is ready: when should we look again?
-        if not rows:
+    # (execution id, step key or None): the history each task's runner needs, by task id.
+    wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
+    scope = {"ids": [w[0] for w in wanted.values()], "keys": [w[1] for w in wanted.values()]}
+    workflow_ids = [row[2] for row in rows if row[3] != "step"]
+    # The reads go in one pipeline: one round trip for all of them (each its own snapshot, as
+    # before: a task's history cannot change while we hold its claim).
+    with conn.pipeline():
+        if not rows and not contended:
             conn.execute(sql.DELETE_ORPHAN_TASKS)
-        due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead}).fetchone()
-        next_due = due[0] if due else None
+        due = None
+        if not contended and len(rows) < limit:  # nothing more is ready: when should we look again?
+            due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead})
+        if rows:
+            history_rows = conn.execute(sql.SELECT_HISTORY, scope)
+            event_rows: Any = ()
+            if workflow_ids:
+                event_rows = conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids})
+            attempt_rows = conn.execute(sql.SELECT_OPEN_ATTEMPTS, scope)
+    next_due: float | None
+    if contended:
+        next_due = _CONTENDED_RETRY_SECONDS
+    elif due is not None:
+        found = due.fetchone()
+        next_due = found[0] if found else None
     else:
         next_due = None
     if not rows:
         return [], next_due
-    # (execution id, step key or None): the history each task's runner needs, by task id.
-    wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
-    scope = {"ids": [w[0] for w in wanted.values()], "keys": [w[1] for w in wanted.values()]}
     history: dict[tuple[str, str | None], list[Checkpoint]] = {}
-    for execution_id, asked, key, seq, kind, status, output, error, wake_in in conn.execute(
-        sql.SELECT_HISTORY, scope
-    ):
+    for execution_id, asked, key, seq, kind, status, output, error, wake_in in history_rows:
         history.setdefault((execution_id, asked), []).append(
             Checkpoint(key, seq, status, output, error, kind, wake_in)
         )
-    workflow_ids = [row[2] for row in rows if row[3] != "step"]
     events: dict[str, list[PendingEvent]] = {}
-    if workflow_ids:
-        for execution_id, event_id, name, payload in conn.execute(
-            sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids}
-        ):
-            events.setdefault(execution_id, []).append(PendingEvent(event_id, name, payload))
+    for execution_id, event_id, name, payload in event_rows:
+        events.setdefault(execution_id, []).append(PendingEvent(event_id, name, payload))
     attempts: dict[tuple[str, str | None], dict[str, LastAttempt]] = {}
-    for execution_id, asked, key, attempt, still_open, failures, crashes in conn.execute(
-        sql.SELECT_OPEN_ATTEMPTS, scope
-    ):
+    for execution_id, asked, key, attempt, still_open, failures, crashes in attempt_rows:
         attempts.setdefault((execution_id, asked), {})[key] = LastAttempt(
             attempt, still_open, failures, crashes
         )

@@ -391,11 +391,10 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
             if conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone() is None:
                 raise ExecutionNotFound(f"cannot cancel: no execution with id {execution_id!r}")
             return False
-        freed_slot = conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]}).fetchone()
+        # Wakes the claimers if it freed a limited queue's slot: another execution may begin now.
+        conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]})
         conn.execute(sql.ABANDON_OPEN_ATTEMPTS, {"id": execution_id})
         conn.execute(sql.NOTIFY_FINISHED, {"ids": [execution_id]})
-        if freed_slot:  # a limited queue's slot: another execution may begin now
-            conn.execute(sql.NOTIFY_TASKS)
     return True
 
 

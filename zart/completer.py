@@ -251,12 +251,14 @@ class Completer:
             return valid
 
     def _write(self, fragments: list[Fragment]) -> set[int]:
-        """One transaction for the whole batch (runs in a worker thread)."""
-        with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn, conn.transaction():
+        """One transaction for the whole batch (runs in a worker thread), in two round trips: BEGIN
+        with the fencing check, then every write with the COMMIT."""
+        with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn, conn.pipeline(), conn.transaction():
             return self.write_batch(conn, fragments)
 
     def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> set[int]:
-        """The batch's statements, inside the caller's transaction; the task ids still held."""
+        """The batch's statements, inside the caller's transaction (in pipeline mode, so that the
+        writes are sent together: nothing of theirs is read back); the task ids still held."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
         ids = [f.task_id for f in fragments]
         fan_in = sorted({f.execution_id for f in fragments if f.fan_in_group is not None})
@@ -278,22 +280,10 @@ class Completer:
         return valid
 
     def _apply(self, conn: psycopg.Connection, fragments: list[Fragment]) -> None:
-        """The batch's writes, sent in one pipeline: one round trip for all of them."""
-        with conn.pipeline():
-            release, branched, fan_in = self._queue_writes(conn, fragments)
-            # A task became ready now (branches, an event already there, a fan-in, the next item of
-            # a map's window): tell the workers. Reading the results syncs the pipeline once.
-            notify = branched or (release is not None and any(row[0] for row in release.fetchall()))
-            notify = any([bool(cursor.fetchall()) for cursor in fan_in]) or notify
-            if notify:
-                conn.execute(sql.NOTIFY_TASKS)
-
-    def _queue_writes(
-        self, conn: psycopg.Connection, fragments: list[Fragment]
-    ) -> tuple[psycopg.Cursor | None, bool, list[psycopg.Cursor]]:
-        """Queue every write of the batch; returns the release cursor, whether branch tasks were
-        created, and the cursors of which any row means some task became ready now (fan-ins, and the
-        end of an execution that held a limited queue's slot)."""
+        """Queue every write of the batch; none is read back, so in pipeline mode they go to the
+        server with the COMMIT. A task that becomes ready now (a release to run at once, a fan-in,
+        the next item of a map's window, the slot of a limited queue freed) wakes the claimers by
+        the statement's own NOTIFY; new branch tasks by the one queued here."""
         ends = [(f.execution_id, *row) for f in fragments for row in f.attempt_ends]
         if ends:
             conn.execute(sql.FINISH_ATTEMPTS, _rows(ends))
@@ -316,14 +306,14 @@ class Completer:
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
+            conn.execute(sql.NOTIFY_TASKS)
         finished = [f.task_id for f in fragments if f.finish_task]
         if finished:
             conn.execute(sql.DELETE_TASKS, {"ids": finished})
-        fan_in: list[psycopg.Cursor] = []
         over = [f.execution_id for f in fragments if f.finish_execution]
         if over:
-            # A row back: an execution of a limited queue ended, and its slot may let another begin.
-            fan_in.append(conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over}))
+            # Wakes the claimers if an execution of a limited queue ended: another may begin.
+            conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over})
             conn.execute(sql.NOTIFY_FINISHED, {"ids": over})
         # After the tasks' deletion, which waited for any batch still holding one of them: a
         # branch attempt that batch started is visible here, and closed too.
@@ -333,9 +323,8 @@ class Completer:
         released = [
             f for f in fragments if f.release_after is not None and not (f.finish_task or f.finish_execution)
         ]
-        release = None
         if released:
-            release = conn.execute(
+            conn.execute(
                 sql.RELEASE_TASKS,
                 {
                     "ids": [f.task_id for f in released],
@@ -352,22 +341,15 @@ class Completer:
             for f in fanned_in:
                 group = (f.execution_id, f.fan_in_group)
                 groups[group] = groups.get(group, 0) + 1
-            fan_in.append(
-                conn.execute(
-                    sql.READY_PARKED_BRANCHES,
-                    {
-                        "execution_ids": [g[0] for g in groups],
-                        "grps": [g[1] for g in groups],
-                        "counts": list(groups.values()),
-                    },
-                )
+            conn.execute(
+                sql.READY_PARKED_BRANCHES,
+                {
+                    "execution_ids": [g[0] for g in groups],
+                    "grps": [g[1] for g in groups],
+                    "counts": list(groups.values()),
+                },
             )
-            fan_in.append(
-                conn.execute(
-                    sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})}
-                )
-            )
-        return release, bool(branches), fan_in
+            conn.execute(sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})})
 
 
 _CLOSE_COLUMNS = ("execution_ids", "outcomes", "error_types", "error_messages")

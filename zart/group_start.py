@@ -24,7 +24,7 @@ from typing import Any
 from . import sql
 from .batching import Batcher, PerProcess
 from .db import is_transient
-from .pools import transaction
+from .pools import shared_pool
 from .starting import Plan, Started, outcome, statement_params
 
 # At most this many executions in one group: a big backlog of callers is committed in several
@@ -87,7 +87,9 @@ class StartGroup(Batcher[Plan, list[Started]]):
             return exc
 
     def _execute(self, plans: list[Plan]) -> list[tuple[Any, ...]]:
-        with transaction(self.url) as conn:
+        # One statement (the inserts and the NOTIFY) is one transaction by itself: no BEGIN and
+        # COMMIT round trips around it.
+        with shared_pool(self.url).connection() as conn:
             return conn.execute(sql.START_EXECUTIONS, statement_params(plans)).fetchall()
 
 

@@ -529,8 +529,10 @@ RETURNING t.id
 # sleep or a parked fan-out early. A task released to wait for an event runs again at once if that
 # event is already there (it may have been delivered while the worker ran the execution: see
 # LOCK_EXECUTION_TASK), and one released to wait for its branches runs again at once if none is
-# left (see WAKE_FANNED_IN).
-RELEASE_TASKS = """
+# left (see WAKE_FANNED_IN). When a task released runs again now, the statement wakes the claimers
+# itself (a row back): the completer queues it with the rest of its batch and reads nothing back.
+RELEASE_TASKS = f"""
+WITH released AS (
 UPDATE zart_tasks t
 SET run_at = CASE
         WHEN f.event IS NOT NULL AND EXISTS (
@@ -550,7 +552,9 @@ FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events
             %(branches)s::bool[])
      AS f(id, claims, delay, event, branches)
 WHERE t.id = f.id AND t.claims = f.claims AND t.claimed_by = %(worker)s
-RETURNING t.run_at <= now()
+RETURNING t.run_at <= now() AS ready
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '') FROM released WHERE ready LIMIT 1
 """
 
 # Tasks claimed in this worker's name that it does not hold: a claim whose COMMIT landed but whose
@@ -654,15 +658,15 @@ DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"
 # half: `WHERE execution_id = ANY(...)` alone matched no index and scanned the whole of zart_tasks on
 # every finish (35 ms with 400,000 parked tasks). zart_tasks has only two kinds, 'workflow' and 'step'.
 # Deleting an admitted workflow task frees its queue slot; a row comes back when that slot was a
-# limited queue's, so that the caller wakes the claimers (an execution waiting for it may begin).
-DELETE_EXECUTION_TASKS = """
+# limited queue's, and the statement wakes the claimers (an execution waiting for it may begin).
+DELETE_EXECUTION_TASKS = f"""
 WITH workflow_tasks AS (
     DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id = ANY(%(ids)s::text[])
     RETURNING queue, admitted
 ), step_tasks AS (
     DELETE FROM zart_tasks WHERE kind = 'step' AND execution_id = ANY(%(ids)s::text[])
 )
-SELECT 1 FROM zart_queues q
+SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
 WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
 LIMIT 1
 """
@@ -699,8 +703,10 @@ ORDER BY id
 FOR UPDATE
 """
 
-# zart.map's window: each finished branch readies the next parked branch of its fan-out.
-READY_PARKED_BRANCHES = """
+# zart.map's window: each finished branch readies the next parked branch of its fan-out, and wakes
+# the claimers when it did.
+READY_PARKED_BRANCHES = f"""
+WITH readied AS (
 UPDATE zart_tasks t SET run_at = now()
 FROM (SELECT p.id
       FROM unnest(%(execution_ids)s::text[], %(grps)s::int[], %(counts)s::int[]) AS f(execution_id, grp, n)
@@ -712,14 +718,19 @@ FROM (SELECT p.id
           FOR UPDATE SKIP LOCKED) p) picked
 WHERE t.id = picked.id
 RETURNING t.id
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '') FROM readied LIMIT 1
 """
 
-WAKE_FANNED_IN = """
+WAKE_FANNED_IN = f"""
+WITH woken AS (
 UPDATE zart_tasks w SET run_at = now()
 WHERE w.kind = 'workflow' AND w.execution_id = ANY(%(execution_ids)s::text[])
   AND w.claimed_by IS NULL
   AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
 RETURNING w.id
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '') FROM woken LIMIT 1
 """
 
 # -- events ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from . import sql
 from .batching import Batcher, PerProcess
-from .pools import transaction
+from .pools import shared_pool
 
 Row = tuple[str, str | None, str | None]  # status, result JSON, error JSON
 
@@ -27,7 +27,7 @@ class StatusReader(Batcher[str, Row | None]):
         super().__init__()
 
     def handle(self, ids: list[str]) -> list[Row | None]:
-        with transaction(self.url) as conn:
+        with shared_pool(self.url).connection() as conn:  # one statement: no BEGIN/COMMIT around it
             found = {
                 row[0]: (row[1], row[2], row[3])
                 for row in conn.execute(sql.SELECT_EXECUTION_STATUSES, {"ids": list(dict.fromkeys(ids))})
