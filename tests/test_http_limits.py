@@ -15,7 +15,7 @@ import pytest
 
 import zart
 from zart.http.lanes import QUEUE_WAIT, lanes
-from zart.http.server import MAX_HEAD_SIZE
+from zart.http.protocol import MAX_HEAD_SIZE
 
 from .helpers import scalar, wait_until
 from .test_http import ServeProcess, check, server_env, unique

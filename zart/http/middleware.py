@@ -14,7 +14,7 @@ from .errors import CLOSE, ApiError, error_response
 class BodyDeadline:
     """A request's body must have arrived `seconds` after its headers did, or the answer is 408.
 
-    The server bounds the wait for a request's headers (`server.HttpProtocol`) but not for its body:
+    The server bounds the wait for a request's headers (`protocol.HttpProtocol`) but not for its body:
     a client trickling one byte at a time would hold its connection, and the task reading it,
     forever. Every `receive` of the body is bounded by the one deadline; the 408 carries
     `Connection: close`, so the connection ends with it.

@@ -3,7 +3,7 @@ several sharing one socket.
 
 The socket is bound here, before uvicorn starts, so that a bad address or a port in use is a clear
 configuration error and `--port 0` can log the port it got; SIGTERM and SIGINT stop the server.
-A slow client is cut off: `HttpProtocol` bounds an idle connection and the wait for a request's
+A slow client is cut off: `protocol.HttpProtocol` bounds an idle connection and the wait for a request's
 headers, `middleware.BodyDeadline` its body, both `--client-timeout`.
 
 uvicorn rather than Hypercorn on trio: Hypercorn's HTTP/1.1 (h11, in pure Python) and its trio
@@ -11,31 +11,18 @@ plumbing took about 80% of the server's CPU per request. With httptools (a C par
 start through the API costs about a third of the server CPU it did, and one process serves about
 2.5 times the starts per second (`python -m bench.http_starts`).
 
-`--workers N` forks N processes that serve the one listening socket, after the apps are imported and
-the settings checked: each child runs its own event loop and uvicorn server, and ends with its parent
-(a pipe only the parent holds the write end of reads as closed when the parent is gone, however it
-ended). The parent waits: SIGTERM or SIGINT stops every child; a child that ends on its own stops
-the others and the server, with an error, for whatever supervises it to restart the whole.
+`--workers N` forks N processes that serve the one listening socket (`zart.http.processes`), after
+the apps are imported and the settings checked; they end with the parent.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import re
-import signal
 import socket
-import sys
-import time
-import traceback
-from collections.abc import Iterator
 
-import httptools
-import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .. import db, schema
 from ..durations import parse_duration
@@ -49,6 +36,8 @@ from .app import (
     Settings,
     create_app,
 )
+from .processes import GRACEFUL_TIMEOUT, Server, serve_workers
+from .protocol import HttpProtocol
 
 log = logging.getLogger("zart.http")
 
@@ -104,13 +93,6 @@ def _token_from_env() -> str | None:
 
 # Connections the kernel queues for the server to accept.
 BACKLOG = 2048
-# Longest request line and headers, as h11 (under Hypercorn) allowed: 431 beyond.
-MAX_HEAD_SIZE = 16 * 1024
-# A stop's grace: requests in flight have this long to finish (as Hypercorn gave them), then are cut.
-GRACEFUL_TIMEOUT = 3.0
-# A worker process of `--workers N` gets this long after the grace to end, then is killed.
-WORKER_EXIT_WAIT = 10.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # uvloop when it is installed (a dependency where it builds), else asyncio's own loop: on the starts
 # benchmark (bench/http_starts.py) uvloop serves a start in about a fifth less CPU.
 LOOP = "auto"
@@ -133,179 +115,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, made fit for a public API.
-
-    - A deadline for a request's headers. uvicorn's keep-alive timeout closes a connection left idle
-      after a response, but not one that never sends a request, nor one that trickles a request's
-      headers a byte at a time (any byte received disarms it). Here a deadline runs from the
-      connection's start, and from the end of each response, until the next request's headers are
-      complete; past it the connection is closed. Its length is the keep-alive timeout,
-      `--client-timeout`. The body has its own deadline (`middleware.BodyDeadline`).
-    - A bound on a request's line and headers, `MAX_HEAD_SIZE` bytes, as h11 had (431): httptools
-      keeps a header that has not ended in memory, however long.
-    - An upgrade offer is declined (RFC 9110 §7.8): curl --http2, Java's HttpClient and others send
-      `Connection: Upgrade` with `Upgrade: h2c` on ordinary requests. httptools stops parsing at such
-      a request's headers, so uvicorn would serve it with an empty body (uvicorn issue #2722). Here
-      the request is parsed again without its `Upgrade` header, and served as HTTP/1.1.
-    - A request httptools cannot parse is answered in the API's error shape (400 `bad_request`)
-      rather than uvicorn's plain text, and the connection closed.
-    """
-
-    _headers_due: asyncio.TimerHandle | None = None
-    _in_head = False  # a request's line and headers have begun and are not complete
-    _head_size = 0  # bytes of them received so far (counted a read at a time)
-    _ended = False  # a request ended in the read being parsed
-    _declining = False  # the request offered an upgrade: it is parsed again without the offer
-
-    # -- the deadline ------------------------------------------------------------------------------
-
-    def _wait_for_headers(self) -> None:
-        self._headers_due = self.loop.call_later(self.timeout_keep_alive, self._headers_late)
-
-    def _headers_late(self) -> None:
-        self._headers_due = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-    def _headers_arrived(self) -> None:
-        if self._headers_due is not None:
-            self._headers_due.cancel()
-            self._headers_due = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._wait_for_headers()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._headers_arrived()
-        super().connection_lost(exc)
-
-    def on_response_complete(self) -> None:
-        idle = not self.pipeline  # else the next request, its headers complete, starts now
-        super().on_response_complete()
-        if idle and not self.transport.is_closing():
-            self._headers_arrived()
-            self._wait_for_headers()
-
-    # -- parsing -----------------------------------------------------------------------------------
-
-    def data_received(self, data: bytes) -> None:
-        """uvicorn's, with the bound on a request's head, an upgrade declined, errors as JSON."""
-        self._unset_keepalive_if_required()
-        in_head = self._in_head
-        self._ended = False
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self._decline_upgrade(data[upgrade.args[0] :])
-            return
-        except httptools.HttpParserError as exc:
-            self._refuse(400, "bad_request", f"malformed HTTP/1.1 request: {exc}")
-            return
-        # Every byte of this read belongs to a head that is not complete, unless a request began
-        # here after another one ended (the end of its body, not counted).
-        if self._in_head and (in_head or not self._ended):
-            self._head_size += len(data)
-            if self._head_size > MAX_HEAD_SIZE:
-                self._refuse(
-                    431,
-                    "headers_too_large",
-                    f"the request line and headers are larger than {MAX_HEAD_SIZE} bytes",
-                )
-
-    def on_message_begin(self) -> None:
-        self._in_head, self._head_size = True, 0
-        super().on_message_begin()
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._headers_arrived()
-        if self.parser.should_upgrade() and self.parser.get_method() != b"CONNECT":
-            self._declining = True  # no request cycle: `_decline_upgrade` parses it again
-            return
-        super().on_headers_complete()
-
-    def on_body(self, body: bytes) -> None:
-        if not self._declining:
-            super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._ended = True
-        if not self._declining:
-            super().on_message_complete()
-
-    def _decline_upgrade(self, rest: bytes) -> None:
-        """Parse the request again, without its `Upgrade` header, on a fresh parser, then `rest`
-        (what followed its headers: its body, and maybe more requests). A CONNECT, which httptools
-        takes as an upgrade too, is served as uvicorn does (no endpoint takes it)."""
-        if not self._declining:
-            return
-        self._declining = False
-        version = self.parser.get_http_version()
-        lines = [b"%s %s HTTP/%s" % (self.parser.get_method(), self.url, version.encode())]
-        lines += [name + b": " + value for name, value in self.headers if name != b"upgrade"]
-        self.parser = httptools.HttpRequestParser(self)
-        with contextlib.suppress(AttributeError):  # as uvicorn sets its parser (httptools >= 0.6.3)
-            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
-        self.data_received(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer `status` with the API's error body, and close the connection."""
-        if self.transport.is_closing():
-            return
-        body = orjson.dumps({"error": {"code": code, "message": message}})
-        head = [STATUS_LINE[status]]
-        head += [b"%s: %s\r\n" % header for header in self.server_state.default_headers]
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body))
-        head.append(b"connection: close\r\n\r\n")
-        self.transport.write(b"".join(head) + body)
-        self.transport.close()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, stopped by SIGTERM or SIGINT (a second SIGINT cuts the grace short), or, in
-    a worker process of `--workers N`, by the end of its parent (`parent`: the pipe's read end).
-
-    uvicorn's own signal handling raises the signal again once the server has stopped, which would
-    end the process by that signal rather than with status 0.
-    """
-
-    def __init__(self, config: uvicorn.Config, parent: int | None = None) -> None:
-        super().__init__(config)
-        self.parent = parent
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, self._stop, signum)
-        if self.parent is not None:
-            loop.add_reader(self.parent, self._parent_gone)
-        try:
-            yield
-        finally:
-            for signum in STOP_SIGNALS:
-                loop.remove_signal_handler(signum)
-            if self.parent is not None:
-                loop.remove_reader(self.parent)
-
-    def _stop(self, signum: int) -> None:
-        if self.should_exit:
-            self.force_exit = self.force_exit or signum == signal.SIGINT
-            return
-        if self.parent is None:  # a worker process: its parent logs the stop
-            log_event(log, "http.stopping", signal=signal.Signals(signum).name)
-        self.should_exit = True
-
-    def _parent_gone(self) -> None:
-        assert self.parent is not None
-        asyncio.get_running_loop().remove_reader(self.parent)
-        if not self.should_exit:
-            log_event(log, "http.stopping", reason="the parent process ended", pid=os.getpid())
-            self.should_exit = True
-
-
 def _config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings),
@@ -323,91 +132,6 @@ def _config(settings: Settings) -> uvicorn.Config:
         timeout_keep_alive=settings.client_timeout,
         timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
     )
-
-
-def _exit_code(status: int) -> int:
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
-
-
-def _worker(config: uvicorn.Config, sock: socket.socket, parent: int) -> None:
-    """A forked worker process: serve until stopped, then end here (never return into the parent's code)."""
-    code = 1
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
-        _Server(config, parent).run(sockets=[sock])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def _serve_workers(config: uvicorn.Config, sock: socket.socket, workers: int) -> int:
-    """Fork `workers` processes serving `sock`; wait for a stop signal or a worker's end; stop them."""
-    waited = {*STOP_SIGNALS, signal.SIGCHLD}
-    # A handler, so that SIGCHLD is not discarded while blocked; blocked, so that `sigwait` takes them.
-    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
-    read_end, write_end = os.pipe()
-    children: dict[int, int | None] = {}  # pid: exit code, once it ended
-    code = 0
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for _ in range(workers):
-            pid = os.fork()
-            if pid == 0:
-                os.close(write_end)
-                _worker(config, sock, read_end)
-            children[pid] = None
-        os.close(read_end)
-        while True:
-            signum = signal.sigwait(waited)
-            if signum != signal.SIGCHLD:
-                log_event(log, "http.stopping", signal=signal.Signals(signum).name)
-                break
-            if _reap(children):
-                for pid, ended in children.items():
-                    if ended is not None:
-                        log_event(log, "http.worker_ended", logging.ERROR, pid=pid, exit_code=ended)
-                code = 1
-                break
-        for pid, ended in children.items():
-            if ended is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + GRACEFUL_TIMEOUT + WORKER_EXIT_WAIT
-        while _reap(children) < len(children) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid, ended in children.items():
-            if ended is None:
-                log_event(log, "http.worker_killed", logging.ERROR, pid=pid)
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                code = 1
-            elif ended != 0:
-                code = 1
-        return code
-    finally:
-        os.close(write_end)  # a worker still running (the parent failed) stops with it
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, waited)
-        signal.signal(signal.SIGCHLD, previous)
-
-
-def _reap(children: dict[int, int | None]) -> int:
-    """Record the exit code of every child that ended; how many have ended."""
-    for pid, ended in children.items():
-        if ended is None:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                children[pid] = _exit_code(status)
-    return sum(ended is not None for ended in children.values())
 
 
 def serve(
@@ -452,9 +176,9 @@ def serve(
     try:
         config = _config(settings)
         if workers == 1:
-            _Server(config).run(sockets=[sock])
+            Server(config).run(sockets=[sock])
             return 0
-        return _serve_workers(config, sock, workers)
+        return serve_workers(config, sock, workers)
     finally:
         sock.close()
         log_event(log, "http.stopped")
