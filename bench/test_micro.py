@@ -154,7 +154,7 @@ def test_completion_transaction_of_100_checkpoints(benchmark, fresh_database_url
             sql.CLAIM_TASKS, {"limit": 100, "lease": 300.0, "worker": "bench", "lookahead": 0.0}
         ).fetchall()
     pool = open_pool(url, min_size=1, max_size=1)
-    completer = Completer(pool, trio.CapacityLimiter(1), "bench", 300.0)
+    completer = Completer(pool, trio.CapacityLimiter(1), "bench")
     now = utcnow()
     fragments = [
         Fragment(
@@ -205,7 +205,7 @@ def test_replay_of_a_100_step_history(benchmark, fresh_database_url):
         return (row,), {}
 
     async def replay(task: tuple[int, int]) -> None:
-        completer = Completer(pool, trio.CapacityLimiter(2), "bench", 300.0)
+        completer = Completer(pool, trio.CapacityLimiter(2), "bench")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(completer.run)
             execution = ExecutionContext(

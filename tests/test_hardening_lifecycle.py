@@ -346,7 +346,7 @@ def test_a_finished_runner_keeps_the_entry_of_its_task_reclaimed_meanwhile(datab
 
     async def main() -> None:
         pool = await trio.to_thread.run_sync(lambda: open_pool(database_url, max_size=2))
-        completer = Completer(pool, trio.CapacityLimiter(2), state.worker_id, 60.0)
+        completer = Completer(pool, trio.CapacityLimiter(2), state.worker_id)
         services = Services(completer, trio.CapacityLimiter(2), state.worker_id, state.wake_claimer)
         runner = Runner(state, services, concurrency=100, poll_interval=5.0)
         # Holds the old runner's commit back while the task is "re-claimed".

@@ -157,7 +157,7 @@ def test_the_completer_commits_a_batch_without_the_fragment_postgresql_refuses(d
 
     async def main() -> None:
         pool = await trio.to_thread.run_sync(lambda: open_pool(database_url, max_size=2))
-        completer = Completer(pool, trio.CapacityLimiter(2), "w", 60.0)
+        completer = Completer(pool, trio.CapacityLimiter(2), "w")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(completer.run)

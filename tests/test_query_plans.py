@@ -177,3 +177,54 @@ def test_the_list_is_newest_first_with_the_id_tie_breaker(backlog):
     keys = [(-row[3].timestamp(), row[0]) for row in rows]
     assert keys == sorted(keys)  # newest first, then by id
     assert [row[0] for row in by_status] == ["tie-1", "tie-2"]
+
+
+# Statements a worker or a client prepares while its database is new: their generic plans are made
+# then, on empty tables, and kept for the connection's life.
+EARLY_STATEMENTS = {
+    "claim": (sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "w", "lookahead": 0.25}),
+    "fence": (sql.FENCE_TASKS, {"ids": [1, 2, 3], "claims": [1, 1, 1], "worker": "w"}),
+    "statuses": (sql.SELECT_EXECUTION_STATUSES, {"ids": ["early-1", "early-2"]}),
+}
+
+
+@pytest.mark.parametrize("name", list(EARLY_STATEMENTS))
+def test_plans_made_on_empty_tables_stay_on_their_indexes(fresh_database_url, name):
+    """A plan made while zart_tasks and zart_execution_runs were empty (the planner takes them for
+    ten pages) must not read every row once they are not: it once scanned every task for the
+    claim's `id = ANY(...)` and read every pending execution through the status index, each claim
+    growing with the backlog."""
+    from zart.db import connect
+
+    statement, params = EARLY_STATEMENTS[name]
+    text, names = _prepared(statement)
+    args = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names)
+    execute = pgsql.SQL("EXECUTE early({})").format(args)
+    with connect(fresh_database_url) as conn:  # Zart's own session settings
+        conn.execute(pgsql.SQL("PREPARE early AS {}").format(pgsql.SQL(text)))
+        with conn.transaction(force_rollback=True):
+            conn.execute(pgsql.SQL("EXPLAIN ") + execute)  # the generic plan, made now
+        conn.execute(  # then a backlog: 5,000 executions started and not yet claimed
+            """WITH e AS (
+                   INSERT INTO zart_execution_runs (id, workflow, status)
+                   SELECT 'early-' || g, 'wf', 'pending' FROM generate_series(1, 5000) g
+                   RETURNING id)
+               INSERT INTO zart_tasks (execution_id, queue, admitted) SELECT id, 'default', false FROM e"""
+        )
+        with conn.transaction(force_rollback=True):
+            (result,) = conn.execute(pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + execute).fetchone()
+    if isinstance(result, str):
+        result = orjson.loads(result)
+    nodes = list(_nodes(result[0]["Plan"]))
+    read = [
+        (
+            node["Node Type"],
+            node.get("Relation Name"),
+            node.get("Index Name"),
+            node.get("Rows Removed by Filter", 0),
+        )
+        for node in nodes
+        if node.get("Relation Name") in BIG_TABLES
+    ]
+    assert not [r for r in read if r[0] == "Seq Scan"], read
+    assert not [r for r in read if r[3] > 100], read  # no index read of the whole backlog either

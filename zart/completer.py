@@ -8,7 +8,8 @@ price of one commit; when idle a batch holds one and costs no added latency (Riv
 is the pattern).
 
 Every fragment carries the fencing token of its task (`claims`). The batch first re-checks the tokens
-(and extends those leases); fragments of tasks that another worker has taken over are dropped and
+and locks those task rows (sql.FENCE_TASKS; the heartbeat, not the batch, renews the leases);
+fragments of tasks that another worker has taken over are dropped and
 their executions told so (`commit()` returns False), so a worker whose lease lapsed can never
 overwrite the progress of the one that took over.
 """
@@ -127,13 +128,11 @@ class Completer:
         pool: ConnectionPool,
         limiter: trio.CapacityLimiter,
         worker_id: str,
-        lease_seconds: float,
         max_batch: int = 2000,
     ) -> None:
         self._pool = pool
         self._limiter = limiter
         self._worker_id = worker_id
-        self._lease = lease_seconds
         self._max_batch = max_batch
         self._queue: list[tuple[Fragment, _Waiter]] = []
         self._wakeup = trio.Event()
@@ -265,13 +264,8 @@ class Completer:
         if fan_in:
             conn.execute(sql.LOCK_TASKS_FOR_FAN_IN, {"ids": ids, "execution_ids": fan_in})
         rows = conn.execute(
-            sql.EXTEND_LEASES,
-            {
-                "lease": self._lease,
-                "ids": ids,
-                "claims": [f.claims for f in fragments],
-                "worker": self._worker_id,
-            },
+            sql.FENCE_TASKS,
+            {"ids": ids, "claims": [f.claims for f in fragments], "worker": self._worker_id},
         ).fetchall()
         valid = {row[0] for row in rows}
         kept = [f for f in fragments if f.task_id in valid]

@@ -82,8 +82,15 @@ def _configure(conn: psycopg.Connection) -> None:
     # plan: each of Zart's statements is written so that its generic plan stays on its indexes
     # (tests/test_query_plans.py checks the hot ones both ways), while PostgreSQL's own choice
     # re-planned every start once zart_execution_runs was large (0.6 ms of planning per start:
-    # 1,400 starts/s instead of 2,100). Both for Zart's own connections only.
-    settings = "SET jit = off; SET plan_cache_mode = force_generic_plan"
+    # 1,400 starts/s instead of 2,100). But a generic plan is made once per connection, and a
+    # worker's first claims and commits come while its tables are new and empty, which the planner
+    # takes for ten pages: for those it chose sequential scans (`id = ANY(...)` over all of
+    # zart_tasks, every pending execution read through the status index), kept for the
+    # connection's life, each claim then growing with the backlog (5 ms for 50 tasks at 3,000
+    # pending). Every Zart statement is served by an index (tests/test_query_plans.py), so
+    # sequential scans are off: a plan made on an empty table still takes the index.
+    # All three for Zart's own connections only.
+    settings = "SET jit = off; SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off"
     if conn.autocommit:
         conn.execute(settings)
     else:

@@ -393,11 +393,14 @@ WITH RECURSIVE continuing AS (
     LIMIT (SELECT n FROM room)
 ), began AS (
     -- By primary key only: a join here was planned, from a fresh table's statistics, as a nested
-    -- loop of every pending execution over a scan of every task (seconds per claim at 3,000).
+    -- loop of every pending execution over a scan of every task (seconds per claim at 3,000). And
+    -- `status || ''` keeps zart_execution_runs_status_idx out of it: a generic plan made while the
+    -- table was empty read every pending execution through that index to find the chosen few
+    -- (5 ms per claim with 3,000 pending, growing with the backlog).
     UPDATE zart_execution_runs r
     SET status = 'running', started_at = statement_timestamp(), updated_at = now(),
         deadline_at = statement_timestamp() + make_interval(secs => r.timeout_seconds)
-    WHERE r.id = ANY(ARRAY(SELECT execution_id FROM chosen)) AND r.status = 'pending'
+    WHERE r.id = ANY(ARRAY(SELECT execution_id FROM chosen)) AND r.status || '' = 'pending'
 ), counted AS (
     UPDATE zart_queues q
     SET version = q.version + 1,
@@ -511,6 +514,20 @@ GROUP BY a.execution_id, f.step_key, a.step_key
 """
 
 # -- leases --------------------------------------------------------------------------------------------
+
+# The fencing check that opens every completer batch: of the tasks it writes for, those this worker
+# still holds (`claims` unchanged, still claimed by it), their rows locked in id order (so two
+# completers cannot deadlock, and a claim, a cancel or an event's delivery that locks the row waits
+# for the batch, or the batch for it). A row lock only, not a new row version: the heartbeat renews
+# the leases (EXTEND_LEASES), and an UPDATE of `run_at` (an indexed column) here cost a new version
+# of the task row and an entry in each of its indexes for every step.
+FENCE_TASKS = """
+SELECT t.id FROM zart_tasks t
+JOIN unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims) ON held.id = t.id
+WHERE t.claims = held.claims AND t.claimed_by = %(worker)s
+ORDER BY t.id
+FOR UPDATE OF t
+"""
 
 # Extends the leases of tasks this worker still holds; a task missing from RETURNING was taken over
 # (its lease lapsed and another worker claimed it: the fencing token `claims` no longer matches),

@@ -261,7 +261,7 @@ class Worker:
             # The completer lives in a nursery of its own, around the one of the runners: a stop
             # cancels the runners, and the completer is still there to answer the ones waiting
             # for a commit. If it dies, it answers them all (CommitAbandoned) as it goes.
-            self._completer = Completer(pool, db.limiter, self.worker_id, self.lease)
+            self._completer = Completer(pool, db.limiter, self.worker_id)
             async with trio.open_nursery() as services:
                 services.start_soon(self._completer.run)
                 await self._run_engine(handle_signals, db, leases)
