@@ -2,7 +2,7 @@
 
 The branches of a fan-out take consecutive positions in the history, and run one of two ways.
 
-Inline, when at most `Services.inline_fanout` would run at once and the worker has room: in this
+Inline, when at most `Services.inline_fanout` would run at once (and the worker is not draining): in this
 execution's own nursery, each branch's step run like an inline step (`zart.steps`), their flushes
 coalesced (`zart.journal`). A branch whose step is to be retried ends without its checkpoint, and
 once its siblings are done the execution suspends for the earliest back-off.

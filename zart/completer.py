@@ -31,6 +31,7 @@ from psycopg_pool import ConnectionPool
 from . import sql
 from .db import is_transient
 from .logs import log_event
+from .shielded import ShieldedEvent
 
 log = logging.getLogger("zart.completer")
 
@@ -115,7 +116,7 @@ class Fragment:
 
 @attrs.define
 class _Waiter:
-    done: trio.Event = attrs.field(factory=trio.Event)
+    done: ShieldedEvent = attrs.field(factory=ShieldedEvent)
     committed: bool = False
     error: BaseException | None = None
 
@@ -145,7 +146,9 @@ class Completer:
         """Make `fragment` durable; False when the task's lease was lost (nothing written).
 
         Raises FragmentRejected when PostgreSQL refused this fragment's own data (the rest of its
-        batch is committed without it), CommitAbandoned when the worker stops first.
+        batch is committed without it), CommitAbandoned when the worker stops first. Not cancellable:
+        once handed over, a commit runs to its end, so that a timeout or a stop never leaves the
+        caller unsure of what is durable (a cancellation is raised at its next checkpoint).
         """
         waiter = _Waiter()
         if self._closed:

@@ -28,6 +28,7 @@ import trio
 from . import serde
 from .completer import Completer, Fragment
 from .durations import MAX_SECONDS
+from .shielded import ShieldedEvent
 
 
 class LeaseLost(BaseException):
@@ -78,7 +79,7 @@ class _Round:
     """One commit shared by the inline branches that flush in the same scheduling round."""
 
     taken: bool = False  # its fragment was handed to the completer: later writes need a new round
-    done: trio.Event = attrs.field(factory=trio.Event)
+    done: ShieldedEvent = attrs.field(factory=ShieldedEvent)
     committed: bool = False
     error: BaseException | None = None
 
@@ -149,7 +150,8 @@ class Journal:
         """Commit the pending writes (grouped with other executions' by the completer).
 
         Shielded: once handed over, a commit runs to its end, so a timeout or a shutdown never
-        leaves the execution unsure of what is durable.
+        leaves the execution unsure of what is durable (the completer's and the round's waits
+        cannot be cancelled: zart.shielded).
         """
         if self.inline_branches:
             committed = await self._commit_with_siblings()
@@ -166,8 +168,7 @@ class Journal:
         if fragment.is_empty():
             return True
         self.pending = self._new_fragment()
-        with trio.CancelScope(shield=True):
-            return await self._completer.commit(fragment)
+        return await self._completer.commit(fragment)  # not cancellable once handed over
 
     async def _commit_with_siblings(self) -> bool:
         """A flush while inline branches run: the branches that flush in the same scheduling round
@@ -175,17 +176,16 @@ class Journal:
         of N branches costs the completer one fragment, not N."""
         joined = self._round
         if joined is not None and not joined.taken:  # its fragment holds what we just recorded
-            with trio.CancelScope(shield=True):
-                await joined.done.wait()
+            await joined.done.wait()  # not cancellable: the round's commit is ours too
             if joined.error is not None:
                 raise joined.error
             return joined.committed
         round_ = self._round = _Round()
         try:
-            with trio.CancelScope(shield=True):
-                await trio.lowlevel.checkpoint()  # let the siblings that flush now join this round
-                round_.taken = True
-                round_.committed = await self._commit_pending()
+            # let the siblings that flush now join this round
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            round_.taken = True
+            round_.committed = await self._commit_pending()
         except BaseException as exc:
             round_.error = exc
             raise

@@ -76,7 +76,7 @@ class Services:
     # its execution instead of being tried again (None: no limit).
     max_abandoned: int | None = 3
     # zart.parallel / zart.map run their branches inline, in this execution's own nursery, when at
-    # most this many would run at once and `may_inline()` says the worker has room; wider fan-outs
+    # most this many would run at once and `may_inline()` agrees (not while draining); wider fan-outs
     # become branch tasks that any worker may claim (zart.branches). 0: always tasks.
     inline_fanout: int = 32
     may_inline: Callable[[], bool] = lambda: True
