@@ -178,12 +178,12 @@ def test_map_branch_claims_load_only_their_own_step(fresh_database_url, monkeypa
     original = Claimer._claim
 
     def counting(self: Claimer, *args: Any) -> Any:
-        tasks, due = original(self, *args)
+        tasks, due, answered = original(self, *args)
         for task in tasks:
             if task.kind == "step":
                 loaded["branches"] += 1
                 loaded["branch_rows"] += len(task.history)
-        return tasks, due
+        return tasks, due, answered
 
     monkeypatch.setattr(Claimer, "_claim", counting)
     with Worker(url, lease="30s", poll_interval="0.5s", concurrency=100, batch=50):

@@ -83,7 +83,7 @@ class Claimer:
                 held = list(state.held)
                 in_doubt, state.in_doubt = state.in_doubt, False
                 try:
-                    tasks, next_due = await self._db.run(self._claim, limit, held, in_doubt)
+                    tasks, next_due, answered = await self._db.run(self._claim, limit, held, in_doubt)
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
@@ -100,7 +100,11 @@ class Claimer:
                 if failing:
                     log_event(log, "claim.recovered", worker=state.worker_id)
                     failing = False
-                claimed_at = trio.current_time()
+                # When the claim's answer arrived, on trio's clock, before the histories were read:
+                # the times left it returns (a deadline, a timer's moment) count from then, never
+                # early (sql.CLAIM_TASKS). Counted from after the reads and the thread's hand-back,
+                # as they were, every timer claimed ahead came due milliseconds late under load.
+                claimed_at = answered + (trio.current_time() - time.perf_counter())
                 for task in tasks:
                     entry = state.held[task.id] = Held(task, trio.CancelScope(), claimed_at)
                     nursery.start_soon(self._run_task, entry)
@@ -132,8 +136,9 @@ class Claimer:
 
     def _claim(
         self, conn: psycopg.Connection, limit: int, held: list[int], in_doubt: bool
-    ) -> tuple[list[ClaimedTask], float | None]:
-        """Claim up to `limit` tasks (after handing back stranded ones if `in_doubt`) and load them.
+    ) -> tuple[list[ClaimedTask], float | None, float]:
+        """Claim up to `limit` tasks (after handing back stranded ones if `in_doubt`) and load them;
+        also when (`time.perf_counter()`) the claim's answer arrived.
 
         Runs in a thread: the in-doubt flag is read and set by the claim loop only, in the trio
         thread; a failure anywhere in here (the claim committed, its answer or the loads lost)
@@ -151,7 +156,8 @@ class Claimer:
                 rows = conn.execute(sql.CLAIM_TASKS, claim).fetchall()
         else:  # one statement is a transaction by itself: no BEGIN and COMMIT round trips
             rows = conn.execute(sql.CLAIM_TASKS, claim).fetchall()
-        return load_claimed(conn, rows, limit, self._lookahead)
+        answered = time.perf_counter()
+        return (*load_claimed(conn, rows, limit, self._lookahead), answered)
 
 
 def load_claimed(

@@ -434,11 +434,15 @@ WITH RECURSIVE continuing AS (
               CASE WHEN r.status = 'pending' AND t.id IN (SELECT id FROM chosen) THEN 'running'
                    ELSE r.status END AS status,
               r.input::text AS input,
+              -- Times left count from `clock_timestamp()`, the moment the row is made, not from the
+              -- statement's start: the worker counts them from the answer's arrival, so a claim that
+              -- took milliseconds does not make its timers come due that much late (zart.claimer).
               -- A deadline is set when the execution begins (`began`; this row is the one from before).
-              coalesce(extract(epoch FROM r.deadline_at - now())::float8, r.timeout_seconds) AS seconds_left,
+              coalesce(extract(epoch FROM r.deadline_at - clock_timestamp())::float8, r.timeout_seconds)
+                  AS seconds_left,
               t.step_key, t.payload::text AS payload, t.seq, t.grp,
               -- a timer taken ahead: seconds until its moment (0: due now)
-              greatest(extract(epoch FROM d.due - now())::float8, 0) AS seconds_to_due
+              greatest(extract(epoch FROM d.due - clock_timestamp())::float8, 0) AS seconds_to_due
 )
 SELECT * FROM claimed
 UNION ALL

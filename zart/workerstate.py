@@ -61,7 +61,7 @@ class Held:
 
     task: ClaimedTask
     scope: trio.CancelScope  # cancelled when the lease is lost
-    claimed_at: float  # trio's clock when the claim's answer arrived
+    claimed_at: float  # trio's clock when the claim's answer arrived (before the histories' reads)
     execution: ExecutionContext | None = None  # set once the runner has built it
 
 
