@@ -222,6 +222,28 @@ def test_thousand_executions_each_released_by_one_event(fresh_database_url, monk
     assert scalar(url, "SELECT count(*) FROM zart_events WHERE consumed_by IS NULL") == 0
 
 
+def _claimed_ahead(url: str, execution_id: str) -> bool:
+    """Whether the sleeping execution's task is claimed before the sleep's moment."""
+    return query(
+        url,
+        "SELECT t.claimed_by IS NOT NULL AND now() < s.wake_at FROM zart_tasks t"
+        " JOIN zart_steps s ON s.execution_id = t.execution_id AND s.kind = 'sleep'"
+        " WHERE t.execution_id = %s",
+        (execution_id,),
+    ) == [(True,)]
+
+
+def _after_sleep_lateness(url: str, execution_id: str) -> float:
+    """Seconds from the sleep's deadline to the start of the step after it (events_app.sleeper)."""
+    return scalar(
+        url,
+        "SELECT extract(epoch FROM a.started_at - s.wake_at)::float8 FROM zart_steps s"
+        " JOIN zart_step_attempts a ON a.execution_id = s.execution_id AND a.step_key = 'after-sleep#1'"
+        " WHERE s.execution_id = %s AND s.kind = 'sleep'",
+        (execution_id,),
+    )
+
+
 def test_a_sleep_is_claimed_ahead_and_resumes_at_its_moment_not_before(database_url, monkeypatch):
     """Timers are claimed up to `lookahead` before their moment (issue 14), so the execution is
     loaded and waiting in the worker when the sleep ends; the step after the sleep still never
@@ -230,25 +252,14 @@ def test_a_sleep_is_claimed_ahead_and_resumes_at_its_moment_not_before(database_
     with zart.Worker(database_url, lease="5s", poll_interval="5s", lookahead="1.5s"):
         handle = zart.start(events_app.sleeper, {"seconds": 3}, database_url=database_url)
         wait_until(lambda: handle.status() == "sleeping", what="the execution to sleep")
-        claimed_ahead = (
-            "SELECT t.claimed_by IS NOT NULL AND now() < s.wake_at FROM zart_tasks t"
-            " JOIN zart_steps s ON s.execution_id = t.execution_id AND s.kind = 'sleep'"
-            " WHERE t.execution_id = %s"
-        )
         wait_until(
-            lambda: query(database_url, claimed_ahead, (handle.id,)) == [(True,)],
+            lambda: _claimed_ahead(database_url, handle.id),
             10,
             interval=0.02,
             what="the sleeping task claimed before its moment",
         )
         assert handle.result(timeout=30) == ["before", "after"]
-    late = scalar(
-        database_url,
-        "SELECT extract(epoch FROM a.started_at - s.wake_at)::float8 FROM zart_steps s"
-        " JOIN zart_step_attempts a ON a.execution_id = s.execution_id AND a.step_key = 'after-sleep#1'"
-        " WHERE s.execution_id = %s AND s.kind = 'sleep'",
-        (handle.id,),
-    )
+    late = _after_sleep_lateness(database_url, handle.id)
     assert 0 <= late < 1.0, late
 
 
@@ -282,13 +293,8 @@ def test_sigkill_of_a_worker_holding_a_sleep_claimed_ahead(database_url, subproc
     try:
         first.wait_started()
         handle = zart.start(events_app.sleeper, {"seconds": 3}, database_url=database_url)
-        claimed_ahead = (
-            "SELECT t.claimed_by IS NOT NULL AND now() < s.wake_at FROM zart_tasks t"
-            " JOIN zart_steps s ON s.execution_id = t.execution_id AND s.kind = 'sleep'"
-            " WHERE t.execution_id = %s"
-        )
         wait_until(
-            lambda: query(database_url, claimed_ahead, (handle.id,)) == [(True,)],
+            lambda: _claimed_ahead(database_url, handle.id),
             10,
             what="the sleep claimed ahead of its moment",
         )
@@ -303,11 +309,5 @@ def test_sigkill_of_a_worker_holding_a_sleep_claimed_ahead(database_url, subproc
         second.stop()
     assert effect_count(database_url, handle.id, "before-sleep#1") == 1
     assert effect_count(database_url, handle.id, "after-sleep#1") == 1
-    late = scalar(
-        database_url,
-        "SELECT extract(epoch FROM a.started_at - s.wake_at)::float8 FROM zart_steps s"
-        " JOIN zart_step_attempts a ON a.execution_id = s.execution_id AND a.step_key = 'after-sleep#1'"
-        " WHERE s.execution_id = %s AND s.kind = 'sleep'",
-        (handle.id,),
-    )
+    late = _after_sleep_lateness(database_url, handle.id)
     assert late >= 0, late

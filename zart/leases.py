@@ -129,7 +129,7 @@ class Leases:
                         "branches": [False] * len(held),
                         "worker": worker_id,
                     },
-                )
+                )  # ready at once: the statement wakes the other workers itself
                 if cut_short:
                     conn.execute(
                         sql.STOP_ATTEMPTS,
@@ -140,7 +140,6 @@ class Leases:
                             "worker": worker_id,
                         },
                     )
-                conn.execute(sql.NOTIFY_TASKS)
 
         await self._db.run_quietly(release, timeout=timeout)
         return len(held)
