@@ -24,6 +24,27 @@ BIG_TABLES = {"zart_tasks", "zart_execution_runs"}
 # Each statement reads a handful of index entries; a scan of either table takes ~10 ms here. The
 # bound is loose (a loaded CI machine); the plan is what the test is about.
 MAX_MS = 25.0
+FINISHING_TASK = 900_000_000
+_AT = "2026-01-01T00:00:00+00:00"
+# A completer batch that checkpoints the last step of 'finishing' and ends it, fenced by its task.
+BATCH = {
+    "ids": [FINISHING_TASK],
+    "claims": [1],
+    "worker": "w",
+    "fragments": orjson.dumps(
+        [
+            [
+                FINISHING_TASK,
+                "finishing",
+                [["s#1", 1, _AT, "succeeded", None, None, None]],
+                [],
+                [["s#1", 0, "step", "completed", "1", None, 1, _AT, _AT, None]],
+                ["completed", "1", None, None, _AT],
+                True,
+            ]
+        ]
+    ).decode(),
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +102,10 @@ def backlog(server_url: str) -> Iterator[str]:
                SELECT 'due-' || g, 'default', false FROM generate_series(1, 30) g"""
         )
         conn.execute("INSERT INTO zart_execution_runs (id, workflow) VALUES ('finishing', 'wf-1')")
-        conn.execute("INSERT INTO zart_tasks (execution_id) VALUES ('finishing')")
+        conn.execute(  # held by worker 'w', as a completer's batch finishes it
+            "INSERT INTO zart_tasks (id, execution_id, claimed_by, claims, run_at) OVERRIDING SYSTEM VALUE"
+            f" VALUES ({FINISHING_TASK}, 'finishing', 'w', 1, now() + interval '1 hour')"
+        )
         conn.execute("VACUUM ANALYZE zart_tasks, zart_execution_runs")
     yield url
     _drop_database(server_url, name)
@@ -129,6 +153,7 @@ STATEMENTS = {
     "next-due": (sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": 0.25}),
     "finish": (sql.DELETE_EXECUTION_TASKS, {"ids": ["finishing"]}),
     "finish-parked": (sql.DELETE_EXECUTION_TASKS, {"ids": ["parked-7", "parked-8"]}),
+    "batch": (sql.WRITE_BATCH, BATCH),
     "list": (sql.LIST_EXECUTIONS, {"status": None, "workflow": None, "limit": 50}),
     "list-status": (sql.LIST_EXECUTIONS_BY_STATUS, {"status": "running", "workflow": None, "limit": 50}),
     "list-workflow": (sql.LIST_EXECUTIONS_BY_WORKFLOW, {"status": None, "workflow": "wf-3", "limit": 50}),
@@ -160,6 +185,27 @@ def test_finishing_deletes_every_task_of_the_execution(backlog):
     assert left == (0,)
 
 
+@pytest.mark.parametrize("claims", [1, 2], ids=["held", "taken-over"])
+def test_the_batch_writes_only_for_the_tasks_it_still_holds(backlog, claims):
+    """WRITE_BATCH's fencing: with the task's token it checkpoints, ends the execution and deletes
+    its task; with a stale token (another worker took the task over) it writes nothing at all."""
+    with psycopg.connect(backlog) as conn:
+        (held, _, _) = conn.execute(sql.WRITE_BATCH, {**BATCH, "claims": [claims]}).fetchone()
+        state = conn.execute(
+            "SELECT (SELECT count(*) FROM zart_tasks WHERE execution_id = 'finishing'),"
+            " (SELECT count(*) FROM zart_steps WHERE execution_id = 'finishing'),"
+            " (SELECT count(*) FROM zart_step_attempts WHERE execution_id = 'finishing'),"
+            " (SELECT status FROM zart_execution_runs WHERE id = 'finishing')"
+        ).fetchone()
+        conn.rollback()
+    if claims == 1:
+        assert held == [FINISHING_TASK]
+        assert state == (0, 1, 0, "completed")  # the attempt's end updates a start not in this table
+    else:
+        assert held == []
+        assert state == (1, 0, 0, "pending")
+
+
 def test_the_list_is_newest_first_with_the_id_tie_breaker(backlog):
     with psycopg.connect(backlog, autocommit=True) as conn:
         conn.execute(
@@ -183,7 +229,7 @@ def test_the_list_is_newest_first_with_the_id_tie_breaker(backlog):
 # then, on empty tables, and kept for the connection's life.
 EARLY_STATEMENTS = {
     "claim": (sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "w", "lookahead": 0.25}),
-    "fence": (sql.FENCE_TASKS, {"ids": [1, 2, 3], "claims": [1, 1, 1], "worker": "w"}),
+    "batch": (sql.WRITE_BATCH, {**BATCH, "ids": [1, 2, 3], "claims": [1, 1, 1]}),
     "statuses": (sql.SELECT_EXECUTION_STATUSES, {"ids": ["early-1", "early-2"]}),
 }
 

@@ -174,10 +174,12 @@ def load_claimed(
     # it (sql.CLAIM_TASKS). Look again soon rather than at the next notification.
     contended = any(row[0] is None for row in rows)
     rows = [row for row in rows if row[0] is not None]
-    # (execution id, step key or None): the history each task's runner needs, by task id.
+    # (execution id, step key or None): the history each task's runner needs, by task id. An
+    # execution never begun before (`fresh`) has none: at a start's wake-up nothing is read.
     wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
-    scope = {"ids": [w[0] for w in wanted.values()], "keys": [w[1] for w in wanted.values()]}
-    workflow_ids = [row[2] for row in rows if row[3] != "step"]
+    history_of = [wanted[row[0]] for row in rows if not row[13]]
+    scope = {"ids": [w[0] for w in history_of], "keys": [w[1] for w in history_of]}
+    workflow_ids = [row[2] for row in rows if row[14]]  # workflow tasks with events waiting
     # The reads go in one pipeline: one round trip for all of them (each its own snapshot, as
     # before: a task's history cannot change while we hold its claim).
     with conn.pipeline():
@@ -186,12 +188,14 @@ def load_claimed(
         due = None
         if not contended and len(rows) < limit:  # nothing more is ready: when should we look again?
             due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead})
-        if rows:
+        history_rows: Any = ()
+        attempt_rows: Any = ()
+        event_rows: Any = ()
+        if history_of:
             history_rows = conn.execute(sql.SELECT_HISTORY, scope)
-            event_rows: Any = ()
-            if workflow_ids:
-                event_rows = conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids})
             attempt_rows = conn.execute(sql.SELECT_OPEN_ATTEMPTS, scope)
+        if workflow_ids:
+            event_rows = conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids})
     next_due: float | None
     if contended:
         next_due = _CONTENDED_RETRY_SECONDS
@@ -248,6 +252,8 @@ def load_claimed(
             seq,
             group,
             seconds_to_due,
+            _fresh,
+            _events_waiting,
         ) in rows
     ]
     return tasks, next_due

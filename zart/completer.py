@@ -8,7 +8,7 @@ price of one commit; when idle a batch holds one and costs no added latency (Riv
 is the pattern).
 
 Every fragment carries the fencing token of its task (`claims`). The batch first re-checks the tokens
-and locks those task rows (sql.FENCE_TASKS; the heartbeat, not the batch, renews the leases);
+and locks those task rows (sql.WRITE_BATCH; the heartbeat, not the batch, renews the leases);
 fragments of tasks that another worker has taken over are dropped and
 their executions told so (`commit()` returns False), so a worker whose lease lapsed can never
 overwrite the progress of the one that took over.
@@ -253,53 +253,53 @@ class Completer:
             return valid
 
     def _write(self, fragments: list[Fragment]) -> set[int]:
-        """One transaction for the whole batch (runs in a worker thread), in two round trips: BEGIN
-        with the fencing check, then every write with the COMMIT."""
-        with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn, conn.pipeline(), conn.transaction():
-            return self.write_batch(conn, fragments)
+        """Commit the batch (runs in a worker thread). A batch of plain checkpoints (the common case:
+        attempts, steps, an execution's status or end) is ONE statement outside a transaction, so
+        one round trip and one commit; a batch with waits, branches or fan-in is one transaction
+        in two round trips: the fencing statement, then the other writes with the COMMIT."""
+        with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn:
+            if all(_is_plain(f) for f in fragments):
+                return self.write_batch(conn, fragments)
+            with conn.pipeline(), conn.transaction():
+                return self.write_batch(conn, fragments)
 
     def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> set[int]:
-        """The batch's statements, inside the caller's transaction (in pipeline mode, so that the
-        writes are sent together: nothing of theirs is read back); the task ids still held."""
+        """The batch's statements (inside the caller's transaction unless every fragment is plain;
+        in pipeline mode the writes after the first are sent together: nothing of theirs is read
+        back); the task ids still held."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
-        ids = [f.task_id for f in fragments]
         fan_in = sorted({f.execution_id for f in fragments if f.fan_in_group is not None})
         if fan_in:
-            conn.execute(sql.LOCK_TASKS_FOR_FAN_IN, {"ids": ids, "execution_ids": fan_in})
-        rows = conn.execute(
-            sql.FENCE_TASKS,
-            {"ids": ids, "claims": [f.claims for f in fragments], "worker": self._worker_id},
-        ).fetchall()
-        valid = {row[0] for row in rows}
+            conn.execute(
+                sql.LOCK_TASKS_FOR_FAN_IN,
+                {"ids": [f.task_id for f in fragments], "execution_ids": fan_in},
+            )
+        # Attempts closed at an execution's end must see its tasks' deletion, which may wait for a
+        # batch that holds one of them: then the deletion is a later statement (see _apply).
+        closing = any(f.close_attempts for f in fragments)
+        row = conn.execute(
+            sql.WRITE_BATCH,
+            {
+                "ids": [f.task_id for f in fragments],
+                "claims": [f.claims for f in fragments],
+                "worker": self._worker_id,
+                "fragments": _fragments(fragments, end_in_batch=not closing),
+            },
+        ).fetchone()
+        valid = set(row[0]) if row else set()
         kept = [f for f in fragments if f.task_id in valid]
-        if kept:
-            self._apply(conn, kept)
+        if kept and not all(_is_plain(f) for f in kept):
+            self._apply(conn, kept, end_executions=closing)
         return valid
 
-    def _apply(self, conn: psycopg.Connection, fragments: list[Fragment]) -> None:
-        """Queue every write of the batch; none is read back, so in pipeline mode they go to the
-        server with the COMMIT. A task that becomes ready now (a release to run at once, a fan-in,
-        the next item of a map's window, the slot of a limited queue freed) wakes the claimers by
-        the statement's own NOTIFY; new branch tasks by the one queued here."""
-        ends = [(f.execution_id, *row) for f in fragments for row in f.attempt_ends]
-        if ends:
-            conn.execute(sql.FINISH_ATTEMPTS, _rows(ends))
-        starts = [
-            (f.execution_id, key, attempt, self._worker_id, started)
-            for f in fragments
-            for key, attempt, started in f.attempt_starts
-        ]
-        if starts:
-            conn.execute(sql.START_ATTEMPTS, _rows(starts))
-        steps = [(f.execution_id, *row) for f in fragments for row in f.steps]
-        if steps:
-            conn.execute(sql.INSERT_STEPS, _rows(steps))
+    def _apply(self, conn: psycopg.Connection, fragments: list[Fragment], end_executions: bool) -> None:
+        """Queue the writes WRITE_BATCH does not make; none is read back, so in pipeline mode they go
+        to the server with the COMMIT. A task that becomes ready now (a release to run at once, a
+        fan-in, the next item of a map's window, the slot of a limited queue freed) wakes the
+        claimers by the statement's own NOTIFY; new branch tasks by the one queued here."""
         consumed = [event for f in fragments for event in f.consumed_events]
         if consumed:
             conn.execute(sql.CONSUME_EVENTS, _columns(consumed, ("ids", "step_keys")))
-        updates = [(f.execution_id, *f.execution) for f in fragments if f.execution]
-        if updates:
-            conn.execute(sql.UPDATE_EXECUTIONS, _rows(updates))
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
@@ -308,7 +308,7 @@ class Completer:
         if finished:
             conn.execute(sql.DELETE_TASKS, {"ids": finished})
         over = [f.execution_id for f in fragments if f.finish_execution]
-        if over:
+        if over and end_executions:
             # Wakes the claimers if an execution of a limited queue ended: another may begin.
             conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over})
             conn.execute(sql.NOTIFY_FINISHED, {"ids": over})
@@ -353,14 +353,39 @@ _CLOSE_COLUMNS = ("execution_ids", "outcomes", "error_types", "error_messages")
 _BRANCH_COLUMNS = ("execution_ids", "step_keys", "payloads", "seqs", "grps", "readies")
 
 
-def _rows(rows: list[tuple[Any, ...]]) -> dict[str, str]:
-    """The rows of a per-step write as one JSON parameter, read by `jsonb_array_elements` (parsed
-    once; `->>` on `json` would re-read the text for every field).
+def _is_plain(fragment: Fragment) -> bool:
+    """Whether WRITE_BATCH alone makes all of this fragment durable: checkpoints, attempts, the
+    execution's status and its end, but no wait, branch or fan-in."""
+    return not (
+        fragment.consumed_events
+        or fragment.branch_tasks
+        or fragment.finish_task
+        or fragment.fan_in_group is not None
+        or fragment.release_after is not None
+        or fragment.close_attempts is not None
+    )
+
+
+def _fragments(fragments: list[Fragment], end_in_batch: bool) -> str:
+    """The fragments as WRITE_BATCH's one JSON parameter.
 
     These writes run for every step: psycopg adapts a list parameter element by element in Python,
-    which cost about 15% of a worker's CPU across them; orjson writes all the rows in one call (the
-    values are text Zart made storable, numbers and timestamps, as RFC 3339 text)."""
-    return {"rows": orjson.dumps(rows).decode()}
+    which cost about 15% of a worker's CPU; orjson writes all of it in one call (the values are text
+    Zart made storable, numbers and timestamps, as RFC 3339 text)."""
+    return orjson.dumps(
+        [
+            (
+                f.task_id,
+                f.execution_id,
+                f.attempt_ends,
+                f.attempt_starts,
+                f.steps,
+                f.execution,
+                f.finish_execution and end_in_batch,
+            )
+            for f in fragments
+        ]
+    ).decode()
 
 
 def _columns(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, list[Any]]:

@@ -442,11 +442,18 @@ WITH RECURSIVE continuing AS (
                   AS seconds_left,
               t.step_key, t.payload::text AS payload, t.seq, t.grp,
               -- a timer taken ahead: seconds until its moment (0: due now)
-              greatest(extract(epoch FROM d.due - clock_timestamp())::float8, 0) AS seconds_to_due
+              greatest(extract(epoch FROM d.due - clock_timestamp())::float8, 0) AS seconds_to_due,
+              -- Begun by this claim and never before (the row from before `began`): no checkpoint
+              -- and no attempt to load, so the claimer reads no history for it (a start's wake-up).
+              t.id IN (SELECT id FROM chosen) AND r.started_at IS NULL AS fresh,
+              -- Events delivered and not consumed yet, to load for the replay (zart_events_pending_idx).
+              t.kind = 'workflow' AND EXISTS (SELECT 1 FROM zart_events e
+                                              WHERE e.execution_id = t.execution_id
+                                                AND e.consumed_by IS NULL) AS events_waiting
 )
 SELECT * FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
               WHERE d.limited AND (l.name IS NULL OR l.version <> d.version))
 """
@@ -519,20 +526,6 @@ GROUP BY a.execution_id, f.step_key, a.step_key
 
 # -- leases --------------------------------------------------------------------------------------------
 
-# The fencing check that opens every completer batch: of the tasks it writes for, those this worker
-# still holds (`claims` unchanged, still claimed by it), their rows locked in id order (so two
-# completers cannot deadlock, and a claim, a cancel or an event's delivery that locks the row waits
-# for the batch, or the batch for it). A row lock only, not a new row version: the heartbeat renews
-# the leases (EXTEND_LEASES), and an UPDATE of `run_at` (an indexed column) here cost a new version
-# of the task row and an entry in each of its indexes for every step.
-FENCE_TASKS = """
-SELECT t.id FROM zart_tasks t
-JOIN unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims) ON held.id = t.id
-WHERE t.claims = held.claims AND t.claimed_by = %(worker)s
-ORDER BY t.id
-FOR UPDATE OF t
-"""
-
 # Extends the leases of tasks this worker still holds; a task missing from RETURNING was taken over
 # (its lease lapsed and another worker claimed it: the fencing token `claims` no longer matches),
 # or is no longer claimed (finished, or handed back to sleep or wait: its run_at must stay).
@@ -603,63 +596,108 @@ WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt 
 
 # -- the completer's batch -----------------------------------------------------------------------------
 
-FINISH_ATTEMPTS = """
-UPDATE zart_step_attempts a
-SET finished_at = f.finished_at, outcome = f.outcome, error_type = f.error_type,
-    error_message = f.error_message, traceback = f.traceback
-FROM (SELECT r->>0 AS execution_id, r->>1 AS step_key, (r->>2)::int AS attempt,
-             (r->>3)::timestamptz AS finished_at, r->>4 AS outcome, r->>5 AS error_type,
-             r->>6 AS error_message, r->>7 AS traceback
-      FROM jsonb_array_elements(%(rows)s::jsonb) AS r) f
-WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt = f.attempt
-"""
-
-START_ATTEMPTS = """
-INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at)
-SELECT f->>0, f->>1, (f->>2)::int, f->>3, (f->>4)::timestamptz
-FROM jsonb_array_elements(%(rows)s::jsonb) AS f
-ON CONFLICT DO NOTHING
-"""
-
-# New checkpoints, and the completion of waits (sleeps, events) recorded earlier as 'waiting'. A wait's
-# start and its deadline are both the database's clock (the commit's `now()`), so that the recorded
-# wait is exactly the duration asked for, whatever the worker's clock or the batch's delay.
-INSERT_STEPS = """
-INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
-                        started_at, finished_at, wake_at)
-SELECT f.execution_id, f.step_key, f.seq, f.kind, f.status, f.output::json, f.error::json,
-       f.attempts, CASE WHEN f.wake_in IS NULL THEN f.started_at ELSE now() END, f.finished_at,
-       now() + make_interval(secs => f.wake_in)
-FROM (SELECT r->>0 AS execution_id, r->>1 AS step_key, (r->>2)::int AS seq, r->>3 AS kind,
-             r->>4 AS status, r->>5 AS output, r->>6 AS error, (r->>7)::int AS attempts,
-             (r->>8)::timestamptz AS started_at, (r->>9)::timestamptz AS finished_at,
-             (r->>10)::float8 AS wake_in
-      FROM jsonb_array_elements(%(rows)s::jsonb) AS r) f
-ON CONFLICT (execution_id, step_key) DO UPDATE
-SET status = excluded.status, output = excluded.output, error = excluded.error,
-    finished_at = excluded.finished_at
+# The completer's batch as ONE statement, one round trip and (outside a transaction) one commit:
+# PostgreSQL's cost per statement (parse, bind, executor start, a round trip) was most of a
+# step's database time when each kind of write was a statement of its own.
+#
+# `held` is the fencing check: of the tasks the batch writes for, those this worker still holds
+# (`claims` unchanged, still claimed by it), their rows locked in id order (so two completers cannot
+# deadlock, and a claim, a cancel or an event's delivery that locks the row waits for the batch, or
+# the batch for it). A row lock only, not a new row version: the heartbeat renews the leases
+# (EXTEND_LEASES); an UPDATE of `run_at` (an indexed column) here cost a new version of the task row
+# and an entry in each of its indexes for every step. Every write below reads its rows from `kept`,
+# the fragments whose task passed the check, so a worker that lost its lease writes nothing.
+#
+# %(fragments)s holds one JSON array per fragment: [task id, execution id, attempt ends, attempt
+# starts, steps, the execution's status change or null, whether its tasks go (the execution is
+# over)]. Parsed once (`->>` on `json` would re-read the text for every field), and written by
+# orjson in one call: psycopg adapts a list parameter element by element in Python.
+#
+# The writes share one snapshot, so only writes that do not read each other's effects belong here:
+# an attempt's start and its end are never in one batch (the start is durable before the step runs),
+# and the writes that must see a row locked or inserted meanwhile (a release that looks for an event
+# delivered while the batch waited, the attempts closed after the tasks' deletion, fan-in) are
+# statements of their own after this one, in the same transaction.
+#
+# Steps: new checkpoints, and the completion of waits (sleeps, events) recorded earlier as 'waiting'.
+# A wait's start and its deadline are both the database's clock (the commit's `now()`), so that the
+# recorded wait is exactly the duration asked for, whatever the worker's clock or the batch's delay.
+# Runs: started_at is set once; result, error and finished_at only by the final transition.
+# A finished execution leaves no task behind, and deleting an admitted workflow task frees its queue
+# slot: the claimers are woken when that slot was a limited queue's (see DELETE_EXECUTION_TASKS).
+# Returns the ids of the tasks still held.
+WRITE_BATCH = f"""
+WITH held AS MATERIALIZED (
+    SELECT t.id FROM zart_tasks t
+    JOIN unnest(%(ids)s::bigint[], %(claims)s::int[]) AS h(id, claims) ON h.id = t.id
+    WHERE t.claims = h.claims AND t.claimed_by = %(worker)s
+    ORDER BY t.id
+    FOR UPDATE OF t
+), kept AS MATERIALIZED (
+    SELECT f->>1 AS execution_id, f->2 AS ends, f->3 AS starts, f->4 AS steps, f->5 AS run,
+           (f->>6)::bool AS over
+    FROM jsonb_array_elements(%(fragments)s::jsonb) AS f
+    WHERE (f->>0)::bigint IN (SELECT id FROM held)
+), attempts_ended AS (
+    UPDATE zart_step_attempts a
+    SET finished_at = e.finished_at, outcome = e.outcome, error_type = e.error_type,
+        error_message = e.error_message, traceback = e.traceback
+    FROM (SELECT k.execution_id, r->>0 AS step_key, (r->>1)::int AS attempt,
+                 (r->>2)::timestamptz AS finished_at, r->>3 AS outcome, r->>4 AS error_type,
+                 r->>5 AS error_message, r->>6 AS traceback
+          FROM kept k, jsonb_array_elements(k.ends) AS r) e
+    WHERE a.execution_id = e.execution_id AND a.step_key = e.step_key AND a.attempt = e.attempt
+), attempts_started AS (
+    INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at)
+    SELECT k.execution_id, r->>0, (r->>1)::int, %(worker)s, (r->>2)::timestamptz
+    FROM kept k, jsonb_array_elements(k.starts) AS r
+    ON CONFLICT DO NOTHING
+), steps AS (
+    INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
+                            started_at, finished_at, wake_at)
+    SELECT s.execution_id, s.step_key, s.seq, s.kind, s.status, s.output::json, s.error::json,
+           s.attempts, CASE WHEN s.wake_in IS NULL THEN s.started_at ELSE now() END, s.finished_at,
+           now() + make_interval(secs => s.wake_in)
+    FROM (SELECT k.execution_id, r->>0 AS step_key, (r->>1)::int AS seq, r->>2 AS kind,
+                 r->>3 AS status, r->>4 AS output, r->>5 AS error, (r->>6)::int AS attempts,
+                 (r->>7)::timestamptz AS started_at, (r->>8)::timestamptz AS finished_at,
+                 (r->>9)::float8 AS wake_in
+          FROM kept k, jsonb_array_elements(k.steps) AS r) s
+    ON CONFLICT (execution_id, step_key) DO UPDATE
+    SET status = excluded.status, output = excluded.output, error = excluded.error,
+        finished_at = excluded.finished_at
+), runs AS (
+    UPDATE zart_execution_runs r
+    SET status = x.status,
+        result = coalesce(x.result::json, r.result),
+        error = coalesce(x.error::json, r.error),
+        started_at = coalesce(r.started_at, x.started_at),
+        finished_at = coalesce(x.finished_at, r.finished_at),
+        updated_at = now()
+    FROM (SELECT k.execution_id AS id, k.run->>0 AS status, k.run->>1 AS result,
+                 k.run->>2 AS error, (k.run->>3)::timestamptz AS started_at,
+                 (k.run->>4)::timestamptz AS finished_at
+          FROM kept k WHERE jsonb_typeof(k.run) = 'array') x
+    WHERE r.id = x.id
+), workflow_tasks AS (
+    DELETE FROM zart_tasks
+    WHERE kind = 'workflow' AND execution_id IN (SELECT execution_id FROM kept WHERE over)
+    RETURNING queue, admitted
+), step_tasks AS (
+    DELETE FROM zart_tasks
+    WHERE kind = 'step' AND execution_id IN (SELECT execution_id FROM kept WHERE over)
+)
+SELECT array(SELECT id FROM held),
+       (SELECT count(*) FROM (SELECT pg_notify('{DONE_CHANNEL}', execution_id) FROM kept WHERE over) n),
+       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
+                              WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
+                              LIMIT 1) m)
 """
 
 CONSUME_EVENTS = """
 UPDATE zart_events e SET consumed_by = f.step_key, consumed_at = now()
 FROM unnest(%(ids)s::bigint[], %(step_keys)s::text[]) AS f(id, step_key)
 WHERE e.id = f.id AND e.consumed_by IS NULL
-"""
-
-# Status changes of executions. started_at is set once; result, error and finished_at only by the
-# final transition.
-UPDATE_EXECUTIONS = """
-UPDATE zart_execution_runs r
-SET status = f.status,
-    result = coalesce(f.result::json, r.result),
-    error = coalesce(f.error::json, r.error),
-    started_at = coalesce(r.started_at, f.started_at),
-    finished_at = coalesce(f.finished_at, r.finished_at),
-    updated_at = now()
-FROM (SELECT x->>0 AS id, x->>1 AS status, x->>2 AS result, x->>3 AS error,
-             (x->>4)::timestamptz AS started_at, (x->>5)::timestamptz AS finished_at
-      FROM jsonb_array_elements(%(rows)s::jsonb) AS x) f
-WHERE r.id = f.id
 """
 
 # Every attempt of an execution still open when it ended (a workflow timeout cut its branches
@@ -698,7 +736,7 @@ LIMIT 1
 # before the workflow is parked. Re-inserting on replay is a no-op, and a branch whose checkpoint
 # exists is not inserted again: a replay that loaded its history before that branch finished (the
 # workflow task woken early) must not run it twice. The batch locked the workflow task first
-# (EXTEND_LEASES), as every branch's fan-in does, so this statement sees every branch committed
+# (WRITE_BATCH), as every branch's fan-in does, so this statement sees every branch committed
 # before it.
 INSERT_BRANCH_TASKS = """
 INSERT INTO zart_tasks (execution_id, kind, step_key, payload, seq, grp, run_at)
@@ -757,7 +795,7 @@ SELECT pg_notify('{TASKS_CHANNEL}', '') FROM woken LIMIT 1
 # -- events ------------------------------------------------------------------------------------------
 
 # Delivery and wake-up are one transaction. The execution's task row is locked FIRST: a worker that
-# is suspending the execution to wait locks the same row first too (EXTEND_LEASES opens every
+# is suspending the execution to wait locks the same row first too (WRITE_BATCH opens every
 # completer batch), so whichever commits second sees the other's work: either the worker's release
 # sees this event and runs the task at once, or this transaction sees the released task and wakes it.
 LOCK_EXECUTION_TASK = """
