@@ -221,22 +221,21 @@ def test_a_workflow_timeout_closes_the_attempts_of_its_branches(worker, database
 
 
 class _ConnectionLostAfterClaim:
-    """A connection that dies (pg_terminate_backend) right after CLAIM_TASKS has committed."""
+    """A connection that dies (pg_terminate_backend) right after CLAIM_TASKS has committed, its
+    answer lost with it: the claimer gets the connection's error instead of the claimed rows."""
 
     def __init__(self, conn: psycopg.Connection, admin_url: str, armed: list[bool]) -> None:
         self._conn = conn
         self._admin_url = admin_url
         self._armed = armed
-        self._claimed = False
 
     def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._claimed and self._armed[0]:
+        result = self._conn.execute(query, *args, **kwargs)
+        if query is sql.CLAIM_TASKS and self._armed[0] and result.rowcount:
             self._armed[0] = False
             with psycopg.connect(self._admin_url, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (self._conn.info.backend_pid,))
-        result = self._conn.execute(query, *args, **kwargs)
-        if query is sql.CLAIM_TASKS and self._armed[0]:
-            self._claimed = bool(result.rowcount)
+            self._conn.execute("SELECT 1")  # raises: the connection is gone
         return result
 
     def __getattr__(self, name: str) -> Any:

@@ -114,6 +114,13 @@ class Claimer:
                     if self._claim_baton is not None:
                         # We are full and more may be ready: hand over to the next idle worker.
                         await self._db.run_quietly(lambda conn: conn.execute(sql.NOTIFY_TASKS))
+                if next_due == ASK_AFTER_START:
+                    try:
+                        next_due = await self._db.run(read_next_due, self._lookahead)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        next_due = DB_RETRY_SECONDS  # the next claim finds out more
                 if next_due is not None:
                     wait = min(wait, max(next_due, 0.0))
             with trio.move_on_after(wait):
@@ -160,6 +167,17 @@ class Claimer:
         return (*load_claimed(conn, rows, limit, self._lookahead), answered)
 
 
+# `load_claimed`'s answer when the claim loop should read the next due time itself, after starting
+# the runners of what it claimed (an idle start's wake-up saves the statement's round trip).
+ASK_AFTER_START = -1.0
+
+
+def read_next_due(conn: psycopg.Connection, lookahead: float) -> float | None:
+    """Seconds until the claimer should look again when nothing is ready (None: only a wake-up)."""
+    found = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead}).fetchone()
+    return found[0] if found else None
+
+
 def load_claimed(
     conn: psycopg.Connection, rows: list[tuple[Any, ...]], limit: int, lookahead: float
 ) -> tuple[list[ClaimedTask], float | None]:
@@ -183,10 +201,9 @@ def load_claimed(
     # The reads go in one pipeline: one round trip for all of them (each its own snapshot, as
     # before: a task's history cannot change while we hold its claim).
     with conn.pipeline():
-        if not rows and not contended:
-            conn.execute(sql.DELETE_ORPHAN_TASKS)
         due = None
-        if not contended and len(rows) < limit:  # nothing more is ready: when should we look again?
+        if not rows and not contended:  # nothing was ready: when should we look again?
+            conn.execute(sql.DELETE_ORPHAN_TASKS)
             due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead})
         history_rows: Any = ()
         attempt_rows: Any = ()
@@ -202,6 +219,10 @@ def load_claimed(
     elif due is not None:
         found = due.fetchone()
         next_due = found[0] if found else None
+    elif len(rows) < limit:
+        # Nothing more is ready, but the claimed tasks' runners should not wait for the question
+        # when to look again: the claim loop asks it once they have started (`read_next_due`).
+        next_due = ASK_AFTER_START
     else:
         next_due = None
     if not rows:

@@ -112,7 +112,7 @@ class ExecutionHandle:
         with waiting.watch(self.database_url, self.id) as ended:
             while True:
                 ended.clear()
-                status, result, error = self._status_row()
+                status, result, error = ended.outcome or self._status_row()
                 if status in TERMINAL:
                     return _outcome(self.id, status, result, error)
                 ended.wait(self._pause(status, deadline, timeout))
@@ -185,7 +185,7 @@ class ExecutionHandle:
         async with waiting.awatch(self.database_url, self.id) as ended:
             while True:
                 ended.clear()
-                status, result, error = await self._astatus_row()
+                status, result, error = ended.outcome or await self._astatus_row()
                 if status in TERMINAL:
                     return _outcome(self.id, status, result, error)
                 await ended.wait(self._pause(status, deadline, timeout))

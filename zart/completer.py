@@ -32,6 +32,7 @@ from . import sql
 from .db import is_transient
 from .logs import log_event
 from .shielded import ShieldedEvent
+from .trio_pg import TrioConnection, parse_int_array
 
 log = logging.getLogger("zart.completer")
 
@@ -130,8 +131,11 @@ class Completer:
         limiter: trio.CapacityLimiter,
         worker_id: str,
         max_batch: int = 2000,
+        connection: TrioConnection | None = None,
     ) -> None:
         self._pool = pool
+        # Plain batches go through this connection from the trio loop (no thread hop) when given.
+        self._connection = connection
         self._limiter = limiter
         self._worker_id = worker_id
         self._max_batch = max_batch
@@ -178,6 +182,8 @@ class Completer:
                     in_flight = []
         finally:
             self._closed = True
+            if self._connection is not None:
+                self._connection.close()
             for _, waiter in in_flight + self._queue:
                 if not waiter.done.is_set():
                     waiter.error = CommitAbandoned("the worker stopped before this commit ended")
@@ -235,7 +241,12 @@ class Completer:
         lost_at: float | None = None
         while True:
             try:
-                valid = await trio.to_thread.run_sync(partial(self._write, fragments), limiter=self._limiter)
+                if self._connection is not None and all(_is_plain(f) for f in fragments):
+                    valid = await self._write_plain(self._connection, fragments)
+                else:
+                    valid = await trio.to_thread.run_sync(
+                        partial(self._write, fragments), limiter=self._limiter
+                    )
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -251,6 +262,12 @@ class Completer:
             if lost_at is not None:
                 log_event(log, "database.reconnected", after_seconds=round(trio.current_time() - lost_at, 1))
             return valid
+
+    async def _write_plain(self, connection: TrioConnection, fragments: list[Fragment]) -> set[int]:
+        """A batch of plain fragments: WRITE_BATCH alone, from the trio loop (zart.trio_pg)."""
+        fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
+        rows = await connection.query(sql.WRITE_BATCH, self._batch_params(fragments, end_in_batch=True))
+        return set(parse_int_array(rows[0][0])) if rows else set()
 
     def _write(self, fragments: list[Fragment]) -> set[int]:
         """Commit the batch (runs in a worker thread). A batch of plain checkpoints (the common case:
@@ -278,19 +295,22 @@ class Completer:
         # batch that holds one of them: then the deletion is a later statement (see _apply).
         closing = any(f.close_attempts for f in fragments)
         row = conn.execute(
-            sql.WRITE_BATCH,
-            {
-                "ids": [f.task_id for f in fragments],
-                "claims": [f.claims for f in fragments],
-                "worker": self._worker_id,
-                "fragments": _fragments(fragments, end_in_batch=not closing),
-            },
+            sql.WRITE_BATCH, self._batch_params(fragments, end_in_batch=not closing)
         ).fetchone()
         valid = set(row[0]) if row else set()
         kept = [f for f in fragments if f.task_id in valid]
         if kept and not all(_is_plain(f) for f in kept):
             self._apply(conn, kept, end_executions=closing)
         return valid
+
+    def _batch_params(self, fragments: list[Fragment], end_in_batch: bool) -> dict[str, Any]:
+        """WRITE_BATCH's parameters for `fragments` (in task id order)."""
+        return {
+            "ids": [f.task_id for f in fragments],
+            "claims": [f.claims for f in fragments],
+            "worker": self._worker_id,
+            "fragments": _fragments(fragments, end_in_batch),
+        }
 
     def _apply(self, conn: psycopg.Connection, fragments: list[Fragment], end_executions: bool) -> None:
         """Queue the writes WRITE_BATCH does not make; none is read back, so in pipeline mode they go

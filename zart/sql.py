@@ -65,9 +65,23 @@ ORDER BY f.n
 
 NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', '')"
 
-# Sent by the transaction that ends executions (completed, failed, timed out, cancelled): it reaches
-# the processes waiting for their results (zart.waiting) with the commit.
-NOTIFY_FINISHED = f"SELECT pg_notify('{DONE_CHANNEL}', id) FROM unnest(%(ids)s::text[]) AS id"
+# What an execution's end notification carries: a JSON array of its id and, when they fit in a
+# NOTIFY (8,000 bytes), its final status, result and error as the JSON texts stored, so that a waiter
+# returns the result without reading it back (zart.waiting): [id, status, result, error], or [id].
+_DONE_PAYLOAD = """(
+    SELECT CASE WHEN {status} IN ('completed', 'failed', 'timed_out', 'cancelled')
+                     AND octet_length(x.payload) < 7900
+                THEN x.payload ELSE json_build_array({id})::text END
+    FROM (SELECT json_build_array({id}, {status}, {result}, {error})::text AS payload) x)"""
+
+# Sent by the transaction that ends executions (completed, failed, timed out, cancelled), after
+# their rows' final update: it reaches the processes waiting for their results with the commit.
+NOTIFY_FINISHED = f"""
+SELECT pg_notify('{DONE_CHANNEL}', {
+    _DONE_PAYLOAD.format(id="r.id", status="r.status", result="r.result::text", error="r.error::text")
+})
+FROM zart_execution_runs r WHERE r.id = ANY(%(ids)s::text[])
+"""
 
 # The HTTP API's health check: the server answers a statement.
 PING = "SELECT 1"
@@ -688,7 +702,10 @@ WITH held AS MATERIALIZED (
     WHERE kind = 'step' AND execution_id IN (SELECT execution_id FROM kept WHERE over)
 )
 SELECT array(SELECT id FROM held),
-       (SELECT count(*) FROM (SELECT pg_notify('{DONE_CHANNEL}', execution_id) FROM kept WHERE over) n),
+       (SELECT count(*) FROM (SELECT pg_notify('{DONE_CHANNEL}', {
+    _DONE_PAYLOAD.format(id="k.execution_id", status="k.run->>0", result="k.run->>1", error="k.run->>2")
+})
+                              FROM kept k WHERE k.over) n),
        (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
                               WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
                               LIMIT 1) m)

@@ -1,11 +1,13 @@
 """Waiting for executions to end: one LISTEN connection per process and database, shared by every
 `result()` / `aresult()` call of that process.
 
-An execution's final transaction sends `NOTIFY zart_done, '<execution id>'` (sql.NOTIFY_FINISHED, in
-the completer's batch and in `zart.cancel`), delivered with its commit. A waiter registers its
-execution id *before* it reads the status, so a notification cannot fall between the read and the
-wait. Notifications are hints: a waiter still reads the status once a second, so a lost connection
-or a missed notification costs at most a second, never a hang.
+An execution's final transaction sends a notification on `zart_done` (sql.NOTIFY_FINISHED, in the
+completer's batch and in `zart.cancel`), delivered with its commit. Its payload is the execution's id
+and, when they fit, its final status, result and error: the waiter returns the result without a read
+of its own (a round trip saved at the end of every wait). A waiter registers its execution id
+*before* it reads the status, so a notification cannot fall between the read and the wait.
+Notifications are hints: a waiter still reads the status once a second, so a lost connection or a
+missed notification costs at most a second, never a hang.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
+import orjson
 import psycopg
 import sniffio
 
@@ -33,10 +36,43 @@ FALLBACK_SECONDS = 1.0
 _READY_SECONDS = 2.0
 
 
+# (status, result, error): an execution's end as stored, its result and error as JSON texts.
+Outcome = tuple[str, str | None, str | None]
+
+
 class Signal(Protocol):
-    """What the listener sets: a threading.Event, or an AsyncSignal."""
+    """What the listener sets: an Ended, or an AsyncSignal."""
+
+    outcome: Outcome | None
 
     def set(self) -> None: ...
+
+
+class Ended(threading.Event):
+    """A blocking waiter's wake-up, with the outcome the notification carried (None if it did not
+    fit in it, or if the wake-up is a lost connection's: then the waiter reads the status)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outcome: Outcome | None = None
+
+
+def parse_done(payload: str) -> tuple[str, Outcome | None]:
+    """A `zart_done` payload: the execution id, and its outcome when the payload holds it.
+
+    A payload that is not a JSON array is a bare execution id (an engine from before outcomes were
+    sent along): its waiters read the status themselves.
+    """
+    if payload.startswith("["):
+        try:
+            items = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return payload, None
+        if isinstance(items, list) and items and isinstance(items[0], str):
+            if len(items) == 4 and isinstance(items[1], str):
+                return items[0], (items[1], items[2], items[3])
+            return items[0], None
+    return payload, None
 
 
 class AsyncSignal:
@@ -56,6 +92,7 @@ class AsyncSignal:
             self._loop = asyncio.get_running_loop()
             self._new_event = asyncio.Event
         self._event = self._new_event()
+        self.outcome: Outcome | None = None
 
     def clear(self) -> None:
         if self._event.is_set():
@@ -133,10 +170,13 @@ class _Listener:
                 time.sleep(delay)
                 delay = min(delay * 2, FALLBACK_SECONDS)
 
-    def _wake(self, execution_id: str) -> None:
+    def _wake(self, payload: str) -> None:
+        execution_id, outcome = parse_done(payload)
         with self._lock:
             events = list(self._waiters.get(execution_id, ()))
         for event in events:
+            if outcome is not None:
+                event.outcome = outcome  # before set(): the waiter reads it once woken
             event.set()
 
     def _wake_all(self) -> None:
@@ -167,10 +207,10 @@ def _listener(url: str) -> _Listener:
 
 
 @contextlib.contextmanager
-def watch(url: str, execution_id: str) -> Iterator[threading.Event]:
+def watch(url: str, execution_id: str) -> Iterator[Ended]:
     """An event set when `execution_id` may have ended (registered before the caller reads its status)."""
     listener = _listener(url)
-    event = threading.Event()
+    event = Ended()
     listener.add(execution_id, event)
     try:
         listener.listening.wait(_READY_SECONDS)  # the first wait of a process: until LISTEN is on

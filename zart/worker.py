@@ -47,6 +47,7 @@ from .logs import log_event
 from .replay import Services
 from .runner import Runner
 from .schema import ensure_migrated
+from .trio_pg import TrioConnection
 from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -261,7 +262,9 @@ class Worker:
             # The completer lives in a nursery of its own, around the one of the runners: a stop
             # cancels the runners, and the completer is still there to answer the ones waiting
             # for a commit. If it dies, it answers them all (CommitAbandoned) as it goes.
-            self._completer = Completer(pool, db.limiter, self.worker_id)
+            self._completer = Completer(
+                pool, db.limiter, self.worker_id, connection=TrioConnection(self.database_url)
+            )
             async with trio.open_nursery() as services:
                 services.start_soon(self._completer.run)
                 await self._run_engine(handle_signals, db, leases)
