@@ -9,7 +9,6 @@ generic plan a prepared statement may settle on (Zart prepares statements on the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from zart import sql
+from zart.trio_pg import numbered
 
 BIG_TABLES = {"zart_tasks", "zart_execution_runs"}
 # Each statement reads a handful of index entries; a scan of either table takes ~10 ms here. The
@@ -117,23 +117,11 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-def _prepared(statement: str) -> tuple[str, list[str]]:
-    """The statement with $n placeholders, and the parameter names in $n order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return re.sub(r"%\((\w+)\)s", number, statement), names
-
-
 def explain(url: str, statement: str, params: dict[str, Any], generic: bool) -> tuple[list[dict], float]:
     """The plan's nodes and the execution time (ms) of one run, rolled back."""
     with psycopg.connect(url) as conn:  # a transaction, rolled back at the end: DELETEs delete nothing
         if generic:  # the plan a prepared statement may settle on, whatever the values
-            text, names = _prepared(statement)
+            text, names = numbered(statement)
             conn.execute(pgsql.SQL("PREPARE checked AS {}").format(pgsql.SQL(text)))
             conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
             args = pgsql.SQL(", ").join(pgsql.Literal(params[name]) for name in names)
@@ -243,7 +231,7 @@ def test_plans_made_on_empty_tables_stay_on_their_indexes(fresh_database_url, na
     from zart.db import connect
 
     statement, params = EARLY_STATEMENTS[name]
-    text, names = _prepared(statement)
+    text, names = numbered(statement)
     args = pgsql.SQL(", ").join(pgsql.Literal(params[n]) for n in names)
     execute = pgsql.SQL("EXECUTE early({})").format(args)
     with connect(fresh_database_url) as conn:  # Zart's own session settings
