@@ -245,6 +245,10 @@ def test_plans_made_on_empty_tables_stay_on_their_indexes(fresh_database_url, na
                    RETURNING id)
                INSERT INTO zart_tasks (execution_id, queue, admitted) SELECT id, 'default', false FROM e"""
         )
+        conn.execute(  # each with an event waiting for it
+            "INSERT INTO zart_events (execution_id, name, payload)"
+            " SELECT 'early-' || g, 'ev', '1' FROM generate_series(1, 5000) g"
+        )
         with conn.transaction(force_rollback=True):
             (result,) = conn.execute(pgsql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + execute).fetchone()
     if isinstance(result, str):
@@ -256,9 +260,12 @@ def test_plans_made_on_empty_tables_stay_on_their_indexes(fresh_database_url, na
             node.get("Relation Name"),
             node.get("Index Name"),
             node.get("Rows Removed by Filter", 0),
+            node.get("Actual Rows", 0) * node.get("Actual Loops", 1),
         )
         for node in nodes
-        if node.get("Relation Name") in BIG_TABLES
+        if node.get("Relation Name") in BIG_TABLES | {"zart_events"}
     ]
     assert not [r for r in read if r[0] == "Seq Scan"], read
-    assert not [r for r in read if r[3] > 100], read  # no index read of the whole backlog either
+    # No index read of the whole backlog either: rows filtered out, or rows read (WRITE_BATCH's
+    # deletion once read every workflow task of the index, passing its filter, to join them).
+    assert not [r for r in read if r[3] > 100 or r[4] > 100], read

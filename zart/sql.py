@@ -460,10 +460,12 @@ WITH RECURSIVE continuing AS (
               -- Begun by this claim and never before (the row from before `began`): no checkpoint
               -- and no attempt to load, so the claimer reads no history for it (a start's wake-up).
               t.id IN (SELECT id FROM chosen) AND r.started_at IS NULL AS fresh,
-              -- Events delivered and not consumed yet, to load for the replay (zart_events_pending_idx).
-              t.kind = 'workflow' AND EXISTS (SELECT 1 FROM zart_events e
-                                              WHERE e.execution_id = t.execution_id
-                                                AND e.consumed_by IS NULL) AS events_waiting
+              -- Events delivered and not consumed yet, to load for the replay: one probe of
+              -- zart_events_pending_idx per row (as EXISTS, the planner hashed every pending event).
+              t.kind = 'workflow' AND coalesce((SELECT true FROM zart_events e
+                                                WHERE e.execution_id = t.execution_id
+                                                  AND e.consumed_by IS NULL LIMIT 1), false)
+                  AS events_waiting
 )
 SELECT * FROM claimed
 UNION ALL
@@ -694,12 +696,14 @@ WITH held AS MATERIALIZED (
           FROM kept k WHERE jsonb_typeof(k.run) = 'array') x
     WHERE r.id = x.id
 ), workflow_tasks AS (
+    -- `= ANY(ARRAY(...))`, an index condition whatever the plan: with `IN (SELECT ...)` the generic
+    -- plan made on a new database's empty tables read every workflow task of the index per batch.
     DELETE FROM zart_tasks
-    WHERE kind = 'workflow' AND execution_id IN (SELECT execution_id FROM kept WHERE over)
+    WHERE kind = 'workflow' AND execution_id = ANY(ARRAY(SELECT execution_id FROM kept WHERE over))
     RETURNING queue, admitted
 ), step_tasks AS (
     DELETE FROM zart_tasks
-    WHERE kind = 'step' AND execution_id IN (SELECT execution_id FROM kept WHERE over)
+    WHERE kind = 'step' AND execution_id = ANY(ARRAY(SELECT execution_id FROM kept WHERE over))
 )
 SELECT array(SELECT id FROM held),
        (SELECT count(*) FROM (SELECT pg_notify('{DONE_CHANNEL}', {
