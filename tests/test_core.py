@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 import zart
+from zart import waiting
 
 from .apps import core_app
 from .helpers import query, scalar, wait_until
@@ -148,6 +149,37 @@ def test_result_waits_for_the_end_by_notification_not_by_polling(database_url, w
     assert len(reads) <= 4, len(reads)  # polling with back-off would read ~20 times in 1.5 s
     finished = handle.info().finished_at
     assert (returned - finished).total_seconds() < 0.5
+
+
+@pytest.mark.parametrize("size", [10, 20_000], ids=["in-the-notification", "read-back"])
+def test_the_end_notification_carries_the_result_when_it_fits(
+    database_url, worker, tmp_path, monkeypatch, size
+):
+    """A result that fits in a NOTIFY comes with the end's notification: result() reads the status
+    once (before it waits) and not again; a bigger one is read back. Either way the value is exact
+    (quotes, backslashes, newlines and non-ASCII text survive the notification's JSON)."""
+    monkeypatch.setattr(waiting, "FALLBACK_SECONDS", 30.0)  # no periodic read within the test
+    value = {"text": ('"\\\né' * size)[:size], "n": size}
+    gate = tmp_path / "gate"
+    handle = zart.start(core_app.gated_echo, {"gate": str(gate), "value": value}, database_url=database_url)
+    reads = []
+    original = zart.ExecutionHandle._status_row
+
+    def counted(self):
+        reads.append(time.monotonic())
+        return original(self)
+
+    monkeypatch.setattr(zart.ExecutionHandle, "_status_row", counted)
+    threading.Timer(0.2, gate.touch).start()
+    assert handle.result(timeout=30) == value
+    assert len(reads) == (1 if size == 10 else 2)
+
+
+def test_a_done_payload_is_read_whatever_its_shape():
+    assert waiting.parse_done('["e-1", "completed", "5", null]') == ("e-1", ("completed", "5", None))
+    assert waiting.parse_done('["e-1"]') == ("e-1", None)  # too big to carry: read it back
+    assert waiting.parse_done("e-1") == ("e-1", None)  # a bare id, from an older engine
+    assert waiting.parse_done("[not json") == ("[not json", None)
 
 
 def test_result_still_returns_when_its_listener_connection_is_cut(database_url, worker, tmp_path):

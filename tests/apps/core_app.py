@@ -94,6 +94,13 @@ async def gated(payload: dict) -> list:
     return [a, b, gate, c["value"]]
 
 
+@zart.workflow("gated-echo")
+async def gated_echo(payload: dict) -> object:
+    """Returns payload["value"] once the gate file exists."""
+    await wait_for_gate(payload["gate"])
+    return payload["value"]
+
+
 @dataclasses.dataclass
 class Point:
     x: int
