@@ -18,13 +18,13 @@ import pytest
 import trio
 
 import zart
-from zart import sql
-from zart.claimer import Claimer
+from zart import claimer, sql
 from zart.completer import Completer
 from zart.db import open_pool
 from zart.listener import Listener
 from zart.replay import Services
 from zart.runner import Runner
+from zart.trio_pg import TrioConnection
 from zart.worker import Worker
 from zart.workerstate import ClaimedTask, Held, WorkerState
 
@@ -175,17 +175,17 @@ def test_a_map_whose_workflow_is_woken_early_runs_each_item_once(fresh_database_
 def test_map_branch_claims_load_only_their_own_step(fresh_database_url, monkeypatch):
     url = fresh_database_url
     loaded = {"branch_rows": 0, "branches": 0}
-    original = Claimer._claim
+    original = claimer.load_claimed
 
-    def counting(self: Claimer, *args: Any) -> Any:
-        tasks, due, answered = original(self, *args)
+    def counting(*args: Any) -> Any:
+        tasks, due = original(*args)
         for task in tasks:
             if task.kind == "step":
                 loaded["branches"] += 1
                 loaded["branch_rows"] += len(task.history)
-        return tasks, due, answered
+        return tasks, due
 
-    monkeypatch.setattr(Claimer, "_claim", counting)
+    monkeypatch.setattr(claimer, "load_claimed", counting)
     with Worker(url, lease="30s", poll_interval="0.5s", concurrency=100, batch=50):
         began = time.monotonic()
         handle = zart.start(app.map_n, 1500, database_url=url)
@@ -220,37 +220,25 @@ def test_a_workflow_timeout_closes_the_attempts_of_its_branches(worker, database
 # -- item 13: a claim whose answer was lost strands nothing ---------------------------------------
 
 
-class _ConnectionLostAfterClaim:
-    """A connection that dies (pg_terminate_backend) right after CLAIM_TASKS has committed, its
-    answer lost with it: the claimer gets the connection's error instead of the claimed rows."""
-
-    def __init__(self, conn: psycopg.Connection, admin_url: str, armed: list[bool]) -> None:
-        self._conn = conn
-        self._admin_url = admin_url
-        self._armed = armed
-
-    def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-        result = self._conn.execute(query, *args, **kwargs)
-        if query is sql.CLAIM_TASKS and self._armed[0] and result.rowcount:
-            self._armed[0] = False
-            with psycopg.connect(self._admin_url, autocommit=True) as admin:
-                admin.execute("SELECT pg_terminate_backend(%s)", (self._conn.info.backend_pid,))
-            self._conn.execute("SELECT 1")  # raises: the connection is gone
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-
 def test_a_claim_whose_answer_is_lost_is_not_left_for_a_whole_lease(database_url, monkeypatch):
+    """The claim's connection dies (pg_terminate_backend) right after CLAIM_TASKS has committed,
+    its answer lost with it: the claimer gets the connection's error instead of the claimed rows,
+    and its next claim hands back what was claimed in its name."""
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", database_url)
     armed = [True]
-    original = Claimer._claim
+    original = TrioConnection.query
 
-    def claim_then_lose(self: Claimer, conn: psycopg.Connection, *args: Any) -> Any:
-        return original(self, _ConnectionLostAfterClaim(conn, database_url, armed), *args)
+    async def claim_then_lose(self: TrioConnection, statement: str, params: Any) -> Any:
+        rows = await original(self, statement, params)
+        if statement is sql.CLAIM_TASKS and armed[0] and any(row[0] is not None for row in rows):
+            armed[0] = False
+            with psycopg.connect(database_url, autocommit=True) as admin:
+                (pid,) = (await original(self, "SELECT pg_backend_pid()", {}))[0]
+                admin.execute("SELECT pg_terminate_backend(%s)", (int(pid),))
+            await original(self, "SELECT 1", {})  # raises: the connection is gone
+        return rows
 
-    monkeypatch.setattr(Claimer, "_claim", claim_then_lose)
+    monkeypatch.setattr(TrioConnection, "query", claim_then_lose)
     with Worker(database_url, lease="30s", poll_interval="0.5s"):
         began = time.monotonic()
         handle = zart.start(app.many_steps, 3, database_url=database_url)

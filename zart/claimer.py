@@ -26,6 +26,7 @@ from . import sql
 from .db import is_transient
 from .logs import log_event
 from .replay import Checkpoint, LastAttempt, PendingEvent
+from .trio_pg import TrioConnection
 from .workerstate import DB_RETRY_SECONDS, ClaimedTask, Held, WorkerDb, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -55,6 +56,7 @@ class Claimer:
         poll_interval: float,
         lookahead: float,
         claim_baton: Any = None,
+        connection: TrioConnection | None = None,
     ) -> None:
         self._state = state
         self._db = db
@@ -68,9 +70,19 @@ class Claimer:
         # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
         # way until this time". None outside a supervisor.
         self._claim_baton = claim_baton
+        # The claim's statement goes through this connection from the trio loop when given (no
+        # thread hop: a start's wake-up, most claims, reads nothing else); else through the pool.
+        self._connection = connection
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Claim until a drain begins; each claimed task's runner starts in `nursery`."""
+        try:
+            await self._run(nursery)
+        finally:
+            if self._connection is not None:
+                self._connection.close()
+
+    async def _run(self, nursery: trio.Nursery) -> None:
         state = self._state
         failing = False
         while not state.draining:
@@ -83,7 +95,10 @@ class Claimer:
                 held = list(state.held)
                 in_doubt, state.in_doubt = state.in_doubt, False
                 try:
-                    tasks, next_due, answered = await self._db.run(self._claim, limit, held, in_doubt)
+                    if self._connection is not None and not in_doubt:
+                        tasks, next_due, answered = await self._claim_natively(self._connection, limit)
+                    else:
+                        tasks, next_due, answered = await self._db.run(self._claim, limit, held, in_doubt)
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
@@ -125,6 +140,25 @@ class Claimer:
                     wait = min(wait, max(next_due, 0.0))
             with trio.move_on_after(wait):
                 await state.wake.wait()
+
+    async def _claim_natively(
+        self, connection: TrioConnection, limit: int
+    ) -> tuple[list[ClaimedTask], float | None, float]:
+        """`_claim` without the hand-back of stranded tasks, the statement sent from the trio loop;
+        the reads it may need (histories, events, when to look again) still go through a thread."""
+        params = {
+            "limit": str(limit),
+            "lease": repr(self._lease),
+            "worker": self._state.worker_id,
+            "lookahead": repr(self._lookahead),
+        }
+        rows = [_claim_row(row) for row in await connection.query(sql.CLAIM_TASKS, params)]
+        answered = time.perf_counter()
+        if needs_reads(rows):
+            tasks, next_due = await self._db.run(load_claimed, rows, limit, self._lookahead)
+        else:
+            tasks, next_due = load_claimed(None, rows, limit, self._lookahead)
+        return tasks, next_due, answered
 
     def _take_baton(self) -> bool:
         """True if this worker should run the claim now (always, outside a supervisor)."""
@@ -178,8 +212,59 @@ def read_next_due(conn: psycopg.Connection, lookahead: float) -> float | None:
     return found[0] if found else None
 
 
+# How each column of sql.CLAIM_TASKS's answer is read from its text (the native claim's rows).
+def _bool(text: bytes) -> bool:
+    return text == b"t"
+
+
+def _text(text: bytes) -> str:
+    return text.decode()
+
+
+_CLAIM_COLUMNS: tuple[Callable[[bytes], Any], ...] = (
+    int,  # id
+    int,  # claims
+    _text,  # execution_id
+    _text,  # kind
+    _text,  # workflow
+    _text,  # status
+    _text,  # input
+    float,  # seconds_left
+    _text,  # step_key
+    _text,  # payload
+    int,  # seq
+    int,  # grp
+    float,  # seconds_to_due
+    _bool,  # fresh
+    _bool,  # events_waiting
+)
+
+
+def _claim_row(row: list[bytes | None]) -> tuple[Any, ...]:
+    return tuple(
+        None if value is None else read(value) for read, value in zip(_CLAIM_COLUMNS, row, strict=True)
+    )
+
+
+def _wanted(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """The (execution, step key) pairs whose history the claimed tasks need (none for executions
+    begun for the first time: `fresh`), and the workflow executions with events waiting."""
+    claimed = [row for row in rows if row[0] is not None]
+    history_of = [(row[2], row[8] if row[3] == "step" else None) for row in claimed if not row[13]]
+    return history_of, [row[2] for row in claimed if row[14]]
+
+
+def needs_reads(rows: list[tuple[Any, ...]]) -> bool:
+    """Whether `load_claimed` reads anything for these rows (else it needs no connection): when
+    nothing was claimed (nor contended), or a claimed task has a history or events to load."""
+    if not rows:
+        return True
+    history_of, events_of = _wanted(rows)
+    return bool(history_of or events_of)
+
+
 def load_claimed(
-    conn: psycopg.Connection, rows: list[tuple[Any, ...]], limit: int, lookahead: float
+    conn: psycopg.Connection | None, rows: list[tuple[Any, ...]], limit: int, lookahead: float
 ) -> tuple[list[ClaimedTask], float | None]:
     """What the claimed tasks' runners need: one execution's history for a workflow task,
     one step's checkpoint and attempts for a branch task.
@@ -195,24 +280,25 @@ def load_claimed(
     # (execution id, step key or None): the history each task's runner needs, by task id. An
     # execution never begun before (`fresh`) has none: at a start's wake-up nothing is read.
     wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
-    history_of = [wanted[row[0]] for row in rows if not row[13]]
+    history_of, workflow_ids = _wanted(rows)  # workflow_ids: workflow tasks with events waiting
     scope = {"ids": [w[0] for w in history_of], "keys": [w[1] for w in history_of]}
-    workflow_ids = [row[2] for row in rows if row[14]]  # workflow tasks with events waiting
-    # The reads go in one pipeline: one round trip for all of them (each its own snapshot, as
-    # before: a task's history cannot change while we hold its claim).
-    with conn.pipeline():
-        due = None
-        if not rows and not contended:  # nothing was ready: when should we look again?
-            conn.execute(sql.DELETE_ORPHAN_TASKS)
-            due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead})
-        history_rows: Any = ()
-        attempt_rows: Any = ()
-        event_rows: Any = ()
-        if history_of:
-            history_rows = conn.execute(sql.SELECT_HISTORY, scope)
-            attempt_rows = conn.execute(sql.SELECT_OPEN_ATTEMPTS, scope)
-        if workflow_ids:
-            event_rows = conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids})
+    due = None
+    history_rows: Any = ()
+    attempt_rows: Any = ()
+    event_rows: Any = ()
+    if (not rows and not contended) or history_of or workflow_ids:
+        assert conn is not None, "load_claimed reads: needs_reads() said so"
+        # The reads go in one pipeline: one round trip for all of them (each its own snapshot, as
+        # before: a task's history cannot change while we hold its claim).
+        with conn.pipeline():
+            if not rows and not contended:  # nothing was ready: when should we look again?
+                conn.execute(sql.DELETE_ORPHAN_TASKS)
+                due = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead})
+            if history_of:
+                history_rows = conn.execute(sql.SELECT_HISTORY, scope)
+                attempt_rows = conn.execute(sql.SELECT_OPEN_ATTEMPTS, scope)
+            if workflow_ids:
+                event_rows = conn.execute(sql.SELECT_PENDING_EVENTS, {"ids": workflow_ids})
     next_due: float | None
     if contended:
         next_due = _CONTENDED_RETRY_SECONDS

@@ -306,6 +306,7 @@ class Worker:
             poll_interval=self.poll_interval,
             lookahead=self.lookahead,
             claim_baton=self._claim_baton,
+            connection=TrioConnection(self.database_url),
         )
         with trio.CancelScope() as self._cancel_scope:
             if state.stopping:  # stop() came while we were connecting
