@@ -129,13 +129,9 @@ def test_async_twins_work_under_trio_and_asyncio(database_url, worker):
         assert result["value"] == 6
 
 
-def test_result_waits_for_the_end_by_notification_not_by_polling(database_url, worker, tmp_path, monkeypatch):
-    """result() is woken by the execution's final commit (NOTIFY zart_done): while the execution
-    runs for 1.5 s it reads the status about once a second (its fallback), not every few ms, and it
-    returns as soon as the execution ends."""
-    gate = tmp_path / "gate"
-    handle = zart.start(core_app.gated, {"n": 1, "gate": str(gate)}, database_url=database_url)
-    reads = []
+def _count_status_reads(monkeypatch) -> list[float]:
+    """The moments result() reads the execution's status, from now on."""
+    reads: list[float] = []
     original = zart.ExecutionHandle._status_row
 
     def counted(self):
@@ -143,6 +139,16 @@ def test_result_waits_for_the_end_by_notification_not_by_polling(database_url, w
         return original(self)
 
     monkeypatch.setattr(zart.ExecutionHandle, "_status_row", counted)
+    return reads
+
+
+def test_result_waits_for_the_end_by_notification_not_by_polling(database_url, worker, tmp_path, monkeypatch):
+    """result() is woken by the execution's final commit (NOTIFY zart_done): while the execution
+    runs for 1.5 s it reads the status about once a second (its fallback), not every few ms, and it
+    returns as soon as the execution ends."""
+    gate = tmp_path / "gate"
+    handle = zart.start(core_app.gated, {"n": 1, "gate": str(gate)}, database_url=database_url)
+    reads = _count_status_reads(monkeypatch)
     threading.Timer(1.5, gate.touch).start()
     assert handle.result(timeout=30)[2] == "opened"
     returned = datetime.now(UTC)
@@ -162,14 +168,7 @@ def test_the_end_notification_carries_the_result_when_it_fits(
     value = {"text": ('"\\\né' * size)[:size], "n": size}
     gate = tmp_path / "gate"
     handle = zart.start(core_app.gated_echo, {"gate": str(gate), "value": value}, database_url=database_url)
-    reads = []
-    original = zart.ExecutionHandle._status_row
-
-    def counted(self):
-        reads.append(time.monotonic())
-        return original(self)
-
-    monkeypatch.setattr(zart.ExecutionHandle, "_status_row", counted)
+    reads = _count_status_reads(monkeypatch)
     threading.Timer(0.2, gate.touch).start()
     assert handle.result(timeout=30) == value
     assert len(reads) == (1 if size == 10 else 2)
