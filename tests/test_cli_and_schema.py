@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import uuid
 
 import orjson
 import psycopg
+import pytest
 
 import zart
 from zart.schema import available_migrations, migrate
 
-from .helpers import WorkerProcess, run_cli, scalar
+from .apps import core_app
+from .helpers import SupervisorProcess, WorkerProcess, run_cli, scalar
 
 
 def test_cli_start_wait_status_and_migrate(database_url, subprocess_env):
@@ -115,3 +118,30 @@ def test_public_api_is_what_the_contract_names():
         "WorkflowFailed",
     ):
         assert hasattr(zart, name), name
+
+
+@pytest.mark.parametrize("command", ["worker", "supervise"])
+def test_worker_processes_set_their_garbage_collector(database_url, subprocess_env, command):
+    """`zart worker` and each process of `zart supervise` freeze what the apps' import made and
+    collect young objects less often (zart.worker.tune_gc); a Worker in a thread of the caller's
+    process leaves the caller's collector alone."""
+    from zart.worker import GC_THRESHOLDS
+
+    process = (
+        WorkerProcess(subprocess_env)
+        if command == "worker"
+        else SupervisorProcess(subprocess_env, "--procs", "1", app="tests.apps.core_app")
+    )
+    try:
+        process.wait_started()
+        handle = zart.start(core_app.gc_settings_of_the_worker, database_url=database_url)
+        thresholds, frozen = handle.result(timeout=30)
+    finally:
+        process.stop()
+    assert tuple(thresholds) == GC_THRESHOLDS
+    assert frozen > 1000  # the modules, functions and classes imported before the worker ran
+
+    before = (gc.get_threshold(), gc.get_freeze_count())
+    with zart.Worker(database_url):
+        pass
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before

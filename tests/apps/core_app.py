@@ -7,6 +7,7 @@ test can count how many times a step's body really ran.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import threading
 from pathlib import Path
@@ -99,6 +100,17 @@ async def gated_echo(payload: dict) -> object:
     """Returns payload["value"] once the gate file exists."""
     await wait_for_gate(payload["gate"])
     return payload["value"]
+
+
+@zart.step("gc-settings")
+def gc_settings() -> list:
+    """The worker process's garbage collector settings: thresholds, objects frozen."""
+    return [list(gc.get_threshold()), gc.get_freeze_count()]
+
+
+@zart.workflow("gc-settings")
+async def gc_settings_of_the_worker() -> list:
+    return await gc_settings()
 
 
 @dataclasses.dataclass
