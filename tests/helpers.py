@@ -106,12 +106,17 @@ class WorkerProcess:
 
     command = "worker"
 
-    def __init__(self, env: dict[str, str], *extra: str, app: str = "tests.apps.core_app") -> None:
+    def __init__(
+        self, env: dict[str, str], *extra: str, app: str = "tests.apps.core_app", prefix: tuple[str, ...] = ()
+    ) -> None:
         name = f"zart-{self.command}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / name
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            zart_command(self.command, "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
+            [
+                *prefix,  # e.g. taskset: the CPUs the process may use
+                *zart_command(self.command, "--app", app, "--lease", "1s", "--poll-interval", "0.5s", *extra),
+            ],
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,
@@ -153,8 +158,14 @@ class SupervisorProcess(WorkerProcess):
 
     command = "supervise"
 
-    def __init__(self, env: dict[str, str], *extra: str, app: str = "tests.apps.chaos_app") -> None:
-        super().__init__(env, *extra, app=app)
+    def __init__(
+        self,
+        env: dict[str, str],
+        *extra: str,
+        app: str = "tests.apps.chaos_app",
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(env, *extra, app=app, prefix=prefix)
 
     def wait_workers(self, count: int, timeout: float = 30) -> list[int]:
         wait_until(

@@ -57,8 +57,10 @@ def assert_no_checkpointed_step_ran_twice(url: str) -> None:
 
 def test_supervise_three_procs_runs_1000_workflows(fresh_database_url, subprocess_env):
     url = fresh_database_url
+    # 5 slots a process: on a machine with fewer than 3 CPUs, the processes beyond one per CPU take
+    # the work the others have no room for (see the next test), and here they all take some.
     supervisor = SupervisorProcess(
-        dict(subprocess_env, ZART_DATABASE_URL=url), "--procs", "3", "--lease", "10s"
+        dict(subprocess_env, ZART_DATABASE_URL=url), "--procs", "3", "--lease", "10s", "--concurrency", "5"
     )
     try:
         pids = supervisor.wait_workers(3)
@@ -72,6 +74,32 @@ def test_supervise_three_procs_runs_1000_workflows(fresh_database_url, subproces
     assert scalar(url, "SELECT count(*) FROM test_effects") == 3000
     assert scalar(url, "SELECT count(DISTINCT worker_id) FROM zart_step_attempts") == 3
     assert scalar(url, "SELECT count(*) FROM zart_workers") == 0  # each unregistered when it stopped
+
+
+def test_work_goes_to_one_process_per_cpu_until_they_are_full(fresh_database_url, subprocess_env):
+    """With more processes than CPUs, the first one per CPU (the primaries) take the work while
+    they have room, so that each claim and each batch serves more executions; the others take what
+    the primaries have no room for. Pinned to one CPU: one primary with 4 slots, two others."""
+    url = fresh_database_url
+    supervisor = SupervisorProcess(
+        dict(subprocess_env, ZART_DATABASE_URL=url),
+        "--procs",
+        "3",
+        "--concurrency",
+        "4",
+        prefix=("taskset", "-c", "0"),
+    )
+    workers = "SELECT count(DISTINCT worker_id) FROM zart_step_attempts"
+    try:
+        supervisor.wait_workers(3)
+        for n in range(20):  # one at a time: the primary always has room
+            assert zart.start(chaos_app.chaos, n, database_url=url).result(timeout=30) == (n + 1) * 2 - 1
+        assert scalar(url, workers) == 1
+        total = 20 + len(start_many(url, 300))  # far more than its 4 slots at once
+        wait_until(lambda: completed(url) == total, timeout=120, interval=0.1, what="320 workflows")
+        assert scalar(url, workers) == 3
+    finally:
+        assert supervisor.stop() == 0
 
 
 def test_chaos_sigkill_a_random_worker_every_half_second(fresh_database_url, subprocess_env):

@@ -9,16 +9,21 @@ their executions are replayed at once and wait in the worker for the moment (`za
 come due on time, not a claim's round trip late.
 
 The workers of one supervisor share a claim baton, so that one notification makes one of them claim,
-not all of them: a worker that fills up hands over to the next by notifying again.
+not all of them: a worker that fills up hands over to the next by notifying again. With more
+workers than CPUs, the first ones (one per CPU: the primaries) take the work while they have room,
+and the others claim only when every primary is full (`SharedClaims`): each claim and each batch
+then serves more executions, as with one process per CPU, and the others take the overflow.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import psycopg
 import trio
 
@@ -35,6 +40,46 @@ log = logging.getLogger("zart.worker")
 _BATON_SECONDS = 2.0
 # How soon a claimer looks again at a limited queue that another claimer was admitting into.
 _CONTENDED_RETRY_SECONDS = 0.005
+
+
+@attrs.frozen
+class SharedClaims:
+    """What the forked workers of one supervisor share, in shared memory.
+
+    `baton`: a claim is under way until this time (time.time()). For each primary (the workers of
+    rank below `len(free)`): `free`, its free slots, and `seen`, when its claim loop last went
+    round. A worker beyond the primaries claims only if no primary that is alive (its loop went
+    round within `alive_seconds`) has a free slot: a primary hears the same notifications and
+    claims itself, and a primary that is stopped, hung or dead does not hold the others back.
+    """
+
+    baton: Any
+    free: Any
+    seen: Any
+    alive_seconds: float
+
+    @classmethod
+    def create(cls, primaries: int, alive_seconds: float) -> SharedClaims:
+        primaries = max(1, primaries)
+        return cls(
+            multiprocessing.Value("d", 0.0, lock=False),
+            multiprocessing.Array("i", primaries, lock=False),
+            multiprocessing.Array("d", primaries, lock=False),
+            alive_seconds,
+        )
+
+    def publish(self, rank: int, free: int) -> None:
+        """A primary's free slots, as its claim loop goes round."""
+        if rank < len(self.free):
+            self.free[rank] = free
+            self.seen[rank] = time.time()
+
+    def primary_has_room(self) -> bool:
+        now = time.time()
+        return any(
+            free > 0 and now - seen < self.alive_seconds
+            for free, seen in zip(self.free, self.seen, strict=True)
+        )
 
 
 class Claimer:
@@ -55,7 +100,8 @@ class Claimer:
         lease: float,
         poll_interval: float,
         lookahead: float,
-        claim_baton: Any = None,
+        shared: SharedClaims | None = None,
+        rank: int = 0,
         connection: TrioConnection | None = None,
     ) -> None:
         self._state = state
@@ -67,9 +113,10 @@ class Claimer:
         self._poll_interval = poll_interval
         # Timers due within this are claimed ahead: their runners wait for the moment (zart.runner).
         self._lookahead = lookahead
-        # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
-        # way until this time". None outside a supervisor.
-        self._claim_baton = claim_baton
+        # Shared by the workers of one supervisor; None outside a supervisor. `rank`: this worker's
+        # place among them (the primaries come first).
+        self._shared = shared
+        self._rank = rank
         # The claim's statement goes through this connection from the trio loop when given (no
         # thread hop: a start's wake-up, most claims, reads nothing else); else through the pool.
         self._connection = connection
@@ -79,6 +126,8 @@ class Claimer:
         try:
             await self._run(nursery)
         finally:
+            if self._shared is not None:
+                self._shared.publish(self._rank, 0)  # a worker that no longer claims has no room
             if self._connection is not None:
                 self._connection.close()
 
@@ -89,6 +138,8 @@ class Claimer:
             state.wake = trio.Event()
             free = self._concurrency - len(state.held)
             wait = self._poll_interval
+            if self._shared is not None:
+                self._shared.publish(self._rank, free)
             if free > 0 and self._take_baton():
                 limit = min(free, self._batch)
                 state.claim_queries += 1
@@ -126,7 +177,7 @@ class Claimer:
                 if len(tasks) == limit:
                     if len(state.held) < self._concurrency:
                         continue  # there may be more ready right now
-                    if self._claim_baton is not None:
+                    if self._shared is not None:
                         # We are full and more may be ready: hand over to the next idle worker.
                         await self._db.run_quietly(lambda conn: conn.execute(sql.NOTIFY_TASKS))
                 if next_due == ASK_AFTER_START:
@@ -162,9 +213,12 @@ class Claimer:
 
     def _take_baton(self) -> bool:
         """True if this worker should run the claim now (always, outside a supervisor)."""
-        baton = self._claim_baton
-        if baton is None:
+        shared = self._shared
+        if shared is None:
             return True
+        if self._rank >= len(shared.free) and shared.primary_has_room():
+            return False  # a primary claims it; we take only what they have no room for
+        baton = shared.baton
         now = time.time()
         if baton.value > now:
             return False  # a sibling is claiming; it hands over if it fills up
@@ -172,8 +226,8 @@ class Claimer:
         return True
 
     def _drop_baton(self) -> None:
-        if self._claim_baton is not None:
-            self._claim_baton.value = 0.0
+        if self._shared is not None:
+            self._shared.baton.value = 0.0
 
     def _claim(
         self, conn: psycopg.Connection, limit: int, held: list[int], in_doubt: bool

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import socket
@@ -30,6 +29,7 @@ import attrs
 import psycopg
 
 from . import sql
+from .claimer import SharedClaims
 from .db import connect, unreachable
 from .durations import parse_duration
 from .errors import ZartError
@@ -71,7 +71,10 @@ class Supervisor:
         self.grace = grace
         self.worker_options = worker_options
         self._children: dict[int, _Child] = {}
-        self._baton = multiprocessing.Value("d", 0.0, lock=False)  # shared by the forked workers
+        # Shared by the forked workers: the claim baton, and one primary worker per CPU. A primary
+        # whose claim loop has not gone round for two poll intervals no longer holds the others back.
+        poll = parse_duration(worker_options.get("poll_interval") or "5s", "poll_interval")
+        self._claims = SharedClaims.create(len(os.sched_getaffinity(0)), alive_seconds=2 * poll + 1)
         self._startup_failures = 0
         self._database_exits = 0  # workers in a row that exited because the database was unreachable
         self._stopping = False
@@ -97,6 +100,7 @@ class Supervisor:
             if received is not None and received.si_signo in (signal.SIGTERM, signal.SIGINT):
                 return self._shutdown(signal.Signals(received.si_signo))
             for slot, child, status in self._reap():
+                self._claims.publish(child.slot, 0)  # no room there until its replacement runs
                 if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
                     self._release_claims_of(child)
                 if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_DATABASE_UNAVAILABLE:
@@ -192,7 +196,8 @@ class Supervisor:
 
                 Worker(
                     self.database_url,
-                    claim_baton=self._baton,
+                    claims=self._claims,
+                    claim_rank=slot,
                     supervisor_pid=os.getppid(),
                     grace=self.grace,
                     **self.worker_options,

@@ -37,7 +37,7 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from . import queues, registry, sql
-from .claimer import Claimer
+from .claimer import Claimer, SharedClaims
 from .completer import Completer
 from .db import Outage, open_pool, resolve_url
 from .durations import parse_duration
@@ -106,7 +106,8 @@ class Worker:
         poll_interval: Any = "5s",
         listen: bool = True,
         grace: Any = "30s",
-        claim_baton: Any = None,
+        claims: SharedClaims | None = None,
+        claim_rank: int = 0,
         supervisor_pid: int | None = None,
         max_abandoned: int | None = 3,
         lookahead: Any = "250ms",
@@ -137,7 +138,8 @@ class Worker:
         self.max_abandoned = max_abandoned or None
         # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
         # way until this time". One notification then makes one worker claim, not all of them.
-        self._claim_baton = claim_baton
+        self._claims = claims
+        self._claim_rank = claim_rank
         self._supervisor_pid = supervisor_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._state = WorkerState(self.worker_id)
@@ -330,7 +332,8 @@ class Worker:
             lease=self.lease,
             poll_interval=self.poll_interval,
             lookahead=self.lookahead,
-            claim_baton=self._claim_baton,
+            shared=self._claims,
+            rank=self._claim_rank,
             connection=TrioConnection(self.database_url),
         )
         with trio.CancelScope() as self._cancel_scope:
