@@ -102,6 +102,45 @@ def test_work_goes_to_one_process_per_cpu_until_they_are_full(fresh_database_url
         assert supervisor.stop() == 0
 
 
+def test_a_full_primary_leaves_new_work_to_the_others_at_once(fresh_database_url, subprocess_env, tmp_path):
+    """Pinned to one CPU, a supervisor of 2 processes has one primary. With its 2 slots taken by
+    executions that wait, a new start still runs at once, in the other process: no work waits for
+    a poll (30 s here) because the others defer to a primary that has no room left."""
+    url = fresh_database_url
+    env = dict(subprocess_env, ZART_DATABASE_URL=url, ZART_TEST_EFFECTS_URL=url)
+    supervisor = SupervisorProcess(
+        env,
+        "--procs",
+        "2",
+        "--concurrency",
+        "2",
+        "--poll-interval",
+        "30s",
+        app="tests.apps.core_app",
+        prefix=("taskset", "-c", "0"),
+    )
+    gates = [tmp_path / f"gate-{n}" for n in range(2)]
+    try:
+        supervisor.wait_workers(2)
+        waiting = [
+            zart.start(core_app.gated, {"n": n, "gate": str(gate)}, database_url=url)
+            for n, gate in enumerate(gates)
+        ]
+        wait_until(
+            lambda: scalar(url, "SELECT count(DISTINCT execution_id) FROM test_effects") == 2,
+            what="both gated executions at their gate",
+        )
+        quick = zart.start(core_app.three_steps, {"n": 1}, database_url=url)
+        assert quick.result(timeout=10)["value"] == 4
+        for gate in gates:
+            gate.touch()
+        assert [handle.result(timeout=30)[2] for handle in waiting] == ["opened", "opened"]
+        by_worker = "SELECT DISTINCT worker_id FROM zart_step_attempts WHERE execution_id = %s"
+        assert query(url, by_worker, (quick.id,)) != query(url, by_worker, (waiting[0].id,))
+    finally:
+        assert supervisor.stop() == 0
+
+
 def test_chaos_sigkill_a_random_worker_every_half_second(fresh_database_url, subprocess_env):
     url = fresh_database_url
     supervisor = SupervisorProcess(

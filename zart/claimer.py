@@ -174,6 +174,9 @@ class Claimer:
                 for task in tasks:
                     entry = state.held[task.id] = Held(task, trio.CancelScope(), claimed_at)
                     nursery.start_soon(self._run_task, entry)
+                if self._shared is not None:
+                    # Before any hand-over below: a sibling it wakes must see that we are full.
+                    self._shared.publish(self._rank, self._concurrency - len(state.held))
                 if len(tasks) == limit:
                     if len(state.held) < self._concurrency:
                         continue  # there may be more ready right now
