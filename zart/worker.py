@@ -136,8 +136,9 @@ class Worker:
         self.listen = listen
         # The poison-pill limit (see Services.max_abandoned); 0 or None: no limit.
         self.max_abandoned = max_abandoned or None
-        # Shared by the workers of one supervisor (a double in shared memory): "a claim is under
-        # way until this time". One notification then makes one worker claim, not all of them.
+        # Shared by the workers of one supervisor (zart.claimer.SharedClaims): the claim baton, so
+        # that one notification makes one worker claim, and the primaries' free slots; `claim_rank`
+        # is this worker's place among them (its supervisor slot).
         self._claims = claims
         self._claim_rank = claim_rank
         self._supervisor_pid = supervisor_pid
