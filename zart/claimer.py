@@ -185,7 +185,7 @@ class Claimer:
                         await self._db.run_quietly(lambda conn: conn.execute(sql.NOTIFY_TASKS))
                 if next_due == ASK_AFTER_START:
                     try:
-                        next_due = await self._db.run(read_next_due, self._lookahead)
+                        next_due = await self._read_next_due()
                     except Exception as exc:
                         if not is_transient(exc):
                             raise
@@ -213,6 +213,19 @@ class Claimer:
         else:
             tasks, next_due = load_claimed(None, rows, limit, self._lookahead)
         return tasks, next_due, answered
+
+    async def _read_next_due(self) -> float | None:
+        """Seconds until the claimer should look again when nothing is ready (None: only a wake-up),
+        asked through the claim's own connection when it has one."""
+        params = {"lookahead": self._lookahead}
+        if self._connection is None:
+            return await self._db.run(
+                lambda conn: conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, params).fetchone()[0]
+            )
+        (found,) = (
+            await self._connection.query(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": repr(self._lookahead)})
+        )[0]
+        return None if found is None else float(found)
 
     def _take_baton(self) -> bool:
         """True if this worker should run the claim now (always, outside a supervisor)."""
@@ -263,12 +276,6 @@ class Claimer:
 ASK_AFTER_START = -1.0
 
 
-def read_next_due(conn: psycopg.Connection, lookahead: float) -> float | None:
-    """Seconds until the claimer should look again when nothing is ready (None: only a wake-up)."""
-    found = conn.execute(sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": lookahead}).fetchone()
-    return found[0] if found else None
-
-
 # How each column of sql.CLAIM_TASKS's answer is read from its text (the native claim's rows).
 def _bool(text: bytes) -> bool:
     return text == b"t"
@@ -303,12 +310,16 @@ def _claim_row(row: list[bytes | None]) -> tuple[Any, ...]:
     )
 
 
+def _history_key(row: tuple[Any, ...]) -> tuple[str, str | None]:
+    """(execution id, step key or None): the history a claimed task's runner needs."""
+    return row[2], row[8] if row[3] == "step" else None
+
+
 def _wanted(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[str, str | None]], list[str]]:
     """The (execution, step key) pairs whose history the claimed tasks need (none for executions
     begun for the first time: `fresh`), and the workflow executions with events waiting."""
     claimed = [row for row in rows if row[0] is not None]
-    history_of = [(row[2], row[8] if row[3] == "step" else None) for row in claimed if not row[13]]
-    return history_of, [row[2] for row in claimed if row[14]]
+    return [_history_key(row) for row in claimed if not row[13]], [row[2] for row in claimed if row[14]]
 
 
 def needs_reads(rows: list[tuple[Any, ...]]) -> bool:
@@ -336,7 +347,7 @@ def load_claimed(
     rows = [row for row in rows if row[0] is not None]
     # (execution id, step key or None): the history each task's runner needs, by task id. An
     # execution never begun before (`fresh`) has none: at a start's wake-up nothing is read.
-    wanted = {row[0]: (row[2], row[8] if row[3] == "step" else None) for row in rows}
+    wanted = {row[0]: _history_key(row) for row in rows}
     history_of, workflow_ids = _wanted(rows)  # workflow_ids: workflow tasks with events waiting
     scope = {"ids": [w[0] for w in history_of], "keys": [w[1] for w in history_of]}
     due = None
@@ -364,7 +375,7 @@ def load_claimed(
         next_due = found[0] if found else None
     elif len(rows) < limit:
         # Nothing more is ready, but the claimed tasks' runners should not wait for the question
-        # when to look again: the claim loop asks it once they have started (`read_next_due`).
+        # when to look again: the claim loop asks it once they have started (`Claimer._read_next_due`).
         next_due = ASK_AFTER_START
     else:
         next_due = None

@@ -612,6 +612,26 @@ WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt 
 
 # -- the completer's batch -----------------------------------------------------------------------------
 
+# A finished execution leaves no task behind (branches still queued when it timed out included), as
+# two CTEs, `workflow_tasks` and `step_tasks`, for the executions in `{ids}` (a text[] expression).
+# Split by kind (as PRUNE_BATCH is), so that each kind's partial index on execution_id serves its
+# half: `WHERE execution_id = ANY(...)` alone matched no index and scanned the whole of zart_tasks on
+# every finish (35 ms with 400,000 parked tasks). zart_tasks has only two kinds, 'workflow' and 'step'.
+# And `= ANY(...)`, an index condition whatever the plan: with `IN (SELECT ...)` the generic plan
+# made on a new database's empty tables read every workflow task of the index on every finish.
+_END_TASKS = """workflow_tasks AS (
+    DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id = ANY({ids})
+    RETURNING queue, admitted
+), step_tasks AS (
+    DELETE FROM zart_tasks WHERE kind = 'step' AND execution_id = ANY({ids})
+)"""
+
+# Deleting an admitted workflow task frees its queue slot; a row comes back when that slot was a
+# limited queue's, and this wakes the claimers (an execution waiting for it may begin).
+_FREED_SLOT_NOTIFY = f"""SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
+WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
+LIMIT 1"""
+
 # The completer's batch as ONE statement, one round trip and (outside a transaction) one commit:
 # PostgreSQL's cost per statement (parse, bind, executor start, a round trip) was most of a
 # step's database time when each kind of write was a statement of its own.
@@ -640,7 +660,7 @@ WHERE a.execution_id = f.execution_id AND a.step_key = f.step_key AND a.attempt 
 # recorded wait is exactly the duration asked for, whatever the worker's clock or the batch's delay.
 # Runs: started_at is set once; result, error and finished_at only by the final transition.
 # A finished execution leaves no task behind, and deleting an admitted workflow task frees its queue
-# slot: the claimers are woken when that slot was a limited queue's (see DELETE_EXECUTION_TASKS).
+# slot: the claimers are woken when that slot was a limited queue's (_END_TASKS, _FREED_SLOT_NOTIFY).
 # Returns the ids of the tasks still held.
 WRITE_BATCH = f"""
 WITH held AS MATERIALIZED (
@@ -695,24 +715,13 @@ WITH held AS MATERIALIZED (
                  (k.run->>4)::timestamptz AS finished_at
           FROM kept k WHERE jsonb_typeof(k.run) = 'array') x
     WHERE r.id = x.id
-), workflow_tasks AS (
-    -- `= ANY(ARRAY(...))`, an index condition whatever the plan: with `IN (SELECT ...)` the generic
-    -- plan made on a new database's empty tables read every workflow task of the index per batch.
-    DELETE FROM zart_tasks
-    WHERE kind = 'workflow' AND execution_id = ANY(ARRAY(SELECT execution_id FROM kept WHERE over))
-    RETURNING queue, admitted
-), step_tasks AS (
-    DELETE FROM zart_tasks
-    WHERE kind = 'step' AND execution_id = ANY(ARRAY(SELECT execution_id FROM kept WHERE over))
-)
+), {_END_TASKS.format(ids="ARRAY(SELECT execution_id FROM kept WHERE over)")}
 SELECT array(SELECT id FROM held),
        (SELECT count(*) FROM (SELECT pg_notify('{DONE_CHANNEL}', {
     _DONE_PAYLOAD.format(id="k.execution_id", status="k.run->>0", result="k.run->>1", error="k.run->>2")
 })
                               FROM kept k WHERE k.over) n),
-       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
-                              WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
-                              LIMIT 1) m)
+       (SELECT count(*) FROM ({_FREED_SLOT_NOTIFY}) m)
 """
 
 CONSUME_EVENTS = """
@@ -733,22 +742,10 @@ WHERE a.execution_id = f.execution_id AND a.outcome IS NULL
 
 DELETE_TASKS = "DELETE FROM zart_tasks WHERE id = ANY(%(ids)s::bigint[])"
 
-# A finished execution leaves no task behind (branches still queued when it timed out included).
-# Split by kind (as PRUNE_BATCH is), so that each kind's partial index on execution_id serves its
-# half: `WHERE execution_id = ANY(...)` alone matched no index and scanned the whole of zart_tasks on
-# every finish (35 ms with 400,000 parked tasks). zart_tasks has only two kinds, 'workflow' and 'step'.
-# Deleting an admitted workflow task frees its queue slot; a row comes back when that slot was a
-# limited queue's, and the statement wakes the claimers (an execution waiting for it may begin).
+# A finished execution leaves no task behind (its statement: _END_TASKS, _FREED_SLOT_NOTIFY).
 DELETE_EXECUTION_TASKS = f"""
-WITH workflow_tasks AS (
-    DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id = ANY(%(ids)s::text[])
-    RETURNING queue, admitted
-), step_tasks AS (
-    DELETE FROM zart_tasks WHERE kind = 'step' AND execution_id = ANY(%(ids)s::text[])
-)
-SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
-WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
-LIMIT 1
+WITH {_END_TASKS.format(ids="%(ids)s::text[]")}
+{_FREED_SLOT_NOTIFY}
 """
 
 # -- fan-out and fan-in (zart.parallel, zart.map) -----------------------------------------------------
