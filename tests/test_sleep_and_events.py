@@ -92,6 +92,17 @@ def test_event_sent_before_the_wait_is_kept_and_consumed(database_url, worker):
     ) == [("event:go#1",)]
 
 
+def test_an_event_sent_before_the_first_claim_is_loaded_with_it(fresh_database_url, monkeypatch):
+    """The claim that begins an execution loads no history (it has none), but the events already
+    sent to it are loaded: the wait consumes the event in that first run, without parking."""
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", fresh_database_url)
+    handle = zart.start(events_app.wait_for_one, {}, database_url=fresh_database_url)
+    assert zart.send_event(handle.id, "go", {"n": 2}, database_url=fresh_database_url) is True
+    with zart.Worker(fresh_database_url, poll_interval="0.2s") as worker:
+        assert handle.result(timeout=30) == {"n": 2}
+    assert worker.executions_finished == 1  # one run to the end: no park for the event, no re-claim
+
+
 def test_event_sent_while_waiting_wakes_the_execution(database_url, worker):
     handle = zart.start(events_app.wait_for_one, {}, database_url=database_url)
     wait_until(lambda: handle.status() == "waiting", what="the wait")
