@@ -102,6 +102,50 @@ def test_work_goes_to_one_process_per_cpu_until_they_are_full(fresh_database_url
         assert supervisor.stop() == 0
 
 
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_spares_do_not_listen_and_take_the_overflow_without_a_poll(fresh_database_url, subprocess_env, cpus):
+    """Pinned to one CPU, a supervisor of 4 processes has one primary and three spares (to two
+    CPUs: two and two). Only the primaries LISTEN; the spares are woken through their pipes when no
+    primary has room. Bursts far beyond the primaries' 6 slots each, claimed 2 at a time (a worker
+    with room goes on claiming while its claims come back full, and declines while another holds
+    the baton), finish long before the first poll (60 s): no hand-over is lost between the
+    workers, however the baton, the free slots and the wake-ups interleave."""
+    if len(os.sched_getaffinity(0)) < cpus:
+        pytest.skip(f"this machine has fewer than {cpus} CPUs")
+    url = fresh_database_url
+    supervisor = SupervisorProcess(
+        dict(subprocess_env, ZART_DATABASE_URL=url),
+        "--procs",
+        "4",
+        "--concurrency",
+        "6",
+        "--batch",
+        "2",
+        "--poll-interval",
+        "60s",
+        prefix=("taskset", "-c", ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0))[:cpus])),
+    )
+    listening = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+    )
+    try:
+        supervisor.wait_workers(4)
+        wait_until(lambda: scalar(url, listening) == cpus, what="the primaries' LISTEN")
+        total = 0
+        for burst in (60, 5, 120, 1, 40):
+            total += len(start_many(url, burst))
+            wait_until(
+                lambda expected=total: completed(url) == expected,
+                timeout=40,
+                interval=0.05,
+                what=f"{total} workflows",
+            )
+        assert scalar(url, "SELECT count(DISTINCT worker_id) FROM zart_step_attempts") == 4
+        assert scalar(url, listening) == cpus
+    finally:
+        assert supervisor.stop() == 0
+
+
 def test_a_full_primary_leaves_new_work_to_the_others_at_once(fresh_database_url, subprocess_env, tmp_path):
     """Pinned to one CPU, a supervisor of 2 processes has one primary. With its 2 slots taken by
     executions that wait, a new start still runs at once, in the other process: no work waits for

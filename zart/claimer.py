@@ -9,21 +9,20 @@ their executions are replayed at once and wait in the worker for the moment (`za
 come due on time, not a claim's round trip late.
 
 The workers of one supervisor share a claim baton, so that one notification makes one of them claim,
-not all of them: a worker that fills up hands over to the next by notifying again. With more
-workers than CPUs, the first ones (one per CPU: the primaries) take the work while they have room,
-and the others claim only when every primary is full (`SharedClaims`): each claim and each batch
-then serves more executions, as with one process per CPU, and the others take the overflow.
+not all of them. With more workers than CPUs, the first ones (one per CPU: the primaries) take the
+work while they have room, and the others (spares, which do not listen) claim only when every
+primary is full: each claim and each batch then serves more executions, as with one process per
+CPU, and the spares take the overflow. When more may be ready than a worker takes, it hands over
+to the roomiest sibling through that one's pipe (`zart.shared_claims.SharedClaims.hand_over`).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import attrs
 import psycopg
 import trio
 
@@ -31,6 +30,7 @@ from . import sql
 from .db import is_transient
 from .logs import log_event
 from .replay import Checkpoint, LastAttempt, PendingEvent
+from .shared_claims import SharedClaims
 from .trio_pg import TrioConnection
 from .workerstate import DB_RETRY_SECONDS, ClaimedTask, Held, WorkerDb, WorkerState
 
@@ -40,46 +40,6 @@ log = logging.getLogger("zart.worker")
 _BATON_SECONDS = 2.0
 # How soon a claimer looks again at a limited queue that another claimer was admitting into.
 _CONTENDED_RETRY_SECONDS = 0.005
-
-
-@attrs.frozen
-class SharedClaims:
-    """What the forked workers of one supervisor share, in shared memory.
-
-    `baton`: a claim is under way until this time (time.time()). For each primary (the workers of
-    rank below `len(free)`): `free`, its free slots, and `seen`, when its claim loop last went
-    round. A worker beyond the primaries claims only if no primary that is alive (its loop went
-    round within `alive_seconds`) has a free slot: a primary hears the same notifications and
-    claims itself, and a primary that is stopped, hung or dead does not hold the others back.
-    """
-
-    baton: Any
-    free: Any
-    seen: Any
-    alive_seconds: float
-
-    @classmethod
-    def create(cls, primaries: int, alive_seconds: float) -> SharedClaims:
-        primaries = max(1, primaries)
-        return cls(
-            multiprocessing.Value("d", 0.0, lock=False),
-            multiprocessing.Array("i", primaries, lock=False),
-            multiprocessing.Array("d", primaries, lock=False),
-            alive_seconds,
-        )
-
-    def publish(self, rank: int, free: int) -> None:
-        """A primary's free slots, as its claim loop goes round."""
-        if rank < len(self.free):
-            self.free[rank] = free
-            self.seen[rank] = time.time()
-
-    def primary_has_room(self) -> bool:
-        now = time.time()
-        return any(
-            free > 0 and now - seen < self.alive_seconds
-            for free, seen in zip(self.free, self.seen, strict=True)
-        )
 
 
 class Claimer:
@@ -140,6 +100,10 @@ class Claimer:
             wait = self._poll_interval
             if self._shared is not None:
                 self._shared.publish(self._rank, free)
+                if free == 0 and not self._shared.primary_has_room():
+                    # Woken while full (a notification, a poll): work may be waiting that no
+                    # primary can take. A spare with room looks (spares do not listen).
+                    self._shared.hand_over(self._rank)
             if free > 0 and self._take_baton():
                 limit = min(free, self._batch)
                 state.claim_queries += 1
@@ -156,6 +120,8 @@ class Claimer:
                     # The claim's COMMIT may have landed with its answer lost: tasks may now be
                     # claimed in our name that we do not hold. The next claim hands them back.
                     state.in_doubt = True
+                    if self._shared is not None:
+                        self._shared.publish(self._rank, 0)  # no room to offer while claims fail
                     if not failing:
                         log_event(log, "claim.failing", logging.WARNING, worker=state.worker_id, error=exc)
                         failing = True
@@ -178,11 +144,13 @@ class Claimer:
                     # Before any hand-over below: a sibling it wakes must see that we are full.
                     self._shared.publish(self._rank, self._concurrency - len(state.held))
                 if len(tasks) == limit:
-                    if len(state.held) < self._concurrency:
+                    free = self._concurrency - len(state.held)
+                    if free > 0 and not self._roomier_sibling(free):
                         continue  # there may be more ready right now
                     if self._shared is not None:
-                        # We are full and more may be ready: hand over to the next idle worker.
-                        await self._db.run_quietly(lambda conn: conn.execute(sql.NOTIFY_TASKS))
+                        # More may be ready, and we are full or a primary has a batch more room:
+                        # the roomiest worker claims next (spread over the CPUs, not first come).
+                        self._shared.hand_over(self._rank)
                 if next_due == ASK_AFTER_START:
                     try:
                         next_due = await self._read_next_due()
@@ -227,17 +195,33 @@ class Claimer:
         )[0]
         return None if found is None else float(found)
 
+    def _roomier_sibling(self, free: int) -> bool:
+        """Whether this primary should leave the next claim to a sibling primary with a batch more
+        free slots (never for a worker beyond the primaries, nor outside a supervisor)."""
+        shared = self._shared
+        return (
+            shared is not None
+            and shared.is_primary(self._rank)
+            and shared.roomier_primary(self._rank, free, self._batch)
+        )
+
     def _take_baton(self) -> bool:
         """True if this worker should run the claim now (always, outside a supervisor)."""
         shared = self._shared
         if shared is None:
             return True
-        if self._rank >= len(shared.free) and shared.primary_has_room():
-            return False  # a primary claims it; we take only what they have no room for
+        if not shared.is_primary(self._rank) and shared.primary_has_room():
+            # A primary claims it; we take only what they have no room for. Wake the roomiest
+            # primary: it may have declined this work while we held the baton, and its freed
+            # slots wake its claim loop only once (when it stops being full).
+            shared.hand_over(self._rank)
+            return False
         baton = shared.baton
         now = time.time()
         if baton.value > now:
-            return False  # a sibling is claiming; it hands over if it fills up
+            # A sibling is claiming: it goes on while its claims come back full and it has room,
+            # and hands over when it fills up (or, a spare, when a primary has room again).
+            return False
         baton.value = now + _BATON_SECONDS  # expires by itself if we die holding it
         return True
 

@@ -29,11 +29,11 @@ import attrs
 import psycopg
 
 from . import sql
-from .claimer import SharedClaims
 from .db import connect, unreachable
 from .durations import parse_duration
 from .errors import ZartError
 from .logs import log_event
+from .shared_claims import SharedClaims
 
 log = logging.getLogger("zart.supervisor")
 
@@ -74,7 +74,7 @@ class Supervisor:
         # Shared by the forked workers: the claim baton, and one primary worker per CPU. A primary
         # whose claim loop has not gone round for two poll intervals no longer holds the others back.
         poll = parse_duration(worker_options.get("poll_interval") or "5s", "poll_interval")
-        self._claims = SharedClaims.create(len(os.sched_getaffinity(0)), alive_seconds=2 * poll + 1)
+        self._claims = SharedClaims.create(len(os.sched_getaffinity(0)), procs, alive_seconds=2 * poll + 1)
         self._startup_failures = 0
         self._database_exits = 0  # workers in a row that exited because the database was unreachable
         self._stopping = False
@@ -86,6 +86,7 @@ class Supervisor:
             return self._supervise(previous_mask)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+            self._claims.close()
 
     def _supervise(self, previous_mask: set[signal.Signals]) -> int:
         log_event(log, "supervisor.started", pid=os.getpid(), procs=self.procs)

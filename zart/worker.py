@@ -37,7 +37,7 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from . import queues, registry, sql
-from .claimer import Claimer, SharedClaims
+from .claimer import Claimer
 from .completer import Completer
 from .db import Outage, open_pool, resolve_url
 from .durations import parse_duration
@@ -48,6 +48,7 @@ from .logs import log_event
 from .replay import Services
 from .runner import Runner
 from .schema import ensure_migrated
+from .shared_claims import SharedClaims
 from .trio_pg import TrioConnection
 from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
 
@@ -136,9 +137,9 @@ class Worker:
         self.listen = listen
         # The poison-pill limit (see Services.max_abandoned); 0 or None: no limit.
         self.max_abandoned = max_abandoned or None
-        # Shared by the workers of one supervisor (zart.claimer.SharedClaims): the claim baton, so
-        # that one notification makes one worker claim, and the primaries' free slots; `claim_rank`
-        # is this worker's place among them (its supervisor slot).
+        # Shared by the workers of one supervisor (zart.shared_claims): the claim baton, so that
+        # one notification makes one worker claim, every worker's free slots and wake-up pipe;
+        # `claim_rank` is this worker's place among them (its supervisor slot).
         self._claims = claims
         self._claim_rank = claim_rank
         self._supervisor_pid = supervisor_pid
@@ -343,9 +344,12 @@ class Worker:
             async with trio.open_nursery() as nursery:
                 if handle_signals:
                     nursery.start_soon(self._essential, "handle_signals", self._handle_signals, nursery)
-                if self.listen:
+                claims = self._claims
+                if self.listen and (claims is None or claims.is_primary(self._claim_rank)):
                     listener = Listener(state, self.database_url)
                     nursery.start_soon(self._essential, "listen", listener.run)
+                if claims is not None:  # a sibling's hand-over (the only wake-up of a spare)
+                    nursery.start_soon(self._essential, "hand_overs", self._hand_overs, claims)
                 nursery.start_soon(self._essential, "heartbeat", leases.heartbeat)
                 nursery.start_soon(self._essential, "claim_loop", claimer.run, nursery)
                 log_event(
@@ -359,6 +363,12 @@ class Worker:
                     listen=self.listen,
                 )
                 self._ready.set()
+
+    async def _hand_overs(self, claims: SharedClaims) -> None:
+        """Wake the claimer whenever a sibling worker hands the next claim to this one."""
+        while True:
+            await claims.wait_for_wake(self._claim_rank)
+            self._state.wake_claimer()
 
     def _may_inline(self) -> bool:
         """Whether a narrow fan-out's branches may run here: yes, unless the worker is draining (its
