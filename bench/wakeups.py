@@ -12,6 +12,10 @@ while the busy workflows compete for the same workers. Reports the median, p99 a
 `--busy-step-seconds S` makes each busy step wait S seconds on I/O (`trio.sleep`) instead of doing
 nothing: a load that holds worker slots but not the CPU, as calls to other services do; with
 `--concurrency` large enough for every execution, it measures the timers themselves under load.
+
+With the default `--concurrency` (500 per process), the busy workflows outnumber the slots: a
+sleeper that comes due waits for a slot (resumed executions are claimed before new ones, but a
+running one keeps its slot until it ends), so the lateness measures the slots, not the timers.
 """
 
 from __future__ import annotations

@@ -262,7 +262,7 @@ def test_a_sleep_is_claimed_ahead_and_resumes_at_its_moment_not_before(database_
     loaded and waiting in the worker when the sleep ends; the step after the sleep still never
     starts before the sleep's deadline."""
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", database_url)
-    with zart.Worker(database_url, lease="5s", poll_interval="5s", lookahead="1.5s"):
+    with zart.Worker(database_url, lease="5s", poll_interval="5s", lookahead="1.5s") as worker:
         handle = zart.start(events_app.sleeper, {"seconds": 3}, database_url=database_url)
         wait_until(lambda: handle.status() == "sleeping", what="the execution to sleep")
         wait_until(
@@ -272,8 +272,12 @@ def test_a_sleep_is_claimed_ahead_and_resumes_at_its_moment_not_before(database_
             what="the sleeping task claimed before its moment",
         )
         assert handle.result(timeout=30) == ["before", "after"]
+        wait_until(lambda: worker.executions_finished >= 2, what="both runs counted")
     late = _after_sleep_lateness(database_url, handle.id)
     assert 0 <= late < 1.0, late
+    # Two runs: to the sleep, and from its moment to the end. A wake-up placed before the moment
+    # would find the sleep not over and go back to sleep: a third.
+    assert worker.executions_finished == 2
 
 
 def test_an_event_wait_with_a_timeout_is_not_claimed_ahead(database_url, monkeypatch):

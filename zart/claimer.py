@@ -28,6 +28,7 @@ import trio
 
 from . import sql
 from .db import is_transient
+from .dbclock import DbClock
 from .logs import log_event
 from .replay import Checkpoint, LastAttempt, PendingEvent
 from .shared_claims import SharedClaims
@@ -80,6 +81,8 @@ class Claimer:
         # The claim's statement goes through this connection from the trio loop when given (no
         # thread hop: a start's wake-up, most claims, reads nothing else); else through the pool.
         self._connection = connection
+        # The database's clock on trio's, for timers claimed ahead (read through `connection`).
+        self._clock = DbClock()
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Claim until a drain begins; each claimed task's runner starts in `nursery`."""
@@ -138,7 +141,9 @@ class Claimer:
                 # as they were, every timer claimed ahead came due milliseconds late under load.
                 claimed_at = answered + (trio.current_time() - time.perf_counter())
                 for task in tasks:
-                    entry = state.held[task.id] = Held(task, trio.CancelScope(), claimed_at)
+                    entry = state.held[task.id] = Held(
+                        task, trio.CancelScope(), claimed_at, self._due_at(task, claimed_at)
+                    )
                     nursery.start_soon(self._run_task, entry)
                 if self._shared is not None:
                     # Before any hand-over below: a sibling it wakes must see that we are full.
@@ -163,19 +168,42 @@ class Claimer:
             with trio.move_on_after(wait):
                 await state.wake.wait()
 
+    def _due_at(self, task: ClaimedTask, claimed_at: float) -> float | None:
+        """When a timer claimed ahead comes due, on trio's clock (None: due now). Both bounds are
+        never early: counted from the claim's answer, or placed by the database clock's reading
+        (zart.dbclock), which is tighter unless the reading is old or was slow; the earlier wins."""
+        if task.seconds_to_due <= 0:
+            return None
+        due = claimed_at + task.seconds_to_due
+        if task.due_epoch is not None:
+            placed = self._clock.to_trio(task.due_epoch)
+            if placed is not None:
+                due = min(due, placed)
+        return due
+
+    async def _read_clock(self, connection: TrioConnection) -> None:
+        """Read the database's clock (zart.dbclock) through the claim's connection."""
+        sent = trio.current_time()
+        (reading,) = (await connection.query(sql.DATABASE_CLOCK, {}))[0]
+        assert reading is not None
+        self._clock.read(sent, float(reading), trio.current_time())
+
     async def _claim_natively(
         self, connection: TrioConnection, limit: int
     ) -> tuple[list[ClaimedTask], float | None, float]:
         """`_claim` without the hand-back of stranded tasks, the statement sent from the trio loop;
         the reads it may need (histories, events, when to look again) still go through a thread."""
+        if self._clock.stale(trio.current_time()):
+            await self._read_clock(connection)
         params = {
             "limit": str(limit),
             "lease": repr(self._lease),
             "worker": self._state.worker_id,
             "lookahead": repr(self._lookahead),
         }
-        rows = [_claim_row(row) for row in await connection.query(sql.CLAIM_TASKS, params)]
-        answered = time.perf_counter()
+        raw = await connection.query(sql.CLAIM_TASKS, params)
+        answered = time.perf_counter()  # before the rows are read: times left count from here
+        rows = [_claim_row(row) for row in raw]
         if needs_reads(rows):
             tasks, next_due = await self._db.run(load_claimed, rows, limit, self._lookahead)
         else:
@@ -283,6 +311,7 @@ _CLAIM_COLUMNS: tuple[Callable[[bytes], Any], ...] = (
     int,  # seq
     int,  # grp
     float,  # seconds_to_due
+    float,  # due_epoch
     _bool,  # fresh
     _bool,  # events_waiting
 )
@@ -303,7 +332,7 @@ def _wanted(rows: list[tuple[Any, ...]]) -> tuple[list[tuple[str, str | None]], 
     """The (execution, step key) pairs whose history the claimed tasks need (none for executions
     begun for the first time: `fresh`), and the workflow executions with events waiting."""
     claimed = [row for row in rows if row[0] is not None]
-    return [_history_key(row) for row in claimed if not row[13]], [row[2] for row in claimed if row[14]]
+    return [_history_key(row) for row in claimed if not row[14]], [row[2] for row in claimed if row[15]]
 
 
 def needs_reads(rows: list[tuple[Any, ...]]) -> bool:
@@ -396,6 +425,7 @@ def load_claimed(
             seq=seq,
             group=group,
             seconds_to_due=seconds_to_due,
+            due_epoch=due_epoch,
         )
         for (
             task_id,
@@ -411,6 +441,7 @@ def load_claimed(
             seq,
             group,
             seconds_to_due,
+            due_epoch,
             _fresh,
             _events_waiting,
         ) in rows

@@ -123,7 +123,7 @@ class Runner:
             claimed_at=entry.claimed_at,
             # A timer claimed ahead: the replay runs now, and the execution's first action that
             # depends on the clock or has an effect waits for the moment (ExecutionContext.until_due).
-            due_at=entry.claimed_at + task.seconds_to_due if task.seconds_to_due > 0 else None,
+            due_at=entry.due_at,
         )
         entry.execution = execution
         if branch is not None:

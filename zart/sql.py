@@ -455,8 +455,10 @@ WITH RECURSIVE continuing AS (
               coalesce(extract(epoch FROM r.deadline_at - clock_timestamp())::float8, r.timeout_seconds)
                   AS seconds_left,
               t.step_key, t.payload::text AS payload, t.seq, t.grp,
-              -- a timer taken ahead: seconds until its moment (0: due now)
+              -- a timer taken ahead: seconds until its moment (0: due now), and the moment itself,
+              -- which the worker places on its own clock more tightly when it can (zart.dbclock)
               greatest(extract(epoch FROM d.due - clock_timestamp())::float8, 0) AS seconds_to_due,
+              extract(epoch FROM d.due)::float8 AS due_epoch,
               -- Begun by this claim and never before (the row from before `began`): no checkpoint
               -- and no attempt to load, so the claimer reads no history for it (a start's wake-up).
               t.id IN (SELECT id FROM chosen) AND r.started_at IS NULL AS fresh,
@@ -469,7 +471,7 @@ WITH RECURSIVE continuing AS (
 )
 SELECT * FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
               WHERE d.limited AND (l.name IS NULL OR l.version <> d.version))
 """
@@ -486,6 +488,9 @@ WHERE t.run_at <= now() AND t.admitted
 # need no timer), of a delayed start, and the moment a rate-limited queue with executions due gets
 # room again (its oldest admission in the window leaves it). A queue blocked by its concurrency
 # needs no timer: the end of an execution that frees a slot sends a NOTIFY.
+# A reading of the database's clock (zart.dbclock), alone: no write, no commit to wait for.
+DATABASE_CLOCK = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
 SECONDS_TO_NEXT_RUN_AT = """
 SELECT extract(epoch FROM least(
     -- a timer (sql.RELEASE_TASKS) is looked for one lookahead before its moment

@@ -51,8 +51,10 @@ class ClaimedTask:
     payload_json: str | None = None
     seq: int | None = None
     group: int | None = None
-    # A timer claimed ahead (sql.CLAIM_TASKS's lookahead): seconds from the claim to its moment.
+    # A timer claimed ahead (sql.CLAIM_TASKS's lookahead): seconds from the claim to its moment,
+    # and the moment on the database's clock (seconds since the epoch).
     seconds_to_due: float = 0.0
+    due_epoch: float | None = None
 
 
 @attrs.define
@@ -62,6 +64,7 @@ class Held:
     task: ClaimedTask
     scope: trio.CancelScope  # cancelled when the lease is lost
     claimed_at: float  # trio's clock when the claim's answer arrived (before the histories' reads)
+    due_at: float | None = None  # a timer claimed ahead: its moment on trio's clock (zart.claimer)
     execution: ExecutionContext | None = None  # set once the runner has built it
 
 
