@@ -147,6 +147,48 @@ def test_show_while_sleeping_and_waiting_then_cancel(database_url, worker, subpr
     assert re.search(r"^error\s+Cancelled: test over$", text, re.M)
 
 
+def test_pause_unpause_resume_and_fork_from_the_command_line(database_url, worker, subprocess_env):
+    handle = zart.start(events_app.wait_for_one, {"timeout": "1h"}, database_url=database_url)
+    wait_until(lambda: handle.status() == "waiting", what="the wait")
+    assert _ok(run_cli("pause", handle.id, env=subprocess_env)) == "paused\n"
+    assert _ok(run_cli("pause", handle.id, env=subprocess_env)) == "already paused\n"
+    assert re.search(r"^status\s+paused$", _ok(run_cli("show", handle.id, env=subprocess_env)), re.M)
+    assert handle.id in _ok(run_cli("list", "--status", "paused", env=subprocess_env))
+    assert _ok(run_cli("unpause", handle.id, env=subprocess_env)) == "unpaused\n"
+    assert _ok(run_cli("unpause", handle.id, env=subprocess_env)) == "not paused; nothing to do\n"
+    zart.send_event(handle.id, "go", "first", database_url=database_url)
+    assert handle.result(timeout=30) == "first"
+
+    forked_id = f"{handle.id}-again"
+    assert _ok(
+        run_cli("fork", handle.id, "--from-step", "event:go#1", "--id", forked_id, env=subprocess_env)
+    ) == (f"{forked_id}\n")
+    forked = zart.get(forked_id, database_url=database_url)
+    wait_until(lambda: forked.status() == "waiting", what="the fork's wait")
+    text = _ok(run_cli("show", forked_id, env=subprocess_env))
+    assert re.search(rf"^forked from\s+{re.escape(handle.id)} at event:go#1$", text, re.M)
+    assert re.search(
+        rf"^forks\s+{re.escape(forked_id)}$", _ok(run_cli("show", handle.id, env=subprocess_env)), re.M
+    )
+    assert _ok(run_cli("cancel", forked_id, env=subprocess_env)) == "cancelled\n"
+    assert _ok(run_cli("resume", forked_id, env=subprocess_env)) == "resumed\n"
+    zart.send_event(forked_id, "go", "second", database_url=database_url)
+    assert forked.result(timeout=30) == "second"
+    assert re.search(r"^resumed\s+1 time$", _ok(run_cli("show", forked_id, env=subprocess_env)), re.M)
+
+    # Errors: one line on stderr, a non-zero exit, nothing changed.
+    for args, message in (
+        (("resume", handle.id), f"cannot resume execution {handle.id!r}: it is completed"),
+        (("pause", handle.id), f"cannot pause execution {handle.id!r}: it is already completed"),
+        (("fork", handle.id, "--from-step", "nope#1"), "its history has no such key"),
+        (("fork", handle.id, "--from-step", "7"), "its history has positions 0 to 1"),
+        (("resume", "no-such-id"), "cannot resume: no execution with id 'no-such-id'"),
+    ):
+        result = run_cli(*args, env=subprocess_env)
+        assert result.returncode != 0 and message in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_show_a_step_under_way(database_url, worker, subprocess_env, tmp_path):
     gate = tmp_path / "gate"
     handle = zart.start(core_app.gated, {"n": 2, "gate": str(gate)}, database_url=database_url)

@@ -192,6 +192,10 @@ def test_openapi_document_is_valid_and_served(api):
         "/v1/executions/{id}/events/{name}",
         "/v1/queues",
         "/v1/executions/{id}/cancel",
+        "/v1/executions/{id}/resume",
+        "/v1/executions/{id}/fork",
+        "/v1/executions/{id}/pause",
+        "/v1/executions/{id}/unpause",
         "/healthz",
         "/openapi.json",
     }
@@ -273,6 +277,49 @@ def test_cancel(api):
     check(
         api.post(f"/v1/executions/{execution_id}/events/go", json={"payload": 1}), 409, "execution_finished"
     )
+
+
+def test_pause_unpause_resume_and_fork(api):
+    """The operations of SPEC "Operating executions" over HTTP, each answered in its documented shape."""
+    execution_id = unique("http-ops")
+    path = f"/v1/executions/{execution_id}"
+    check(api.post("/v1/executions", json={"workflow": "wait-for-one", "input": {}, "id": execution_id}), 201)
+    wait_status(api, execution_id, "waiting")
+    assert check(api.post(f"{path}/pause"), 202) == {"id": execution_id, "status": "paused", "paused": True}
+    assert check(api.post(f"{path}/pause"), 202)["paused"] is False
+    # An event sent while paused is kept; the execution takes it once unpaused.
+    check(api.post(f"{path}/events/go", json={"payload": {"n": 1}}), 202)
+    assert check(api.get(path), 200)["status"] == "paused"
+    unpaused = check(api.post(f"{path}/unpause"), 202)
+    assert unpaused["unpaused"] is True and unpaused["status"] != "paused"
+    assert wait_status(api, execution_id, "completed")["result"] == {"n": 1}
+    check(api.post(f"{path}/resume"), 409, "execution_not_resumable")
+    check(api.post(f"{path}/pause"), 409, "execution_finished")
+
+    forked = check(api.post(f"{path}/fork", json={"from_step": "event:go#1", "id": unique("http-fork")}), 201)
+    assert (forked["forked_from"], forked["forked_at"]) == (execution_id, "event:go#1")
+    wait_status(api, forked["id"], "waiting")  # it waits for the event again: a new execution
+    assert check(api.get(path), 200)["forks"] == [forked["id"]]
+    check(api.post(f"/v1/executions/{forked['id']}/cancel"), 202)
+    resumed = check(api.post(f"/v1/executions/{forked['id']}/resume"), 202)
+    assert resumed["id"] == forked["id"] and resumed["status"] in ("pending", "running", "waiting")
+    wait_status(api, forked["id"], "waiting")
+    check(api.post(f"/v1/executions/{forked['id']}/events/go", json={"payload": 2}), 202)
+    done = wait_status(api, forked["id"], "completed")
+    assert (done["result"], done["resumes"], done["forked_from"]) == (2, 1, execution_id)
+
+    check(api.post(f"{path}/fork", json={"from_step": "event:nope#1"}), 404, "step_not_found")
+    check(api.post(f"{path}/fork", json={"from_step": 9}), 404, "step_not_found")
+    check(api.post(f"{path}/fork", json={"from_step": -1}), 422, "invalid_request")
+    check(api.post(f"{path}/fork", json={"from_step": True}), 422, "invalid_request")
+    check(api.post(f"{path}/fork", json={}), 422, "invalid_request")
+    check(api.post(f"{path}/fork", json={"from_step": 0, "id": execution_id}), 409, "duplicate_execution")
+    check(api.post(f"{path}/resume", json={"extra": 1}), 422, "invalid_request")
+    for operation in ("resume", "fork", "pause", "unpause"):
+        body = {"from_step": 0} if operation == "fork" else None
+        check(
+            api.post(f"/v1/executions/no-such-execution/{operation}", json=body), 404, "execution_not_found"
+        )
 
 
 def test_unknown_things(api):

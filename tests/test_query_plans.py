@@ -178,7 +178,7 @@ def test_the_batch_writes_only_for_the_tasks_it_still_holds(backlog, claims):
     """WRITE_BATCH's fencing: with the task's token it checkpoints, ends the execution and deletes
     its task; with a stale token (another worker took the task over) it writes nothing at all."""
     with psycopg.connect(backlog) as conn:
-        (held, _, _) = conn.execute(sql.WRITE_BATCH, {**BATCH, "claims": [claims]}).fetchone()
+        (held, _, _, paused) = conn.execute(sql.WRITE_BATCH, {**BATCH, "claims": [claims]}).fetchone()
         state = conn.execute(
             "SELECT (SELECT count(*) FROM zart_tasks WHERE execution_id = 'finishing'),"
             " (SELECT count(*) FROM zart_steps WHERE execution_id = 'finishing'),"
@@ -186,6 +186,7 @@ def test_the_batch_writes_only_for_the_tasks_it_still_holds(backlog, claims):
             " (SELECT status FROM zart_execution_runs WHERE id = 'finishing')"
         ).fetchone()
         conn.rollback()
+    assert paused == []  # nothing here is paused
     if claims == 1:
         assert held == [FINISHING_TASK]
         assert state == (0, 1, 0, "completed")  # the attempt's end updates a start not in this table

@@ -20,7 +20,7 @@ import click
 import orjson
 import psycopg
 
-from . import client, db, schema
+from . import client, db, operating, schema
 from .apps import import_apps
 from .errors import ZartError
 from .views import execution_json, queue_json, status_json, summary_json
@@ -79,7 +79,17 @@ def _json(value: Any) -> str:
 
 # -- output: rich tables on stdout, JSON for scripts ------------------------------------------------
 
-STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "timed_out", "cancelled")
+STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+)
 _DETAIL_WIDTH = 80
 
 
@@ -558,6 +568,12 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
             "finished",
             f"{_timestamp(info.finished_at)} (took {_between(info.created_at, info.finished_at)})",
         )
+    if info.forked_from is not None:
+        header.add_row("forked from", _text(f"{info.forked_from} at {info.forked_at}"))
+    if info.forks:
+        header.add_row("forks", _text(", ".join(info.forks)))
+    if info.resumes:
+        header.add_row("resumed", f"{info.resumes} time{'s' if info.resumes > 1 else ''}")
     header.add_row("input", _text(_short(_json(info.input), 200)))
     if info.status == "completed":
         header.add_row("result", _text(_short(_json(info.result), 200)))
@@ -583,6 +599,56 @@ def cancel(execution_id: str, reason: str, database_url: str | None) -> None:
     else:
         status = client.get(execution_id, database_url=database_url).status()
         click.echo(f"already {status}; nothing to cancel")
+
+
+@main.command()
+@click.argument("execution_id")
+@database_url_option
+@_handle_errors
+def resume(execution_id: str, database_url: str | None) -> None:
+    """Run a failed, timed_out or cancelled execution on from its first unfinished step.
+
+    Its completed steps do not run again; the step that failed gets a fresh retry budget. Deploy
+    the fix first: the workers replay its history with the code they run.
+    """
+    operating.resume(execution_id, database_url=database_url)
+    click.echo("resumed")
+
+
+@main.command()
+@click.argument("execution_id")
+@click.option(
+    "--from-step",
+    required=True,
+    help="A step key of its history (charge-card#1), or a position in it (0: the first entry).",
+)
+@click.option("--id", "new_id", default=None, help="The new execution's id (default: a UUID).")
+@database_url_option
+@_handle_errors
+def fork(execution_id: str, from_step: str, new_id: str | None, database_url: str | None) -> None:
+    """Start a new execution that runs on from a step of this one's history (copied before it)."""
+    point: str | int = int(from_step) if from_step.isdigit() else from_step
+    handle = operating.fork(execution_id, from_step=point, id=new_id, database_url=database_url)
+    click.echo(handle.id)
+
+
+@main.command()
+@click.argument("execution_id")
+@database_url_option
+@_handle_errors
+def pause(execution_id: str, database_url: str | None) -> None:
+    """Pause an execution: the step in flight finishes, then nothing of it runs until unpaused."""
+    click.echo("paused" if operating.pause(execution_id, database_url=database_url) else "already paused")
+
+
+@main.command()
+@click.argument("execution_id")
+@database_url_option
+@_handle_errors
+def unpause(execution_id: str, database_url: str | None) -> None:
+    """Let a paused execution run on; what came due meanwhile (a sleep's end, an event) runs at once."""
+    changed = operating.unpause(execution_id, database_url=database_url)
+    click.echo("unpaused" if changed else "not paused; nothing to do")
 
 
 # -- queues ----------------------------------------------------------------------------------------------

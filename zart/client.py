@@ -50,6 +50,10 @@ class ExecutionInfo:
     queue: str = "default"
     key: str | None = None  # the queue's per-key limit key (`key=` at start)
     priority: int = 0
+    forked_from: str | None = None  # zart.fork: the execution this one was forked from
+    forked_at: str | None = None  # ... and the step it ran on from
+    forks: tuple[str, ...] = ()  # the executions forked from this one, oldest first
+    resumes: int = 0  # how many times zart.resume ran it on after it ended
 
 
 @attrs.frozen
@@ -286,7 +290,9 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
         row = conn.execute(sql.SELECT_EXECUTION, {"id": execution_id}).fetchone()
     if row is None:
         raise ExecutionNotFound(f"no execution with id {execution_id!r}")
-    ident, workflow, status, input_json, result, error, created, started, finished, queue, key, priority = row
+    ident, workflow, status, input_json, result, error, created, started, finished = row[:9]
+    queue, key, priority = row[9:12]
+    forked_from, forked_at, resumes, forks = row[12:]
     return ExecutionInfo(
         ident,
         workflow,
@@ -300,6 +306,10 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
         queue,
         key,
         priority,
+        forked_from,
+        forked_at,
+        tuple(forks or ()),
+        resumes,
     )
 
 
@@ -325,6 +335,8 @@ def list_executions(
         (False, True): sql.LIST_EXECUTIONS_BY_WORKFLOW,
         (True, True): sql.LIST_EXECUTIONS_BY_STATUS_AND_WORKFLOW,
     }[status is not None, workflow is not None]
+    if status == "paused":
+        statement = sql.LIST_PAUSED_EXECUTIONS_BY_WORKFLOW if workflow else sql.LIST_PAUSED_EXECUTIONS
     with transaction(url) as conn:
         rows = conn.execute(statement, {"status": status, "workflow": workflow, "limit": limit}).fetchall()
     return [

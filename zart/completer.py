@@ -16,6 +16,7 @@ overwrite the progress of the one that took over.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 from datetime import datetime
@@ -115,10 +116,33 @@ class Fragment:
         )
 
 
+class Committed(enum.IntEnum):
+    """What a commit says of its fragment. LOST is false: the task was no longer held by this worker
+    (its lease lapsed, or it was cancelled), nothing was written. PAUSED: written, and the execution
+    was paused meanwhile (zart.pause): its runner goes no further (zart.journal)."""
+
+    LOST = 0
+    YES = 1
+    PAUSED = 2
+
+
+@attrs.frozen
+class Written:
+    """A batch's answer: the tasks still held (their fragments written), and those of them paused."""
+
+    held: set[int]
+    paused: set[int]
+
+    def outcome(self, task_id: int) -> Committed:
+        if task_id not in self.held:
+            return Committed.LOST
+        return Committed.PAUSED if task_id in self.paused else Committed.YES
+
+
 @attrs.define
 class _Waiter:
     done: ShieldedEvent = attrs.field(factory=ShieldedEvent)
-    committed: bool = False
+    committed: Committed = Committed.LOST
     error: BaseException | None = None
 
 
@@ -146,8 +170,9 @@ class Completer:
         self.batches = 0
         self.fragments = 0
 
-    async def commit(self, fragment: Fragment) -> bool:
-        """Make `fragment` durable; False when the task's lease was lost (nothing written).
+    async def commit(self, fragment: Fragment) -> Committed:
+        """Make `fragment` durable: Committed.YES, or PAUSED (written, and the execution was paused
+        meanwhile: its runner stops), or LOST (false: the task's lease was lost, nothing written).
 
         Raises FragmentRejected when PostgreSQL refused this fragment's own data (the rest of its
         batch is committed without it), CommitAbandoned when the worker stops first. Not cancellable:
@@ -199,7 +224,7 @@ class Completer:
         """
         fragments = [fragment for fragment, _ in batch]
         try:
-            valid = await self._write_with_retries(fragments)
+            written = await self._write_with_retries(fragments)
         except CommitAbandoned as exc:
             for _, waiter in batch:
                 waiter.error = CommitAbandoned(str(exc))
@@ -226,10 +251,10 @@ class Completer:
         self.batches += 1
         self.fragments += len(batch)
         for fragment, waiter in batch:
-            waiter.committed = fragment.task_id in valid
+            waiter.committed = written.outcome(fragment.task_id)
             waiter.done.set()
 
-    async def _write_with_retries(self, fragments: list[Fragment]) -> set[int]:
+    async def _write_with_retries(self, fragments: list[Fragment]) -> Written:
         """Commit a batch, retrying for as long as the database is unreachable.
 
         Safe to repeat even when a commit's outcome is unknown: every write of a batch is
@@ -242,9 +267,9 @@ class Completer:
         while True:
             try:
                 if self._connection is not None and all(_is_plain(f) for f in fragments):
-                    valid = await self._write_plain(self._connection, fragments)
+                    written = await self._write_plain(self._connection, fragments)
                 else:
-                    valid = await trio.to_thread.run_sync(
+                    written = await trio.to_thread.run_sync(
                         partial(self._write, fragments), limiter=self._limiter
                     )
             except Exception as exc:
@@ -261,15 +286,17 @@ class Completer:
                 continue
             if lost_at is not None:
                 log_event(log, "database.reconnected", after_seconds=round(trio.current_time() - lost_at, 1))
-            return valid
+            return written
 
-    async def _write_plain(self, connection: TrioConnection, fragments: list[Fragment]) -> set[int]:
+    async def _write_plain(self, connection: TrioConnection, fragments: list[Fragment]) -> Written:
         """A batch of plain fragments: WRITE_BATCH alone, from the trio loop (zart.trio_pg)."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
         rows = await connection.query(sql.WRITE_BATCH, self._batch_params(fragments, end_in_batch=True))
-        return set(parse_int_array(rows[0][0])) if rows else set()
+        if not rows:
+            return Written(set(), set())
+        return Written(set(parse_int_array(rows[0][0])), set(parse_int_array(rows[0][3])))
 
-    def _write(self, fragments: list[Fragment]) -> set[int]:
+    def _write(self, fragments: list[Fragment]) -> Written:
         """Commit the batch (runs in a worker thread). A batch of plain checkpoints (the common case:
         attempts, steps, an execution's status or end) is ONE statement outside a transaction, so
         one round trip and one commit; a batch with waits, branches or fan-in is one transaction
@@ -280,7 +307,7 @@ class Completer:
             with conn.pipeline(), conn.transaction():
                 return self.write_batch(conn, fragments)
 
-    def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> set[int]:
+    def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> Written:
         """The batch's statements (inside the caller's transaction unless every fragment is plain;
         in pipeline mode the writes after the first are sent together: nothing of theirs is read
         back); the task ids still held."""
@@ -298,10 +325,11 @@ class Completer:
             sql.WRITE_BATCH, self._batch_params(fragments, end_in_batch=not closing)
         ).fetchone()
         valid = set(row[0]) if row else set()
+        written = Written(valid, set(row[3]) if row else set())
         kept = [f for f in fragments if f.task_id in valid]
         if kept and not all(_is_plain(f) for f in kept):
             self._apply(conn, kept, end_executions=closing)
-        return valid
+        return written
 
     def _batch_params(self, fragments: list[Fragment], end_in_batch: bool) -> dict[str, Any]:
         """WRITE_BATCH's parameters for `fragments` (in task id order)."""

@@ -60,6 +60,15 @@ class ExecutionFinished(ZartError):
     """The execution already ended, so it cannot take an event (the event is not stored)."""
 
 
+class ExecutionNotResumable(ZartError):
+    """`zart.resume` of an execution that has not ended failed, timed out or cancelled (it is still
+    running, paused, or completed): nothing was changed."""
+
+
+class StepNotInHistory(ZartError, LookupError):
+    """`zart.fork`'s `from_step` names no step of the execution's history: nothing was created."""
+
+
 class StepAbandoned(ZartError):
     """A step's attempts keep dying with their worker (a crash, an OOM kill, a lost lease).
 

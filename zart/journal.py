@@ -26,7 +26,7 @@ import orjson
 import trio
 
 from . import serde
-from .completer import Completer, Fragment
+from .completer import Committed, Completer, Fragment
 from .durations import MAX_SECONDS
 from .shielded import ShieldedEvent
 
@@ -80,7 +80,7 @@ class _Round:
 
     taken: bool = False  # its fragment was handed to the completer: later writes need a new round
     done: ShieldedEvent = attrs.field(factory=ShieldedEvent)
-    committed: bool = False
+    committed: Committed = Committed.LOST
     error: BaseException | None = None
 
 
@@ -94,6 +94,7 @@ class Journal:
     __slots__ = (
         "_claims",
         "_completer",
+        "_paused",
         "_round",
         "_status",
         "_task_id",
@@ -133,6 +134,7 @@ class Journal:
         # while there are any, flushes coalesce (`_commit_with_siblings`).
         self.inline_branches = 0
         self._round: _Round | None = None  # the flush that sibling branches may join
+        self._paused = False  # a commit found the execution paused: this run is stopping
 
     def _new_fragment(self) -> Fragment:
         return Fragment(self.execution_id, self._task_id, self._claims)
@@ -153,24 +155,49 @@ class Journal:
         leaves the execution unsure of what is durable (the completer's and the round's waits
         cannot be cancelled: zart.shielded).
         """
+        pending = self.pending
+        # A commit that hands the task back or ends it goes on as it is when the execution was
+        # paused meanwhile: the pause then keeps the task from every claim.
+        ends_run = pending.release_after is not None or pending.finish_execution or pending.finish_task
         if self.inline_branches:
             committed = await self._commit_with_siblings()
         else:
             committed = await self._commit_pending()
         if not committed:
             raise LeaseLost(f"lost the lease on execution {self.execution_id!r}")
+        if committed is Committed.PAUSED and not ends_run:
+            await self._stop_paused()
         # A stop that came during the commit takes effect here: a workflow whose steps never
         # reach an unshielded checkpoint (fast async steps) would otherwise run on forever.
         await trio.lowlevel.checkpoint_if_cancelled()
 
-    async def _commit_pending(self) -> bool:
+    async def _stop_paused(self) -> NoReturn:
+        """The execution was paused (zart.pause): what was just committed stays (the step that was
+        running has its checkpoint); stop before anything else runs.
+
+        The attempts whose start went with that commit never ran their step: they end `paused`,
+        which counts neither as a failure nor as a crash. The task is handed back ready: no claim
+        takes a paused execution's tasks, and unpausing makes it run on at once. Once per run:
+        inline branches that hear of the pause together stop with the first.
+        """
+        if not self._paused:
+            self._paused = True
+            now = utcnow()
+            message = "the execution was paused before this attempt's step ran"
+            for key, attempt in self.in_flight.items():
+                self.pending.attempt_ends.append((key, attempt, now, "paused", "Paused", message, None))
+            self.in_flight.clear()
+            await self.suspend(0.0)
+        raise Suspended
+
+    async def _commit_pending(self) -> Committed:
         fragment = self.pending
         if fragment.is_empty():
-            return True
+            return Committed.YES
         self.pending = self._new_fragment()
         return await self._completer.commit(fragment)  # not cancellable once handed over
 
-    async def _commit_with_siblings(self) -> bool:
+    async def _commit_with_siblings(self) -> Committed:
         """A flush while inline branches run: the branches that flush in the same scheduling round
         (a window of them starting their attempts, several finishing) share one fragment, so a wave
         of N branches costs the completer one fragment, not N."""

@@ -86,16 +86,25 @@ FROM zart_execution_runs r WHERE r.id = ANY(%(ids)s::text[])
 # The HTTP API's health check: the server answers a statement.
 PING = "SELECT 1"
 
-SELECT_EXECUTION = """
-SELECT id, workflow, status, input::text, result::text, error::text,
-       created_at, started_at, finished_at, queue, queue_key, priority
+# What a status read shows: 'paused' while a paused execution has not ended (its own status, kept
+# underneath, comes back when it is unpaused).
+_SHOWN_STATUS = (
+    "CASE WHEN paused AND status NOT IN ('completed', 'failed', 'timed_out', 'cancelled') "
+    "THEN 'paused' ELSE status END"
+)
+
+SELECT_EXECUTION = f"""
+SELECT id, workflow, {_SHOWN_STATUS}, input::text, result::text, error::text,
+       created_at, started_at, finished_at, queue, queue_key, priority, forked_from, forked_at,
+       resumes, (SELECT array_agg(f.id ORDER BY f.created_at) FROM zart_execution_runs f
+                 WHERE f.forked_from = zart_execution_runs.id)
 FROM zart_execution_runs WHERE id = %(id)s
 """
 
 SELECT_EXECUTION_WORKFLOW = "SELECT workflow FROM zart_execution_runs WHERE id = %(id)s"
 
-SELECT_EXECUTION_STATUS = """
-SELECT status, result::text, error::text FROM zart_execution_runs WHERE id = %(id)s
+SELECT_EXECUTION_STATUS = f"""
+SELECT {_SHOWN_STATUS}, result::text, error::text FROM zart_execution_runs WHERE id = %(id)s
 """
 
 # The status reads of many result() waiters at once (zart.status_reads): one probe per id.
@@ -108,17 +117,29 @@ SELECT id, status, result::text, error::text FROM zart_execution_runs WHERE id =
 # plan for every filter, and walk the whole created_at index for a rare status). The unfiltered one
 # reads zart_execution_runs_created_idx in order; the others their (status|workflow, created_at)
 # index backwards, with an incremental sort for the `id` tie-breaker of equal timestamps.
-_LIST_EXECUTIONS = """
-SELECT id, workflow, status, created_at, finished_at
+_LIST_EXECUTIONS = (
+    "SELECT id, workflow, "
+    + _SHOWN_STATUS
+    + """, created_at, finished_at
 FROM zart_execution_runs {where}
 ORDER BY created_at DESC, id
 LIMIT %(limit)s
 """
+)
+# A status filter shows what a status read shows: a paused execution under 'paused' only.
+_NOT_SHOWN_PAUSED = "(NOT paused OR status IN ('completed', 'failed', 'timed_out', 'cancelled'))"
 LIST_EXECUTIONS = _LIST_EXECUTIONS.format(where="")
-LIST_EXECUTIONS_BY_STATUS = _LIST_EXECUTIONS.format(where="WHERE status = %(status)s")
+LIST_EXECUTIONS_BY_STATUS = _LIST_EXECUTIONS.format(
+    where=f"WHERE status = %(status)s AND {_NOT_SHOWN_PAUSED}"
+)
 LIST_EXECUTIONS_BY_WORKFLOW = _LIST_EXECUTIONS.format(where="WHERE workflow = %(workflow)s")
 LIST_EXECUTIONS_BY_STATUS_AND_WORKFLOW = _LIST_EXECUTIONS.format(
-    where="WHERE status = %(status)s AND workflow = %(workflow)s"
+    where=f"WHERE status = %(status)s AND workflow = %(workflow)s AND {_NOT_SHOWN_PAUSED}"
+)
+_PAUSED = "paused AND status NOT IN ('completed', 'failed', 'timed_out', 'cancelled')"
+LIST_PAUSED_EXECUTIONS = _LIST_EXECUTIONS.format(where=f"WHERE {_PAUSED}")
+LIST_PAUSED_EXECUTIONS_BY_WORKFLOW = _LIST_EXECUTIONS.format(
+    where=f"WHERE {_PAUSED} AND workflow = %(workflow)s"
 )
 
 SELECT_STEPS = """
@@ -150,6 +171,106 @@ UPDATE zart_step_attempts
 SET outcome = 'abandoned', finished_at = now(), error_type = 'Cancelled',
     error_message = 'the execution was cancelled during this attempt'
 WHERE execution_id = %(id)s AND outcome IS NULL
+"""
+
+# -- operating executions: pause, resume, fork (zart.operating) ---------------------------------------
+
+# The execution's row, locked: these operations read its state and change it in one transaction,
+# after locking its workflow task (LOCK_EXECUTION_TASK, the lock order of cancel and send_event).
+SELECT_EXECUTION_FOR_UPDATE = """
+SELECT status, paused, started_at IS NOT NULL FROM zart_execution_runs WHERE id = %(id)s FOR UPDATE
+"""
+
+SET_EXECUTION_PAUSED = """
+UPDATE zart_execution_runs SET paused = %(paused)s, updated_at = now() WHERE id = %(id)s
+"""
+
+# A paused execution's tasks are left out of every claim (zart_tasks_ready_idx and the admission
+# both skip them); a runner holding one finds out at its next commit (WRITE_BATCH). Unpausing wakes
+# the claimers if a task came due meanwhile (a sleep's end, an event's delivery, a fan-in).
+SET_TASKS_PAUSED = f"""
+WITH workflow_task AS (
+    UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'workflow' AND execution_id = %(id)s
+    RETURNING run_at <= now() AND admitted AS ready
+), step_tasks AS (
+    UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'step' AND execution_id = %(id)s
+    RETURNING run_at <= now() AS ready
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '')
+WHERE NOT %(paused)s AND (EXISTS (SELECT 1 FROM workflow_task WHERE ready)
+                          OR EXISTS (SELECT 1 FROM step_tasks WHERE ready))
+"""
+
+# Resume, in one transaction after SELECT_EXECUTION_FOR_UPDATE found it failed, timed out or
+# cancelled: the failed checkpoints it did not get past (its failing step: the workflow did not go on
+# after them) are removed, so that step runs again; every attempt so far stops counting against its
+# step's retry budget and the poison-pill limit; the execution is pending again (the claim that
+# begins it sets its deadline anew) with a workflow task in its queue.
+RESUME_FORGET_FAILURE = """
+DELETE FROM zart_steps s
+WHERE s.execution_id = %(id)s AND s.status = 'failed'
+  AND s.seq > coalesce((SELECT max(c.seq) FROM zart_steps c
+                        WHERE c.execution_id = %(id)s AND c.status = 'completed'), -1)
+RETURNING s.step_key
+"""
+
+RESUME_FRESH_BUDGETS = """
+UPDATE zart_step_attempts SET counts = false WHERE execution_id = %(id)s AND counts
+"""
+
+RESUME_EXECUTION = f"""
+WITH run AS (
+    UPDATE zart_execution_runs
+    SET status = 'pending', result = NULL, error = NULL, finished_at = NULL, deadline_at = NULL,
+        paused = false, resumes = resumes + 1, updated_at = now()
+    WHERE id = %(id)s
+    RETURNING id, workflow, queue, queue_key, priority
+), task AS (
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
+    SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, now() FROM run
+)
+SELECT workflow FROM run, LATERAL (SELECT pg_notify('{TASKS_CHANNEL}', '')) n
+"""
+
+# The position of a step key in an execution's history (fork's `from_step`).
+SELECT_STEP_POSITION = """
+SELECT seq FROM zart_steps WHERE execution_id = %(id)s AND step_key = %(key)s
+"""
+
+SELECT_HISTORY_KEYS = """
+SELECT step_key FROM zart_steps WHERE execution_id = %(id)s ORDER BY seq LIMIT %(limit)s
+"""
+
+# Fork: a new execution of the same workflow and input, in the same queue, with the checkpoints
+# before `position` copied; it begins as any start does (admission, a deadline of its own). Its
+# `started_at` is set when checkpoints were copied, so that its first claim loads them (a claim
+# reads no history for an execution never begun: CLAIM_TASKS's `fresh`).
+FORK_EXECUTION = f"""
+WITH source AS (
+    SELECT workflow, input, queue, queue_key, priority, timeout_seconds
+    FROM zart_execution_runs WHERE id = %(source)s
+), created AS (
+    INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
+                                     forked_from, forked_at, started_at)
+    SELECT %(id)s, workflow, input, queue, queue_key, priority, timeout_seconds, %(source)s,
+           %(forked_at)s, CASE WHEN %(position)s > 0 THEN now() END
+    FROM source
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, queue, queue_key, priority
+), copied AS (
+    INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
+                            started_at, finished_at, wake_at)
+    SELECT c.id, s.step_key, s.seq, s.kind, s.status, s.output, s.error, s.attempts, s.started_at,
+           s.finished_at, s.wake_at
+    FROM created c, zart_steps s
+    WHERE s.execution_id = %(source)s AND s.seq < %(position)s
+    RETURNING 1
+), task AS (
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
+    SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, now() FROM created
+)
+SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM copied),
+       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM created) n)
 """
 
 # -- workflow registry -------------------------------------------------------------------------------
@@ -277,7 +398,7 @@ WITH dead AS (
     RETURNING id
 )
 UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
-WHERE admitted AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+WHERE admitted AND NOT paused AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
   AND claimed_by IN (SELECT id FROM dead)
 RETURNING id
 """
@@ -317,7 +438,7 @@ WITH RECURSIVE continuing AS (
     -- its moment in the worker); a range of zart_tasks_ready_idx either way. Claimed tasks (run_at is
     -- their lease's end) are never taken ahead of their lease.
     SELECT id, run_at AS due FROM zart_tasks
-    WHERE admitted AND run_at <= now() + make_interval(secs => %(lookahead)s)
+    WHERE admitted AND NOT paused AND run_at <= now() + make_interval(secs => %(lookahead)s)
       AND (run_at <= now() OR (timer AND claimed_by IS NULL))
     ORDER BY run_at
     LIMIT %(limit)s
@@ -378,7 +499,7 @@ WITH RECURSIVE continuing AS (
     SELECT c.id, c.queue, c.priority, c.run_at, NULL::timestamptz AS turn, c.execution_id, c.queue_key
     FROM open o CROSS JOIN LATERAL (
         SELECT t.id, t.queue, t.priority, t.run_at, t.execution_id, t.queue_key FROM zart_tasks t
-        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now()
+        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now() AND NOT t.paused
         ORDER BY t.priority, t.run_at
         LIMIT greatest(o.free, 0)
         FOR UPDATE SKIP LOCKED) c
@@ -390,6 +511,7 @@ WITH RECURSIVE continuing AS (
      FROM turns_due k CROSS JOIN LATERAL (
          SELECT t.id, t.queue, t.priority, t.run_at, t.execution_id, t.queue_key FROM zart_tasks t
          WHERE t.queue = k.queue AND t.queue_key = k.key AND NOT t.admitted AND t.run_at <= now()
+           AND NOT t.paused
          ORDER BY t.priority, t.run_at
          LIMIT greatest(least(k.free, k.per_key - (SELECT count(*) FROM zart_tasks x
                                                    WHERE x.queue = k.queue AND x.queue_key = k.key
@@ -479,7 +601,7 @@ WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
 # Tasks whose execution row is gone (pruned or never written): nothing can run them.
 DELETE_ORPHAN_TASKS = """
 DELETE FROM zart_tasks t
-WHERE t.run_at <= now() AND t.admitted
+WHERE t.run_at <= now() AND t.admitted AND NOT t.paused
   AND NOT EXISTS (SELECT 1 FROM zart_execution_runs r WHERE r.id = t.execution_id)
 """
 
@@ -496,7 +618,7 @@ SELECT extract(epoch FROM least(
     -- a timer (sql.RELEASE_TASKS) is looked for one lookahead before its moment
     (SELECT CASE WHEN timer AND claimed_by IS NULL THEN run_at - make_interval(secs => %(lookahead)s)
                  ELSE run_at END
-     FROM zart_tasks WHERE admitted AND run_at < 'infinity' ORDER BY run_at LIMIT 1),
+     FROM zart_tasks WHERE admitted AND NOT paused AND run_at < 'infinity' ORDER BY run_at LIMIT 1),
     (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now()),
     (SELECT min(a.at + make_interval(secs => q.rate_period))
      FROM zart_queues q CROSS JOIN LATERAL unnest(q.admitted_at, q.admitted_n) AS a(at, n)
@@ -534,9 +656,9 @@ ORDER BY execution_id, id
 # not count), and how many died with their worker (open ones included): the poison-pill count.
 SELECT_OPEN_ATTEMPTS = """
 SELECT a.execution_id, f.step_key, a.step_key, max(a.attempt), bool_or(a.outcome IS NULL),
-       count(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out')),
-       count(*) FILTER (WHERE a.outcome IS NULL
-                           OR (a.outcome = 'abandoned' AND a.error_type = 'WorkerLost'))
+       count(*) FILTER (WHERE a.counts AND a.outcome IN ('failed', 'timed_out')),
+       count(*) FILTER (WHERE a.counts AND (a.outcome IS NULL
+                                            OR (a.outcome = 'abandoned' AND a.error_type = 'WorkerLost')))
 FROM unnest(%(ids)s::text[], %(keys)s::text[]) AS f(execution_id, step_key)
 JOIN zart_step_attempts a ON a.execution_id = f.execution_id
                          AND (f.step_key IS NULL OR a.step_key = f.step_key)
@@ -598,7 +720,7 @@ SELECT pg_notify('{TASKS_CHANNEL}', '') FROM released WHERE ready LIMIT 1
 # one lease from now, so the scan is a range of zart_tasks_ready_idx, not the sleeping backlog.
 RELEASE_STRANDED = """
 UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
-WHERE admitted AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+WHERE admitted AND NOT paused AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
   AND claimed_by = %(worker)s AND NOT (id = ANY(%(held)s::bigint[]))
 RETURNING id
 """
@@ -666,10 +788,11 @@ LIMIT 1"""
 # Runs: started_at is set once; result, error and finished_at only by the final transition.
 # A finished execution leaves no task behind, and deleting an admitted workflow task frees its queue
 # slot: the claimers are woken when that slot was a limited queue's (_END_TASKS, _FREED_SLOT_NOTIFY).
-# Returns the ids of the tasks still held.
+# Returns the ids of the tasks still held, and (fourth) those of them whose execution is paused: their
+# runners stop after this commit (zart.journal), the step in flight checkpointed, nothing more run.
 WRITE_BATCH = f"""
 WITH held AS MATERIALIZED (
-    SELECT t.id FROM zart_tasks t
+    SELECT t.id, t.paused FROM zart_tasks t
     JOIN unnest(%(ids)s::bigint[], %(claims)s::int[]) AS h(id, claims) ON h.id = t.id
     WHERE t.claims = h.claims AND t.claimed_by = %(worker)s
     ORDER BY t.id
@@ -726,7 +849,8 @@ SELECT array(SELECT id FROM held),
     _DONE_PAYLOAD.format(id="k.execution_id", status="k.run->>0", result="k.run->>1", error="k.run->>2")
 })
                               FROM kept k WHERE k.over) n),
-       (SELECT count(*) FROM ({_FREED_SLOT_NOTIFY}) m)
+       (SELECT count(*) FROM ({_FREED_SLOT_NOTIFY}) m),
+       array(SELECT id FROM held WHERE paused)
 """
 
 CONSUME_EVENTS = """

@@ -60,6 +60,10 @@ def step_json(step: StepRecord) -> dict[str, Any]:
 def execution_json(info: ExecutionInfo, steps: list[StepRecord]) -> dict[str, Any]:
     """An execution with its input and steps: `GET /v1/executions/{id}` and `zart show --json`."""
     data = _execution_fields(info, with_input=True)
+    data["forked_from"] = info.forked_from
+    data["forked_at"] = info.forked_at
+    data["forks"] = list(info.forks)
+    data["resumes"] = info.resumes
     data["steps"] = [step_json(step) for step in steps]
     return data
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import client, pools, sql
+from .. import client, operating, pools, sql
 from ..queue_admin import queue_stats
 from ..views import execution_json, queue_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
@@ -188,6 +188,74 @@ async def cancel_execution(request: Request) -> Response:
 
 
 @endpoint
+async def resume_execution(request: Request) -> Response:
+    """Run a failed, timed-out or cancelled execution on from its first unfinished step."""
+    execution_id = segment(request, "id", "execution id")
+    await json_object(request, (), required=False)
+
+    def resume(url: str) -> dict[str, Any]:
+        operating.resume(execution_id, database_url=url)
+        return {"id": execution_id, "status": client.get(execution_id, database_url=url).status()}
+
+    return json_response(await in_thread(request, "write", resume), 202)
+
+
+@endpoint
+async def fork_execution(request: Request) -> Response:
+    """A new execution of the same workflow and input, run on from `from_step` (a key or position)."""
+    execution_id = segment(request, "id", "execution id")
+    body = await json_object(request, ("from_step", "id"), required=True)
+    if "from_step" not in body:
+        raise invalid("field 'from_step' is required: a step key of the history, or a position in it")
+    from_step = body["from_step"]
+    if (
+        isinstance(from_step, bool)
+        or not isinstance(from_step, (str, int))
+        or (isinstance(from_step, int) and from_step < 0)
+    ):
+        raise invalid("field 'from_step' must be a step key (a string) or a position (an integer >= 0)")
+    if isinstance(from_step, str):
+        check_name(from_step, "field 'from_step'")
+    new_id = optional_name(body, "id", "field 'id'")
+
+    def fork(url: str) -> dict[str, Any]:
+        handle = operating.fork(execution_id, from_step=from_step, id=new_id, database_url=url)
+        info = handle.info()
+        return {
+            "id": info.id,
+            "workflow": info.workflow,
+            "status": info.status,
+            "forked_from": info.forked_from,
+            "forked_at": info.forked_at,
+        }
+
+    forked = await in_thread(request, "write", fork)
+    return json_response(forked, 201, {"Location": execution_path(forked["id"])})
+
+
+def _pausing(paused: bool) -> Callable[[Request], Any]:
+    field = "paused" if paused else "unpaused"
+
+    @endpoint
+    async def set_paused(request: Request) -> Response:
+        execution_id = segment(request, "id", "execution id")
+        await json_object(request, (), required=False)
+
+        def change(url: str) -> dict[str, Any]:
+            operation = operating.pause if paused else operating.unpause
+            changed = operation(execution_id, database_url=url)
+            return {
+                "id": execution_id,
+                "status": client.get(execution_id, database_url=url).status(),
+                field: changed,
+            }
+
+        return json_response(await in_thread(request, "write", change), 202)
+
+    return set_paused
+
+
+@endpoint
 async def list_queues(request: Request) -> Response:
     """Every queue's limits and counts, on the read lane (it locks nothing)."""
     if request.query_params:
@@ -233,6 +301,10 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/executions/{id}", get_execution, methods=["GET"]),
             Route("/v1/executions/{id}/events/{name}", send_event, methods=["POST"]),
             Route("/v1/executions/{id}/cancel", cancel_execution, methods=["POST"]),
+            Route("/v1/executions/{id}/resume", resume_execution, methods=["POST"]),
+            Route("/v1/executions/{id}/fork", fork_execution, methods=["POST"]),
+            Route("/v1/executions/{id}/pause", _pausing(True), methods=["POST"]),
+            Route("/v1/executions/{id}/unpause", _pausing(False), methods=["POST"]),
             Route("/v1/queues", list_queues, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

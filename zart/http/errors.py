@@ -23,7 +23,9 @@ from ..errors import (
     DuplicateExecution,
     ExecutionFinished,
     ExecutionNotFound,
+    ExecutionNotResumable,
     SerializationError,
+    StepNotInHistory,
     UnknownQueue,
     UnknownWorkflow,
 )
@@ -90,6 +92,10 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(404, "execution_not_found", str(exc))
     if isinstance(exc, ExecutionFinished):
         return ApiError(409, "execution_finished", str(exc))
+    if isinstance(exc, ExecutionNotResumable):
+        return ApiError(409, "execution_not_resumable", str(exc))
+    if isinstance(exc, StepNotInHistory):
+        return ApiError(404, "step_not_found", str(exc))
     if isinstance(exc, SerializationError):
         return invalid(str(exc))
     if isinstance(exc, psycopg.errors.LockNotAvailable):

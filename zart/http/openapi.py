@@ -243,6 +243,63 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/executions/{id}/resume": {
+                "post": {
+                    "operationId": "resumeExecution",
+                    "summary": "Resume a failed, timed-out or cancelled execution at its first "
+                    "unfinished step",
+                    "parameters": [id_param],
+                    "responses": {
+                        "202": _json_body(_ref("StatusChange"), "resumed: pending again"),
+                        "404": not_found,
+                        "409": _error("not failed, timed out or cancelled (code execution_not_resumable)"),
+                        **errors,
+                    },
+                }
+            },
+            "/v1/executions/{id}/fork": {
+                "post": {
+                    "operationId": "forkExecution",
+                    "summary": "Start a new execution that runs on from a step of this one's history",
+                    "parameters": [id_param],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ForkRequest")}},
+                    },
+                    "responses": {
+                        "201": _json_body(_ref("Fork"), "the new execution, started"),
+                        "404": _error("no such execution (execution_not_found) or step (step_not_found)"),
+                        "409": _error("the new id is taken (code duplicate_execution)"),
+                        **errors,
+                    },
+                }
+            },
+            "/v1/executions/{id}/pause": {
+                "post": {
+                    "operationId": "pauseExecution",
+                    "summary": "Pause: the step in flight finishes, then nothing runs until unpaused",
+                    "parameters": [id_param],
+                    "responses": {
+                        "202": _json_body(_ref("StatusChange"), "paused now, or it already was"),
+                        "404": not_found,
+                        "409": _error("the execution already ended (code execution_finished)"),
+                        **errors,
+                    },
+                }
+            },
+            "/v1/executions/{id}/unpause": {
+                "post": {
+                    "operationId": "unpauseExecution",
+                    "summary": "Let a paused execution run on (what came due meanwhile runs at once)",
+                    "parameters": [id_param],
+                    "responses": {
+                        "202": _json_body(_ref("StatusChange"), "unpaused now, or it was not paused"),
+                        "404": not_found,
+                        "409": _error("the execution already ended (code execution_finished)"),
+                        **errors,
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "health",
@@ -444,6 +501,10 @@ def openapi_document() -> dict[str, Any]:
                         "created_at",
                         "started_at",
                         "finished_at",
+                        "forked_from",
+                        "forked_at",
+                        "forks",
+                        "resumes",
                         "steps",
                     ],
                     "additionalProperties": False,
@@ -466,6 +527,20 @@ def openapi_document() -> dict[str, Any]:
                         "created_at": {"type": "string", "format": "date-time"},
                         "started_at": _TIME,
                         "finished_at": _TIME,
+                        "forked_from": {
+                            "type": ["string", "null"],
+                            "description": "the execution this one was forked from (zart.fork)",
+                        },
+                        "forked_at": {
+                            "type": ["string", "null"],
+                            "description": "the step of that execution it ran on from",
+                        },
+                        "forks": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "the executions forked from this one, oldest first",
+                        },
+                        "resumes": {"type": "integer", "description": "times it was resumed after it ended"},
                         "steps": {"type": "array", "items": _ref("Step")},
                     },
                 },
@@ -548,6 +623,41 @@ def openapi_document() -> dict[str, Any]:
                             "type": "boolean",
                             "description": "false when this key was delivered before (nothing stored)",
                         },
+                    },
+                },
+                "ForkRequest": {
+                    "type": "object",
+                    "required": ["from_step"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "from_step": {
+                            "oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+                            "description": "a step key of the history (charge-card#1), or a position in it",
+                        },
+                        "id": {"type": "string", "description": "the new execution's id (default: a UUID)"},
+                    },
+                },
+                "Fork": {
+                    "type": "object",
+                    "required": ["id", "workflow", "status", "forked_from", "forked_at"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "status": _ref("Status"),
+                        "forked_from": {"type": "string"},
+                        "forked_at": {"type": "string"},
+                    },
+                },
+                "StatusChange": {
+                    "type": "object",
+                    "required": ["id", "status"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": _ref("Status"),
+                        "paused": {"type": "boolean", "description": "pause: false if it already was"},
+                        "unpaused": {"type": "boolean", "description": "unpause: false if it was not paused"},
                     },
                 },
                 "CancelRequest": {

@@ -25,7 +25,17 @@ from ..jsonvalues import find_unstorable
 from ..names import name_problem
 from .errors import CLOSE, ApiError, invalid
 
-STATUSES = ("pending", "running", "sleeping", "waiting", "completed", "failed", "timed_out", "cancelled")
+STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+)
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 MAX_ID_LENGTH = starting.MAX_ID_LENGTH
@@ -128,7 +138,7 @@ async def json_object(request: Request, fields: tuple[str, ...], *, required: bo
     if not required:
         _check_content_type(request)
     value = _decode(body)
-    expected = ", ".join(repr(field) for field in fields)
+    expected = ", ".join(repr(field) for field in fields) or "none"
     if not isinstance(value, dict):
         raise invalid(f"the body must be a JSON object with the fields {expected}, not {_json_type(value)}")
     unknown = sorted(set(value) - set(fields))

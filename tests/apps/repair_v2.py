@@ -1,0 +1,17 @@
+"""The fixed version: the third step of `repair-five` works."""
+
+from __future__ import annotations
+
+import zart
+
+from .core_app import record_effect
+from .repair_common import register
+
+
+@zart.step("repair-c", retry="fixed(2, 50ms)")
+def repair_c(n: int) -> int:
+    record_effect(n)
+    return n - 1
+
+
+register(repair_c)
