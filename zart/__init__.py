@@ -44,7 +44,16 @@ from .errors import (
 )
 from .queues import Queue
 from .registry import Step, Workflow, step, workflow
-from .replay import Context, context, map, parallel, sleep, wait_for_event
+from .replay import (
+    Context,
+    context,
+    deprecate_patch,
+    map,
+    parallel,
+    patched,
+    sleep,
+    wait_for_event,
+)
 from .retry import Retry
 from .schema import migrate
 from .worker import Worker
@@ -90,11 +99,13 @@ __all__ = [
     "astart_many",
     "cancel",
     "context",
+    "deprecate_patch",
     "get",
     "list",
     "map",
     "migrate",
     "parallel",
+    "patched",
     "send_event",
     "sleep",
     "start",

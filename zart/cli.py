@@ -174,6 +174,8 @@ def _step_details(step: client.StepRecord, now: datetime) -> str:
         if step.status == "waiting":
             return f"sleeping {planned}, until {_timestamp(step.wake_at)} (in {_between(now, step.wake_at)})"
         return f"slept {planned}"
+    if step.kind == "patch":
+        return f"patched {_entry_name(step.key)!r}: runs the code with this patch"
     if step.kind == "event":
         name = _entry_name(step.key)
         if step.status == "waiting":
@@ -193,7 +195,7 @@ def _timeline(
     attempts: list[client.AttemptRecord],
     now: datetime,
 ) -> Any:
-    """The execution's history as a table: one row per step, sleep and event wait, in order, and
+    """The execution's history as a table: one row per step, sleep, event wait and patch, in order, and
     one row per attempt under a step that needed more than one (or is running now)."""
     from rich import box
     from rich.table import Table

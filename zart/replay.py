@@ -11,6 +11,7 @@ that each do one job:
 * `zart.journal`: the writes not yet committed, and the commits that park or end the run;
 * `zart.steps`: step calls, and running a step that has no checkpoint (attempts, retries);
 * `zart.waits`: `zart.sleep` and `zart.wait_for_event`;
+* `zart.patches`: `zart.patched` and `zart.deprecate_patch`, for changing code under executions in flight;
 * `zart.branches`: `zart.parallel` and `zart.map`, and running one of their branch tasks;
 * `zart.current`: which execution and step the running code belongs to (`zart.context()`).
 
@@ -35,6 +36,7 @@ from .current import Context, context, context_var, current_execution, execution
 from .errors import SerializationError
 from .history import Checkpoint, History, LastAttempt, PendingEvent
 from .journal import Journal, LeaseLost, Suspended, error_json, error_record, utcnow
+from .patches import deprecate_patch, patched
 from .steps import StepCall, make_call
 from .waits import sleep, wait_for_event
 
@@ -53,10 +55,12 @@ __all__ = [
     "Suspended",
     "context",
     "current_execution",
+    "deprecate_patch",
     "error_json",
     "error_record",
     "map",
     "parallel",
+    "patched",
     "run_branch",
     "sleep",
     "utcnow",
