@@ -18,6 +18,7 @@ from zart.history_reads import RecordedExecution
 from zart.replay_check import Verdict, check_executions
 
 from .apps import patching_app
+from .conftest import _create_database, _drop_database
 from .helpers import WorkerProcess, query, run_cli, scalar, wait_until
 
 OLD, NEW, PARKED = 100, 20, 5
@@ -194,6 +195,24 @@ def test_a_database_that_cannot_be_reached_is_exit_2(subprocess_env):
     assert result.returncode == 2, result
     (line,) = result.stderr.splitlines()
     assert line.startswith("zart: error: cannot connect to PostgreSQL"), line
+
+
+def test_a_database_without_zart_tables_is_exit_2_and_stays_without(server_url, subprocess_env):
+    """A check writes nothing, not even a migration: run against production before a deploy, it must
+    not apply the new code's migrations."""
+    name, url = _create_database(server_url)
+    try:
+        result = run_cli(
+            "replay-check", "--app", "tests.apps.core_app", "--database-url", url, env=subprocess_env
+        )
+        assert result.returncode == 2, result
+        (line,) = result.stderr.splitlines()
+        assert line.startswith("zart: error: the database at ") and line.endswith(
+            "has no Zart tables: nothing was recorded there (`zart migrate` creates them)"
+        ), line
+        assert scalar(url, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'zart%'") == 0
+    finally:
+        _drop_database(server_url, name)
 
 
 def test_limit_must_be_positive(subprocess_env):

@@ -7,6 +7,9 @@ read whole: a server-side cursor per list streams the executions, and each batch
 statement. Everything is read in one read-only REPEATABLE READ transaction: the lists and the
 histories are one snapshot, as `pg_dump` reads, at the price of holding that snapshot while the
 check runs (seconds for tens of thousands of executions).
+
+Nothing is migrated either: a check of production before a deploy must not apply the new code's
+migrations. It reads only columns every schema version has.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import attrs
 import psycopg
 
 from . import sql
-from .db import connect
+from .db import connect, redact
+from .errors import ConfigurationError
 from .history import Checkpoint
 
 DEFAULT_BATCH_SIZE = 1000
@@ -65,10 +69,16 @@ def recorded_executions(
             left = limit
             for statement in (in_flight, finished):
                 params["limit"] = left
-                for batch in _batches(conn, statement, params, batch_size):
-                    yield batch
-                    if left is not None:
-                        left -= len(batch)
+                try:
+                    for batch in _batches(conn, statement, params, batch_size):
+                        yield batch
+                        if left is not None:
+                            left -= len(batch)
+                except psycopg.errors.UndefinedTable:
+                    raise ConfigurationError(
+                        f"the database at {redact(url)} has no Zart tables: nothing was recorded there "
+                        "(`zart migrate` creates them)"
+                    ) from None
                 if left == 0:
                     return
 
