@@ -140,8 +140,14 @@ def test_patched_outside_a_workflow_body_is_refused(database_url, worker):
     handle = zart.start(
         patching_app.patching_in_a_step, id=f"in-step-{uuid.uuid4()}", database_url=database_url
     )
-    refused = "zart.patched() can only be called inside a workflow run by Zart"
-    assert handle.result(timeout=30) == [refused, refused, refused]
+    refused = (
+        "zart.patched() is called in a workflow's body, not in a step (it was called in step {!r}; a "
+        "zart.parallel or zart.map branch is a step): a patch chooses which durable calls the body makes next"
+    )
+    assert handle.result(timeout=30) == [
+        refused.format(key)
+        for key in ("patching-in-a-step#1", "patching-in-a-step#2", "patching-in-a-step#3")
+    ]
 
 
 @pytest.mark.parametrize(

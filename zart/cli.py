@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -24,6 +24,9 @@ from . import client, db, schema
 from .apps import import_apps
 from .errors import ZartError
 from .views import execution_json, queue_json, status_json, summary_json
+
+if TYPE_CHECKING:
+    from .replay_check import Summary, Verdict
 
 
 class InvalidInput(ZartError):
@@ -759,7 +762,7 @@ def prune(older_than: str, batch_size: int, dry_run: bool, database_url: str | N
 # -- replay-check --------------------------------------------------------------------------------------
 
 
-def _verdict_json(verdict: Any) -> dict[str, Any]:
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
     return {
         "execution": verdict.execution_id,
         "workflow": verdict.workflow,
@@ -772,18 +775,18 @@ def _verdict_json(verdict: Any) -> dict[str, Any]:
     }
 
 
-def _verdict_line(verdict: Any) -> str:
+def _verdict_line(verdict: Verdict) -> str:
     """One execution that would not replay: `diverged  ID (WORKFLOW, STATUS) at #N: ...`."""
     where = f"{verdict.execution_id} ({verdict.workflow}, {verdict.status})"
     if verdict.verdict == "diverged":
         recorded = "nothing" if verdict.recorded_key is None else repr(verdict.recorded_key)
         code = verdict.code_key
         reached = "the code ends before it" if code is None else f"the code reaches {code!r}"
-        return f"diverged  {where} at #{verdict.position + 1}: the history has {recorded}, {reached}"
+        return f"diverged  {where} at #{(verdict.position or 0) + 1}: the history has {recorded}, {reached}"
     return f"{verdict.verdict:<9} {where}: {_short(verdict.message or '', 200)}"
 
 
-def _check_summary(summary: Any, since: str) -> str:
+def _check_summary(summary: Summary, since: str) -> str:
     counts = summary.counts
     parts = [f"{counts['consistent']} consistent"]
     problems = (("diverged", "would diverge"), ("error", "would fail"), ("missing", "without code"))

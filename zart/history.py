@@ -139,9 +139,9 @@ class History:
         """What the history recorded at the current position, for a patch marker `key` (`zart.patches`).
 
         Unlike `entry_at`, another entry there is no divergence: it was recorded by the code from
-        before the patch. A recorded marker is consumed (the position moves past it); anything else
-        is left to the calls that follow, and nothing at all is left to the caller to record. The
-        marker recorded at another position is a divergence, as any key out of place is.
+        before the patch, and is left to the calls that follow. The marker is consumed (the position
+        moves past it). None: the history ends here, and the caller decides whether to record the
+        marker. The marker recorded at another position is a divergence, as any key out of place is.
         """
         if self.nondeterminism is not None:
             raise self.nondeterminism

@@ -23,9 +23,15 @@ calls before the fan-out.
 
 from __future__ import annotations
 
-from .current import require_execution
+from typing import TYPE_CHECKING
+
+from .current import context_var, require_execution
+from .errors import ZartError
 from .journal import utcnow
 from .names import check_name
+
+if TYPE_CHECKING:
+    from .replay import ExecutionContext
 
 # Patch ids become checkpoint keys (`patch:id#1`), like sleep and event names.
 MAX_PATCH_ID_LENGTH = 200
@@ -36,11 +42,23 @@ def marker_key(patch_id: str) -> str:
     return f"patch:{patch_id}#1"
 
 
+def _in_body(what: str) -> ExecutionContext:
+    """The execution whose workflow body calls `what`; a ZartError that says where to call it else."""
+    info = context_var.get()
+    if info is not None and info.step_key is not None:
+        raise ZartError(
+            f"{what} is called in a workflow's body, not in a step (it was called in step "
+            f"{info.step_key!r}; a zart.parallel or zart.map branch is a step): a patch chooses "
+            "which durable calls the body makes next"
+        )
+    return require_execution(what, "called")
+
+
 def patched(patch_id: str) -> bool:
     """True if this execution runs the code with patch `patch_id` at this point, False if its history
     was recorded by the code from before it (then the old code must run: see the module's docstring).
     """
-    execution = require_execution("zart.patched()", "called")
+    execution = _in_body("zart.patched()")
     check_name(patch_id, "a patch id", MAX_PATCH_ID_LENGTH)
     history = execution.history
     answer = history.patches.get(patch_id)
@@ -66,7 +84,7 @@ def patched(patch_id: str) -> bool:
 def deprecate_patch(patch_id: str) -> None:
     """For code whose old branch of patch `patch_id` was removed: consume the patch's marker if the
     history has it at this point, else do nothing. It never records one."""
-    execution = require_execution("zart.deprecate_patch()", "called")
+    execution = _in_body("zart.deprecate_patch()")
     check_name(patch_id, "a patch id", MAX_PATCH_ID_LENGTH)
     history = execution.history
     if patch_id in history.patches:
