@@ -429,7 +429,7 @@ def test_every_command_is_listed_with_its_help():
     listing = _ok(run_cli("--help"))
     for command in ("migrate", "worker", "supervise", "start", "send-event", "status", "show", "list"):
         assert re.search(rf"^  {command}\s", listing, re.M), command
-    for command in ("cancel", "prune", "demo"):
+    for command in ("cancel", "prune", "demo", "replay-check"):
         assert re.search(rf"^  {command}\s", listing, re.M), command
         assert _ok(run_cli(command, "--help")).startswith(f"Usage: python -m zart {command} ")
 

@@ -116,6 +116,22 @@ def test_brewery_report_durable_loop(database_url, example_env, tmp_path):
     ]
 
 
+def test_versioning_patch(database_url, example_env, subprocess_env):
+    assert run_example(example_env, "versioning.py") == [
+        "['charged ada', 'receipt sent to ada', 'extended the subscription of ada']",
+        "['renewal-charge#1', 'patch:send-receipt#1', 'renewal-receipt#1', 'sleep:grace-period#1', "
+        "'renewal-extend#1']",
+    ]
+    assert query(
+        database_url, "SELECT kind, output::text FROM zart_steps WHERE step_key = 'patch:send-receipt#1'"
+    ) == [("patch", "true")]
+    checked = run_cli(
+        "replay-check", "--app", "examples.versioning", "--workflow", "renewal", env=subprocess_env
+    )
+    assert checked.returncode == 0, checked
+    assert checked.stdout.endswith(" consistent\n") and "would" not in checked.stdout
+
+
 # -- queues and flow control (docs/queues.md) -----------------------------------------------------------
 
 

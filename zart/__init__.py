@@ -47,7 +47,16 @@ from .errors import (
 from .operating import afork, apause, aresume, aunpause, fork, pause, resume, unpause
 from .queues import Queue
 from .registry import Step, Workflow, step, workflow
-from .replay import Context, context, map, parallel, sleep, wait_for_event
+from .replay import (
+    Context,
+    context,
+    deprecate_patch,
+    map,
+    parallel,
+    patched,
+    sleep,
+    wait_for_event,
+)
 from .retry import Retry
 from .schema import migrate
 from .worker import Worker
@@ -99,12 +108,14 @@ __all__ = [
     "aunpause",
     "cancel",
     "context",
+    "deprecate_patch",
     "fork",
     "get",
     "list",
     "map",
     "migrate",
     "parallel",
+    "patched",
     "pause",
     "resume",
     "send_event",

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -25,32 +25,46 @@ from .apps import import_apps
 from .errors import ZartError
 from .views import execution_json, queue_json, status_json, summary_json
 
+if TYPE_CHECKING:
+    from .replay_check import Summary, Verdict
+
 
 class InvalidInput(ZartError):
     """A command-line value that cannot be used."""
 
 
 EXIT_ERROR = 1
+# `zart replay-check` answers with its exit status (1: some execution would diverge), so that its own
+# errors, which leave the question unanswered, exit as a usage error does.
+EXIT_UNCHECKED = 2
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = EXIT_ERROR) -> None:
     click.echo(f"zart: error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
+    sys.exit(code)
 
 
-def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ZartError as exc:
-            _fail(str(exc))
-        except (ValueError, TypeError) as exc:
-            _fail(str(exc))
-        except psycopg.Error as exc:  # the server went away mid-command, a statement timed out...
-            _fail(f"database error: {type(exc).__name__}: {db.first_line(exc)}")
+def _errors_exit(code: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A command's errors as one `zart: error:` line on stderr, and exit status `code`."""
 
-    return wrapper
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except ZartError as exc:
+                _fail(str(exc), code)
+            except (ValueError, TypeError) as exc:
+                _fail(str(exc), code)
+            except psycopg.Error as exc:  # the server went away mid-command, a statement timed out...
+                _fail(f"database error: {type(exc).__name__}: {db.first_line(exc)}", code)
+
+        return wrapper
+
+    return decorate
+
+
+_handle_errors = _errors_exit(EXIT_ERROR)
 
 
 database_url_option = click.option(
@@ -184,6 +198,8 @@ def _step_details(step: client.StepRecord, now: datetime) -> str:
         if step.status == "waiting":
             return f"sleeping {planned}, until {_timestamp(step.wake_at)} (in {_between(now, step.wake_at)})"
         return f"slept {planned}"
+    if step.kind == "patch":
+        return f"patched {_entry_name(step.key)!r}: runs the code with this patch"
     if step.kind == "event":
         name = _entry_name(step.key)
         if step.status == "waiting":
@@ -203,7 +219,7 @@ def _timeline(
     attempts: list[client.AttemptRecord],
     now: datetime,
 ) -> Any:
-    """The execution's history as a table: one row per step, sleep and event wait, in order, and
+    """The execution's history as a table: one row per step, sleep, event wait and patch, in order, and
     one row per attempt under a step that needed more than one (or is running now)."""
     from rich import box
     from rich.table import Table
@@ -807,6 +823,104 @@ def prune(older_than: str, batch_size: int, dry_run: bool, database_url: str | N
         f"{result.steps} step(s), {result.attempts} attempt(s), {result.events} event(s), "
         f"{result.tasks} task(s)"
     )
+
+
+# -- replay-check --------------------------------------------------------------------------------------
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "execution": verdict.execution_id,
+        "workflow": verdict.workflow,
+        "status": verdict.status,
+        "verdict": verdict.verdict,
+        "position": verdict.position,
+        "recorded": verdict.recorded_key,
+        "code": verdict.code_key,
+        "message": verdict.message,
+    }
+
+
+def _verdict_line(verdict: Verdict) -> str:
+    """One execution that would not replay: `diverged  ID (WORKFLOW, STATUS) at #N: ...`."""
+    where = f"{verdict.execution_id} ({verdict.workflow}, {verdict.status})"
+    if verdict.verdict == "diverged":
+        recorded = "nothing" if verdict.recorded_key is None else repr(verdict.recorded_key)
+        code = verdict.code_key
+        reached = "the code ends before it" if code is None else f"the code reaches {code!r}"
+        return f"diverged  {where} at #{(verdict.position or 0) + 1}: the history has {recorded}, {reached}"
+    return f"{verdict.verdict:<9} {where}: {_short(verdict.message or '', 200)}"
+
+
+def _check_summary(summary: Summary, since: str) -> str:
+    counts = summary.counts
+    parts = [f"{counts['consistent']} consistent"]
+    problems = (("diverged", "would diverge"), ("error", "would fail"), ("missing", "without code"))
+    for verdict, words in problems:
+        if counts[verdict]:
+            parts.append(f"{counts[verdict]} {words}")
+    return (
+        f"checked {summary.checked} execution(s) ({summary.in_flight} in flight, {summary.finished} "
+        f"finished in the last {since}): {', '.join(parts)}"
+    )
+
+
+@main.command("replay-check")
+@app_option
+@click.option("--workflow", default=None, metavar="NAME", help="Only executions of this workflow.")
+@click.option(
+    "--since",
+    default="7d",
+    show_default=True,
+    metavar="DURATION",
+    help="Also check the executions that finished this recently.",
+)
+@click.option(
+    "--limit",
+    default=None,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Check at most N executions, those in flight first (default: all).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per execution, then a summary.")
+@database_url_option
+@_errors_exit(EXIT_UNCHECKED)
+def replay_check(
+    apps: tuple[str, ...],
+    workflow: str | None,
+    since: str,
+    limit: int | None,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
+    """Replay the recorded histories against the code of the --app modules, running nothing.
+
+    Lists every execution that would diverge (the first differing key), fail, or has no code, and
+    exits 1 if there is any, 0 if every execution replays: a deploy gate. 2: the check could not run.
+    """
+    from .durations import parse_duration
+    from .replay_check import Summary
+    from .replay_check import replay_check as check
+
+    if not apps:
+        raise InvalidInput("replay-check needs --app MODULE: the code to replay the histories with")
+    seconds = parse_duration(since, "--since")
+    import_apps(apps)
+    url = db.resolve_url(database_url)  # not migrated: a check writes nothing, not even a migration
+    summary = Summary()
+    for verdict in check(url, workflow=workflow, since=seconds, limit=limit):
+        summary.add(verdict)
+        if as_json:
+            click.echo(_json(_verdict_json(verdict)))
+        elif not verdict.ok:
+            click.echo(_verdict_line(verdict))
+    if as_json:
+        totals = {"checked": summary.checked, "in_flight": summary.in_flight, "finished": summary.finished}
+        totals.update(summary.counts)
+        click.echo(_json({"summary": {**totals, "seconds": round(summary.seconds, 3)}}))
+    else:
+        click.echo(_check_summary(summary, since))
+    sys.exit(0 if summary.ok else 1)
 
 
 @main.command()

@@ -58,11 +58,12 @@ class ExecutionInfo:
 
 @attrs.frozen
 class StepRecord:
-    """One history entry of an execution: a step, a sleep (`sleep:`) or an event wait (`event:`)."""
+    """One history entry of an execution: a step, a sleep (`sleep:`), an event wait (`event:`) or a
+    patch marker (`patch:`, see `zart.patched`)."""
 
     key: str
     position: int
-    kind: str  # step | sleep | event
+    kind: str  # step | sleep | event | patch
     status: str  # completed | failed | waiting
     result: Any
     error: dict[str, Any] | None

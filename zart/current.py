@@ -58,9 +58,9 @@ def context() -> Context:
     return info
 
 
-def require_execution(what: str) -> ExecutionContext:
+def require_execution(what: str, verb: str = "awaited") -> ExecutionContext:
     """The running execution, for a workflow verb (`what`) that only makes sense inside one."""
     execution = execution_var.get()
     if execution is None:
-        raise ZartError(f"{what} can only be awaited inside a workflow run by Zart")
+        raise ZartError(f"{what} can only be {verb} inside a workflow run by Zart")
     return execution

@@ -41,7 +41,24 @@ class ExecutionNotFound(ZartError, LookupError):
 
 
 class NonDeterminismError(ZartError):
-    """Replaying a workflow reached a step that differs from the recorded history."""
+    """Replaying a workflow reached a step that differs from the recorded history.
+
+    Besides its message, it says where (`position`, 0-based, as `StepRecord.position`), what the history
+    recorded there (`recorded_key`, None: nothing) and what the code reached there (`replayed_key`,
+    None: the workflow ended before it), so that `zart replay-check` can list them without parsing text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        position: int | None = None,
+        recorded_key: str | None = None,
+        replayed_key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.position = position
+        self.recorded_key = recorded_key
+        self.replayed_key = replayed_key
 
 
 class NonRetryable(ZartError):

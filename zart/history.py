@@ -9,13 +9,16 @@ An entry with another key at that position, or the key recorded at another posit
 workflow's code changed under a running execution. That divergence is sticky (`History.entry_at`):
 once seen, every later durable call raises it again, so a workflow that catches it can do nothing
 durable past it.
+
+A patch marker (`zart.patched`) is the one exception to that rule: another key at its position is the
+history of code from before the patch, and the marker takes no position there (`History.marker_at`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import trio
@@ -26,14 +29,14 @@ from .errors import NonDeterminismError, StepFailed
 
 @attrs.frozen
 class Checkpoint:
-    """One recorded history entry: a step, a sleep or an event wait."""
+    """One recorded history entry: a step, a sleep, an event wait or a patch marker."""
 
     key: str
     seq: int
     status: str  # completed | failed | waiting (a sleep or event wait not over yet)
     output: str | None
     error: str | None
-    kind: str = "step"
+    kind: str = "step"  # step | sleep | event | patch
     wake_in: float | None = None  # seconds from the claim to the wait's deadline
 
 
@@ -79,6 +82,7 @@ class History:
         "entries",
         "execution_id",
         "nondeterminism",
+        "patches",
         "position",
     )
 
@@ -88,6 +92,8 @@ class History:
         self._recorded_positions = {checkpoint.key: checkpoint.seq for checkpoint in checkpoints}
         self.nondeterminism: NonDeterminismError | None = None
         self.position = 0  # the position of the next durable call
+        # Patch id -> what zart.patched answered in this run: one answer per patch per run (zart.patches).
+        self.patches: dict[str, bool] = {}
         self._calls: defaultdict[tuple[str, str], int] = defaultdict(int)
         # Recorded wait deadlines are relative to the claim (Checkpoint.wake_in): the trio clock
         # when the claim's answer arrived.
@@ -126,14 +132,39 @@ class History:
         recorded = self.entries.get(position)
         elsewhere = self._recorded_positions.get(key)
         if (recorded is not None and recorded.key != key) or (elsewhere not in (None, position)):
-            found = recorded.key if recorded is not None else "nothing"
-            self.nondeterminism = NonDeterminismError(
-                f"execution {self.execution_id!r}: replay reached {key!r} at position {position + 1}, "
-                f"but the history recorded {found!r} there; the workflow's code changed its "
-                "steps since this execution started"
-            )
-            raise self.nondeterminism
+            self._diverge(position, key, recorded)
         return recorded
+
+    def marker_at(self, key: str) -> Checkpoint | None:
+        """What the history recorded at the current position, for a patch marker `key` (`zart.patches`).
+
+        Unlike `entry_at`, another entry there is no divergence: it was recorded by the code from
+        before the patch, and is left to the calls that follow. The marker is consumed (the position
+        moves past it). None: the history ends here, and the caller decides whether to record the
+        marker. The marker recorded at another position is a divergence, as any key out of place is.
+        """
+        if self.nondeterminism is not None:
+            raise self.nondeterminism
+        position = self.position
+        recorded = self.entries.get(position)
+        if self._recorded_positions.get(key) not in (None, position):
+            self._diverge(position, key, recorded)
+        if recorded is not None and recorded.key == key:
+            self.position += 1
+        return recorded
+
+    def _diverge(self, position: int, key: str, recorded: Checkpoint | None) -> NoReturn:
+        """Record and raise the divergence at `position`: the code reached `key` there."""
+        found = recorded.key if recorded is not None else None
+        self.nondeterminism = NonDeterminismError(
+            f"execution {self.execution_id!r}: replay reached {key!r} at position {position + 1}, "
+            f"but the history recorded {found or 'nothing'!r} there; the workflow's code changed its "
+            "steps since this execution started",
+            position,
+            found,
+            key,
+        )
+        raise self.nondeterminism
 
     def remaining(self, recorded: Checkpoint) -> float:
         """Seconds left before a recorded wait's deadline (inf when it has none)."""
@@ -154,5 +185,8 @@ class History:
             f"execution {self.execution_id!r}: the workflow ended after {self.position} history "
             f"entries, but the history recorded {len(self.entries)}: {first.key!r} at position "
             f"{first.seq + 1} was never reached; the workflow's code changed its steps since this "
-            "execution started"
+            "execution started",
+            first.seq,
+            first.key,
+            None,
         )

@@ -11,6 +11,7 @@ that each do one job:
 * `zart.journal`: the writes not yet committed, and the commits that park or end the run;
 * `zart.steps`: step calls, and running a step that has no checkpoint (attempts, retries);
 * `zart.waits`: `zart.sleep` and `zart.wait_for_event`;
+* `zart.patches`: `zart.patched` and `zart.deprecate_patch`, for changing code under executions in flight;
 * `zart.branches`: `zart.parallel` and `zart.map`, and running one of their branch tasks;
 * `zart.current`: which execution and step the running code belongs to (`zart.context()`).
 
@@ -35,6 +36,7 @@ from .current import Context, context, context_var, current_execution, execution
 from .errors import SerializationError
 from .history import Checkpoint, History, LastAttempt, PendingEvent
 from .journal import Journal, LeaseLost, Suspended, error_json, error_record, utcnow
+from .patches import deprecate_patch, patched
 from .steps import StepCall, make_call
 from .waits import sleep, wait_for_event
 
@@ -53,10 +55,12 @@ __all__ = [
     "Suspended",
     "context",
     "current_execution",
+    "deprecate_patch",
     "error_json",
     "error_record",
     "map",
     "parallel",
+    "patched",
     "run_branch",
     "sleep",
     "utcnow",
@@ -162,22 +166,31 @@ class ExecutionContext:
         if scope.cancelled_caught:
             await self._time_out()
 
+    async def call_body(self, input_json: str | None) -> tuple[Any, Exception | None]:
+        """Run the workflow body as this execution (its durable calls go through this history and
+        journal): its result, or the exception it raised.
+
+        Only the body: what its end means (a commit, a verdict of `zart replay-check`) is the caller's.
+        """
+        workflow = self.workflow
+        assert workflow is not None
+        execution_token = execution_var.set(self)
+        info_token = context_var.set(Context(self.execution_id, workflow.name))
+        try:
+            value = serde.loads(input_json)
+            coroutine = workflow.fn(value) if workflow.takes_input else workflow.fn()
+            return await coroutine, None
+        except Exception as exc:
+            return None, exc
+        finally:
+            context_var.reset(info_token)
+            execution_var.reset(execution_token)
+
     async def _run_body(self, input_json: str | None) -> None:
         workflow = self.workflow
         assert workflow is not None
         journal = self.journal
-        execution_token = execution_var.set(self)
-        info_token = context_var.set(Context(self.execution_id, workflow.name))
-        failure: Exception | None = None
-        try:
-            value = serde.loads(input_json)
-            coroutine = workflow.fn(value) if workflow.takes_input else workflow.fn()
-            result = await coroutine
-        except Exception as exc:
-            failure = exc
-        finally:
-            context_var.reset(info_token)
-            execution_var.reset(execution_token)
+        result, failure = await self.call_body(input_json)
         await self.until_due()  # the end is an effect too (a timer's replay can end the execution)
         # A divergence fails the execution even when the workflow caught it, and so does history
         # the body never reached (code that lost steps would otherwise end "completed").

@@ -1011,3 +1011,38 @@ SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps), (SELECT count(
        (SELECT count(*) FROM events),
        (SELECT count(*) FROM workflow_tasks) + (SELECT count(*) FROM step_tasks)
 """
+
+# -- replay-check (zart replay-check) ----------------------------------------------------------------
+
+# The executions whose histories `zart replay-check` replays, read through one server-side cursor
+# each: those in flight, oldest first (their histories come from the oldest code), then those that
+# finished within `since` seconds, newest first (on zart_execution_runs_finished_idx). One statement
+# per filter, as for the lists above. `limit` NULL: all of them. The recorded error's type tells a
+# replay that fails as the execution did from code that now fails where it did not.
+_CHECK_IN_FLIGHT = """
+SELECT id, workflow, status, input::text, error->>'type'
+FROM zart_execution_runs
+WHERE status IN ('pending', 'running', 'sleeping', 'waiting'){workflow}
+ORDER BY created_at, id
+LIMIT %(limit)s
+"""
+CHECK_IN_FLIGHT = _CHECK_IN_FLIGHT.format(workflow="")
+CHECK_IN_FLIGHT_OF_WORKFLOW = _CHECK_IN_FLIGHT.format(workflow=" AND workflow = %(workflow)s")
+
+_CHECK_FINISHED = """
+SELECT id, workflow, status, input::text, error->>'type'
+FROM zart_execution_runs
+WHERE status IN ('completed', 'failed', 'timed_out', 'cancelled')
+  AND finished_at >= now() - make_interval(secs => %(since)s){workflow}
+ORDER BY finished_at DESC, id
+LIMIT %(limit)s
+"""
+CHECK_FINISHED = _CHECK_FINISHED.format(workflow="")
+CHECK_FINISHED_OF_WORKFLOW = _CHECK_FINISHED.format(workflow=" AND workflow = %(workflow)s")
+
+# The whole histories of a batch of executions, in one statement (on zart_steps' primary key). In
+# no particular order: a history is keyed by position (zart.history).
+CHECK_HISTORIES = """
+SELECT execution_id, step_key, seq, kind, status, output::text, error::text
+FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
+"""
