@@ -68,6 +68,24 @@ def test_a_patch_keeps_old_executions_on_the_old_path_and_replay_check_finds_wha
         old = _start(url, "old", OLD)  # parked in their event wait by version 1
     finally:
         assert v1.stop() == 0
+
+    # Before the deploy: version 2 (the patch) replays every parked history; a version that renamed
+    # a step they ran, without a patch, would strand every one of them.
+    gate = run_cli("replay-check", "--app", "tests.apps.versioning_v2", env=env)
+    assert gate.returncode == 0, gate
+    assert (
+        gate.stdout.splitlines()[-1]
+        == f"checked {OLD} execution(s) ({OLD} in flight, 0 finished in the last 7d): {OLD} consistent"
+    )
+    stranded = run_cli("replay-check", "--app", "tests.apps.versioning_v4", env=env)
+    assert stranded.returncode == 1, stranded
+    lines = stranded.stdout.splitlines()
+    assert lines[-1].endswith(f"0 consistent, {OLD} would diverge")
+    assert sorted(lines[:-1]) == sorted(
+        f"diverged  old-{n} (versioned, waiting) at #1: the history has 'versioned-prepare#1', "
+        "the code reaches 'versioned-prepare-v4#1'"
+        for n in range(OLD)
+    )
     v2 = WorkerProcess(env, app="tests.apps.versioning_v2")
     try:
         v2.wait_started()
