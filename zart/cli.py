@@ -22,6 +22,7 @@ import psycopg
 
 from . import client, db, operating, schema
 from .apps import import_apps
+from .client import STATUSES
 from .errors import ZartError
 from .views import execution_json, queue_json, status_json, summary_json
 
@@ -93,17 +94,6 @@ def _json(value: Any) -> str:
 
 # -- output: rich tables on stdout, JSON for scripts ------------------------------------------------
 
-STATUSES = (
-    "pending",
-    "running",
-    "sleeping",
-    "waiting",
-    "paused",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-)
 _DETAIL_WIDTH = 80
 
 

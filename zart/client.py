@@ -32,6 +32,18 @@ from .threads import in_thread
 T = TypeVar("T")
 
 TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
+# Every status a read shows, in the order of an execution's life (`zart list --status`, the API's).
+STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+)
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ import uuid
 import psycopg
 
 from . import sql
-from .client import ExecutionHandle
+from .client import TERMINAL, ExecutionHandle
 from .db import resolve_url
 from .errors import (
     DuplicateExecution,
@@ -28,7 +28,6 @@ from .pools import transaction
 from .starting import check_id
 from .threads import in_thread
 
-TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
 RESUMABLE = frozenset({"failed", "timed_out", "cancelled"})
 # How many of a history's keys an unknown `from_step` error lists.
 _KEYS_SHOWN = 20

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import client, operating, pools, sql
+from ..client import STATUSES
 from ..queue_admin import queue_stats
 from ..views import execution_json, queue_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
@@ -34,7 +35,6 @@ from .validation import (
     MAX_LIST_LIMIT,
     MAX_WORKFLOW_NAME_LENGTH,
     START_OPTIONS,
-    STATUSES,
     batch_lists,
     check_name,
     json_object,

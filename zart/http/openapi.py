@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..client import STATUSES
 from .validation import (
     DEFAULT_LIST_LIMIT,
     MAX_BATCH,
@@ -17,7 +18,6 @@ from .validation import (
     MAX_PRIORITY,
     MAX_QUEUE_NAME_LENGTH,
     MAX_WORKFLOW_NAME_LENGTH,
-    STATUSES,
 )
 
 

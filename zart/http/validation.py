@@ -25,17 +25,6 @@ from ..jsonvalues import find_unstorable
 from ..names import name_problem
 from .errors import CLOSE, ApiError, invalid
 
-STATUSES = (
-    "pending",
-    "running",
-    "sleeping",
-    "waiting",
-    "paused",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-)
 DEFAULT_LIST_LIMIT = 50
 MAX_LIST_LIMIT = 1000
 MAX_ID_LENGTH = starting.MAX_ID_LENGTH
