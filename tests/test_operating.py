@@ -237,6 +237,32 @@ def test_pause_while_sleeping_then_unpause_after_the_deadline_goes_on_at_once(da
     assert time.monotonic() - began < 2  # at once: not a poll later, not a second sleep
 
 
+def test_an_execution_paused_before_it_began_begins_at_once_when_unpaused(database_url, subprocess_env):
+    """Paused while pending (its start delayed): no claim admits it when it comes due, and
+    unpausing wakes the claimers (a 30 s poll here: only the notification can be that quick)."""
+    worker = WorkerProcess(subprocess_env, "--poll-interval", "30s", app="tests.apps.repair_v2")
+    try:
+        worker.wait_started()
+        handle = zart.start("repair-five", 5, id=new_id("early"), delay="1s", database_url=database_url)
+        zart.pause(handle.id, database_url=database_url)
+        wait_until(
+            lambda: scalar(
+                database_url,
+                "SELECT now() > run_at + interval '0.5 s' FROM zart_tasks WHERE execution_id = %s",
+                (handle.id,),
+            ),
+            what="its start to come due",
+        )
+        assert handle.status() == "paused"
+        assert effects(database_url, handle.id) == []
+        began = time.monotonic()
+        zart.unpause(handle.id, database_url=database_url)
+        assert handle.result(timeout=30) == ((5 + 1) * 2 - 1 + 100) * 10
+        assert time.monotonic() - began < 5
+    finally:
+        worker.stop()
+
+
 def test_bad_operations_say_what_is_wrong_and_write_nothing(database_url, v2):
     done = zart.start("repair-five", 4, id=new_id("done"), database_url=database_url)
     done.result(timeout=30)

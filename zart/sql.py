@@ -187,11 +187,12 @@ UPDATE zart_execution_runs SET paused = %(paused)s, updated_at = now() WHERE id 
 
 # A paused execution's tasks are left out of every claim (zart_tasks_ready_idx and the admission
 # both skip them); a runner holding one finds out at its next commit (WRITE_BATCH). Unpausing wakes
-# the claimers if a task came due meanwhile (a sleep's end, an event's delivery, a fan-in).
+# the claimers if a task came due meanwhile (a sleep's end, an event's delivery, a fan-in), or if the
+# execution had not begun yet (its admission).
 SET_TASKS_PAUSED = f"""
 WITH workflow_task AS (
     UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'workflow' AND execution_id = %(id)s
-    RETURNING run_at <= now() AND admitted AS ready
+    RETURNING run_at <= now() AS ready
 ), step_tasks AS (
     UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'step' AND execution_id = %(id)s
     RETURNING run_at <= now() AS ready
