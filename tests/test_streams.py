@@ -7,13 +7,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import httpx
+import orjson
 import pytest
 import trio
 
 import zart
 
 from .apps import streams_app
-from .helpers import WorkerProcess, query, scalar, wait_until
+from .helpers import WorkerProcess, query, run_cli, scalar, wait_until
+from .test_http import ServeProcess, server_env
 
 
 def stream_rows(url: str, execution_id: str, stream: str) -> list[tuple[int, object]]:
@@ -181,3 +184,123 @@ def test_emit_outside_a_workflow_and_bad_reads(database_url):
         handle.stream("a\x00b")
     with pytest.raises(TypeError, match="must be a string"):
         handle.astream(3)  # type: ignore[arg-type]
+
+
+# -- Server-Sent Events over a real `zart serve` ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def served(database_url: str) -> Iterator[str]:
+    env = server_env(database_url)
+    worker = WorkerProcess(env, app="tests.apps.streams_app")
+    server = ServeProcess(env, "--app", "tests.apps.streams_app")
+    try:
+        worker.wait_started()
+        yield server.wait_ready()
+    finally:
+        assert server.stop() == 0, server.log()
+        worker.stop()
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, str]]:
+    """The events of a text/event-stream response, as they arrive (with `at`: time.time() then)."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if event:
+                event["at"] = str(time.time())
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            event[field] = value.removeprefix(" ")
+
+
+def test_sse_reader_joining_mid_way_gets_all_values_in_order(served, database_url):
+    handle = zart.start(
+        streams_app.stream_counter, {"count": 1000, "group": 100, "nap": 0.1}, database_url=database_url
+    )
+    wait_until(
+        lambda: len(stream_rows(database_url, handle.id, "numbers")) >= 200, timeout=60, what="200 values"
+    )
+    received = []
+    with (
+        httpx.Client(base_url=served, timeout=30) as http,
+        http.stream("GET", f"/v1/executions/{handle.id}/streams/numbers") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        joined_at = len(stream_rows(database_url, handle.id, "numbers"))
+        for event in sse_events(response):
+            if event.get("event") == "end":
+                break
+            received.append((int(event["id"]), orjson.loads(event["data"])))
+    assert joined_at < 1000, "the reader joined after the last value: not mid-way"
+    assert received == [(i + 1, i) for i in range(1000)]
+    assert handle.result(timeout=30) == 1000
+    # Resume after the 990th value (EventSource's reconnect): the last ten, then the end.
+    with httpx.Client(base_url=served, timeout=30) as http:
+        resumed = http.get(f"/v1/executions/{handle.id}/streams/numbers", headers={"Last-Event-ID": "990"})
+    assert [line for line in resumed.text.splitlines() if line.startswith("id: ")] == [
+        f"id: {seq}" for seq in range(991, 1001)
+    ]
+    assert resumed.text.endswith("event: end\ndata: {}\n\n")
+
+
+def test_sse_live_values_arrive_within_50_ms_of_their_commit(served, database_url):
+    handle = zart.start(streams_app.stream_then_wait, database_url=database_url)
+    latencies = []
+    with (
+        httpx.Client(base_url=served, timeout=30) as http,
+        http.stream("GET", f"/v1/executions/{handle.id}/streams/live") as response,
+    ):
+        events = sse_events(response)
+        for i in range(30):
+            zart.send_event(handle.id, "value", {"i": i}, database_url=database_url)
+            event = next(events)
+            assert (event["id"], orjson.loads(event["data"])) == (str(i + 1), {"i": i})
+            created = scalar(
+                database_url,
+                "SELECT extract(epoch FROM created_at) FROM zart_streams"
+                " WHERE execution_id = %s AND seq = %s",
+                (handle.id, i + 1),
+            )
+            latencies.append(float(event["at"]) - float(created))
+        zart.send_event(handle.id, "value", "stop", database_url=database_url)
+        assert next(events)["event"] == "end"
+    latencies.sort()
+    print(
+        f"SSE: value's insert to its arrival at the reader: median {latencies[15] * 1000:.1f} ms,"
+        f" max {latencies[-1] * 1000:.1f} ms"
+    )
+    assert latencies[-3] < 0.05, latencies
+
+
+def test_sse_errors_in_the_api_shape(served, database_url):
+    with httpx.Client(base_url=served, timeout=30) as http:
+        missing = http.get("/v1/executions/no-such-execution/streams/numbers")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "execution_not_found"
+        handle = zart.start(streams_app.stream_two, database_url=database_url)
+        bad_name = http.get(f"/v1/executions/{handle.id}/streams/{'x' * 201}")
+        assert bad_name.status_code == 422
+        assert "stream name" in bad_name.json()["error"]["message"]
+        bad_id = http.get(f"/v1/executions/{handle.id}/streams/a", headers={"Last-Event-ID": "-1"})
+        assert bad_id.status_code == 422
+        assert "Last-Event-ID" in bad_id.json()["error"]["message"]
+        assert handle.result(timeout=30) == 2
+        done = http.get(f"/v1/executions/{handle.id}/streams/a")
+        assert done.status_code == 200
+        assert done.text == 'id: 1\ndata: "a1"\n\nid: 2\ndata: "a2"\n\nevent: end\ndata: {}\n\n'
+
+
+def test_zart_show_lists_each_streams_last_values(database_url, worker, subprocess_env):
+    handle = zart.start(streams_app.stream_counter, {"count": 12, "group": 5}, database_url=database_url)
+    assert handle.result(timeout=30) == 12
+    shown = run_cli("show", handle.id, env=subprocess_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "stream numbers" in shown.stdout
+    assert "12 values: ..., 9, 10, 11" in shown.stdout
+    assert "emitted value 12 of stream 'numbers'" in shown.stdout
+    as_json = run_cli("show", handle.id, "--json", env=subprocess_env)
+    assert orjson.loads(as_json.stdout)["streams"] == [{"name": "numbers", "count": 12, "last": [9, 10, 11]}]

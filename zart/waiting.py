@@ -156,8 +156,8 @@ class _Listener:
         while True:
             try:
                 with connect(self.url) as conn:
-                    conn.execute(f"LISTEN {sql.DONE_CHANNEL}")
                     conn.execute(f"LISTEN {sql.STREAM_CHANNEL}")
+                    conn.execute(f"LISTEN {sql.DONE_CHANNEL}")  # last: pg_stat_activity shows it
                     self.listening.set()
                     delay = 0.1
                     while True:
