@@ -2,9 +2,10 @@
 -- `handle.stream(name)` and GET /v1/executions/{id}/streams/{name} (docs/streams.md).
 -- Each value is written in the same transaction as the history entry (kind 'emit') that records
 -- its emit, and its position is fixed by the workflow's code (the k-th emit to that stream): the
--- primary key makes a second append of the same value impossible, even by a replay.
+-- primary key makes a second append of the same value impossible, even by a replay. No foreign key,
+-- like the other hot tables (docs/architecture.md, "Tables"): `zart prune` deletes the rows.
 CREATE TABLE zart_streams (
-    execution_id  text NOT NULL REFERENCES zart_execution_runs (id) ON DELETE CASCADE,
+    execution_id  text NOT NULL,
     stream        text NOT NULL,
     seq           integer NOT NULL CHECK (seq >= 1),
     value         json,

@@ -304,3 +304,23 @@ def test_zart_show_lists_each_streams_last_values(database_url, worker, subproce
     assert "emitted value 12 of stream 'numbers'" in shown.stdout
     as_json = run_cli("show", handle.id, "--json", env=subprocess_env)
     assert orjson.loads(as_json.stdout)["streams"] == [{"name": "numbers", "count": 12, "last": [9, 10, 11]}]
+
+
+def test_prune_removes_the_streams_and_fork_copies_the_values_before_its_step(
+    fresh_database_url, monkeypatch
+):
+    from zart.prune import prune
+
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", fresh_database_url)
+    with zart.Worker(fresh_database_url, lease="2s", poll_interval="0.5s"):
+        handle = zart.start(streams_app.stream_two, database_url=fresh_database_url)
+        assert handle.result(timeout=30) == 2
+        forked = zart.fork(handle.id, from_step="emit:a#2", database_url=fresh_database_url)
+        assert forked.result(timeout=30) == 2
+    # The fork copied the values of the emits it copied (a1, b1) and emitted a2 itself.
+    assert stream_rows(fresh_database_url, forked.id, "a") == [(1, "a1"), (2, "a2")]
+    assert stream_rows(fresh_database_url, forked.id, "b") == [(1, {"b": 1})]
+    old_enough = "SELECT max(finished_at) < now() - interval '1 millisecond' FROM zart_execution_runs"
+    wait_until(lambda: scalar(fresh_database_url, old_enough), what="both executions older than 1 ms")
+    prune(fresh_database_url, older_than=0.001)
+    assert scalar(fresh_database_url, "SELECT count(*) FROM zart_streams") == 0

@@ -1056,6 +1056,8 @@ WITH doomed AS MATERIALIZED (
     DELETE FROM zart_step_attempts WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
 ), events AS (
     DELETE FROM zart_events WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
+), stream_values AS (
+    DELETE FROM zart_streams WHERE execution_id IN (SELECT id FROM doomed)
 ), workflow_tasks AS (  -- split by kind, so that each can use its partial index on execution_id
     DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id IN (SELECT id FROM doomed) RETURNING 1
 ), step_tasks AS (
