@@ -324,3 +324,8 @@ def test_prune_removes_the_streams_and_fork_copies_the_values_before_its_step(
     wait_until(lambda: scalar(fresh_database_url, old_enough), what="both executions older than 1 ms")
     prune(fresh_database_url, older_than=0.001)
     assert scalar(fresh_database_url, "SELECT count(*) FROM zart_streams") == 0
+
+
+def test_emit_inside_a_step_is_refused(database_url, worker):
+    handle = zart.start(streams_app.stream_from_step, database_url=database_url)
+    assert handle.result(timeout=30) == "zart.emit() can only be awaited inside a workflow run by Zart"

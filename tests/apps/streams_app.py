@@ -66,3 +66,17 @@ async def stream_two() -> int:
     await zart.emit("a", "a2")
     await stream_group(0)
     return 2
+
+
+@zart.step("emit-in-step", retry=None)
+async def emit_in_step() -> None:
+    await zart.emit("from-step", 1)  # not a workflow: ZartError
+
+
+@zart.workflow("stream-from-step")
+async def stream_from_step() -> str:
+    try:
+        await emit_in_step()
+    except zart.StepFailed as failed:
+        return failed.message
+    return "no error"
