@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -329,3 +330,25 @@ def test_prune_removes_the_streams_and_fork_copies_the_values_before_its_step(
 def test_emit_inside_a_step_is_refused(database_url, worker):
     handle = zart.start(streams_app.stream_from_step, database_url=database_url)
     assert handle.result(timeout=30) == "zart.emit() can only be awaited inside a workflow run by Zart"
+
+
+def test_serve_stops_on_sigterm_with_a_stream_open(database_url):
+    """An open stream does not keep `zart serve` from stopping: after its grace it exits 0."""
+    env = server_env(database_url)
+    server = ServeProcess(env, "--app", "tests.apps.streams_app")
+    handle = zart.start(streams_app.stream_then_wait, database_url=database_url)
+    try:
+        url = server.wait_ready()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            with http.stream("GET", f"/v1/executions/{handle.id}/streams/live") as response:
+                assert response.status_code == 200
+                began = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(httpx.HTTPError):
+                    for _ in response.iter_lines():
+                        pass
+            assert server.process.wait(30) == 0, server.log()
+            print(f"zart serve stopped {time.monotonic() - began:.1f} s after SIGTERM with a stream open")
+    finally:
+        server.stop()
+        handle.cancel()
