@@ -298,3 +298,12 @@ def test_queues_django_example(database_url, example_env):
         "no execution with id 'confirm-12'",
     ]
     assert query(database_url, "SELECT id FROM shop_orders WHERE id IN (11, 12)") == [(11,)]
+
+
+def test_progress_stream(example_env):
+    progress = [
+        f"{{'done': {i}, 'of': 3, 'photo': '{photo}'}}"
+        for i, photo in enumerate(["cat.jpg", "dog.jpg", "owl.jpg"], 1)
+    ]
+    assert run_example(example_env, "progress.py") == [*progress, "3"]
+    assert run_example(example_env, "progress_sse.py") == progress

@@ -190,6 +190,7 @@ def test_openapi_document_is_valid_and_served(api):
         "/v1/executions:batch",
         "/v1/executions/{id}",
         "/v1/executions/{id}/events/{name}",
+        "/v1/executions/{id}/streams/{name}",
         "/v1/queues",
         "/v1/executions/{id}/cancel",
         "/v1/executions/{id}/resume",

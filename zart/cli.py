@@ -20,7 +20,7 @@ import click
 import orjson
 import psycopg
 
-from . import client, db, operating, schema
+from . import client, db, operating, schema, streams
 from .apps import import_apps
 from .client import STATUSES
 from .errors import ZartError
@@ -188,6 +188,8 @@ def _step_details(step: client.StepRecord, now: datetime) -> str:
         if step.status == "waiting":
             return f"sleeping {planned}, until {_timestamp(step.wake_at)} (in {_between(now, step.wake_at)})"
         return f"slept {planned}"
+    if step.kind == "emit":
+        return f"emitted value {step.key.rsplit('#', 1)[-1]} of stream {_entry_name(step.key)!r}"
     if step.kind == "patch":
         return f"patched {_entry_name(step.key)!r}: runs the code with this patch"
     if step.kind == "event":
@@ -524,6 +526,10 @@ def list_(
     _print(table)
 
 
+# The last values of each stream `zart show` prints.
+SHOWN_STREAM_VALUES = 3
+
+
 @main.command()
 @click.argument("execution_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the execution and its history as JSON.")
@@ -537,8 +543,14 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
     info = handle.info()
     steps = handle.steps()
     attempts = handle.attempts()
+    tails = streams.tails(handle.database_url, info.id, limit=SHOWN_STREAM_VALUES)
     if as_json:
         data = execution_json(info, steps)
+        if tails:
+            data["streams"] = [
+                {"name": name, "count": count, "last": [value.value for value in values]}
+                for name, count, values in tails
+            ]
         data["attempts"] = [
             {
                 "step_key": attempt.step_key,
@@ -585,6 +597,12 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
         header.add_row("result", _text(_short(_json(info.result), 200)))
     elif info.error:
         header.add_row("error", _text(_short(_error_text(info.error), 200)))
+    for name, count, values in tails:  # each stream (zart.emit): its last few values
+        shown = ", ".join(_short(_json(value.value), 60) for value in values)
+        more = "..., " if count > len(values) else ""
+        header.add_row(
+            _text(f"stream {name}"), _text(f"{count} value{'s' if count != 1 else ''}: {more}{shown}")
+        )
     parts: list[Any] = [header, ""]
     parts.append(_timeline(info, steps, attempts, now) if steps or attempts else "no steps yet")
     traceback = (info.error or {}).get("traceback")

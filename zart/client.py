@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import psycopg
 
-from . import group_start, serde, sql, starting, status_reads, waiting
+from . import group_start, serde, sql, starting, status_reads, streams, waiting
 from .db import ENV_URL, resolve_url
 from .errors import (
     Cancelled,
@@ -196,6 +196,18 @@ class ExecutionHandle:
     async def ainfo(self) -> ExecutionInfo:
         return await in_thread(self.info)
 
+    def stream(self, name: str) -> Iterator[Any]:
+        """The values the execution emitted to its stream `name` (`zart.emit`), in order: all of them
+        from the first, then each as it is committed; ends once the execution has ended and its last
+        value is out. Woken by a NOTIFY with each commit (zart.streams), not by polling."""
+        streams.check_stream_name(name)  # now, not at the first value
+        return (value.value for value in streams.follow(self.database_url, self.id, name))
+
+    def astream(self, name: str) -> AsyncIterator[Any]:
+        """`stream` for async code (trio or asyncio): `async for value in handle.astream(name)`."""
+        streams.check_stream_name(name)
+        return _values(streams.afollow(self.database_url, self.id, name))
+
     async def aresult(self, timeout: float | None = None) -> Any:
         """`result` for async code: the wait holds no thread (only the status reads take one)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -206,6 +218,11 @@ class ExecutionHandle:
                 if status in TERMINAL:
                     return _outcome(self.id, status, result, error)
                 await ended.wait(self._pause(status, deadline, timeout))
+
+
+async def _values(found: AsyncIterator[streams.StreamValue]) -> AsyncIterator[Any]:
+    async for value in found:
+        yield value.value
 
 
 def _outcome(execution_id: str, status: str, result: str | None, error: str | None) -> Any:

@@ -79,6 +79,8 @@ class Fragment:
     steps: list[tuple[Any, ...]] = attrs.field(factory=list)
     # (event_id, step_key): events taken by waits
     consumed_events: list[tuple[int, str]] = attrs.field(factory=list)
+    # (stream, seq, value as JSON text): values emitted (zart.emit), with their `emit` entries in `steps`
+    stream_values: list[tuple[str, int, str]] = attrs.field(factory=list)
     # (status, result, error, started_at, finished_at)
     execution: tuple[Any, ...] | None = None
     # This task is done: delete it (a branch that finished).
@@ -106,6 +108,7 @@ class Fragment:
             or self.attempt_ends
             or self.steps
             or self.consumed_events
+            or self.stream_values
             or self.execution
             or self.branch_tasks
             or self.finish_execution
@@ -348,6 +351,9 @@ class Completer:
         consumed = [event for f in fragments for event in f.consumed_events]
         if consumed:
             conn.execute(sql.CONSUME_EVENTS, _columns(consumed, ("ids", "step_keys")))
+        emitted = [(f.execution_id, *value) for f in fragments for value in f.stream_values]
+        if emitted:  # its NOTIFY wakes the stream readers with the COMMIT
+            conn.execute(sql.INSERT_STREAM_VALUES, _columns(emitted, _STREAM_COLUMNS))
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
@@ -397,15 +403,18 @@ class Completer:
             conn.execute(sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})})
 
 
+_STREAM_COLUMNS = ("execution_ids", "streams", "seqs", "values")
 _CLOSE_COLUMNS = ("execution_ids", "outcomes", "error_types", "error_messages")
 _BRANCH_COLUMNS = ("execution_ids", "step_keys", "payloads", "seqs", "grps", "readies")
 
 
 def _is_plain(fragment: Fragment) -> bool:
     """Whether WRITE_BATCH alone makes all of this fragment durable: checkpoints, attempts, the
-    execution's status and its end, but no wait, branch or fan-in."""
+    execution's status and its end, but no wait, branch, fan-in or emitted value (zart.emit: the
+    common case pays nothing for streams)."""
     return not (
         fragment.consumed_events
+        or fragment.stream_values
         or fragment.branch_tasks
         or fragment.finish_task
         or fragment.fan_in_group is not None

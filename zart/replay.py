@@ -11,6 +11,7 @@ that each do one job:
 * `zart.journal`: the writes not yet committed, and the commits that park or end the run;
 * `zart.steps`: step calls, and running a step that has no checkpoint (attempts, retries);
 * `zart.waits`: `zart.sleep` and `zart.wait_for_event`;
+* `zart.emitting`: `zart.emit`, values appended to the execution's streams;
 * `zart.patches`: `zart.patched` and `zart.deprecate_patch`, for changing code under executions in flight;
 * `zart.branches`: `zart.parallel` and `zart.map`, and running one of their branch tasks;
 * `zart.current`: which execution and step the running code belongs to (`zart.context()`).
@@ -33,6 +34,7 @@ from . import serde
 from .branches import map, parallel, run_branch
 from .completer import Completer
 from .current import Context, context, context_var, current_execution, execution_var
+from .emitting import emit
 from .errors import SerializationError
 from .history import Checkpoint, History, LastAttempt, PendingEvent
 from .journal import Journal, LeaseLost, Suspended, error_json, error_record, utcnow
@@ -56,6 +58,7 @@ __all__ = [
     "context",
     "current_execution",
     "deprecate_patch",
+    "emit",
     "error_json",
     "error_record",
     "map",

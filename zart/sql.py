@@ -10,6 +10,9 @@ from __future__ import annotations
 TASKS_CHANNEL = "zart_tasks"
 # Executions that ended, one notification each (payload: the execution's id), for result() waiters.
 DONE_CHANNEL = "zart_done"
+# Stream values committed (zart.emit), one notification per execution and stream a transaction
+# appended to (payload: JSON [execution id, stream name]), for stream readers (zart.streams).
+STREAM_CHANNEL = "zart_stream"
 
 # -- starting and reading executions ---------------------------------------------------------------
 
@@ -266,6 +269,13 @@ WITH source AS (
     FROM created c, zart_steps s
     WHERE s.execution_id = %(source)s AND s.seq < %(position)s
     RETURNING 1
+), copied_values AS (
+    -- The values of the emits copied (zart.emit: the k-th emit to stream S is `emit:S#k`).
+    INSERT INTO zart_streams (execution_id, stream, seq, value, created_at)
+    SELECT c.id, v.stream, v.seq, v.value, v.created_at
+    FROM created c, zart_streams v
+    JOIN zart_steps s ON s.execution_id = v.execution_id AND s.step_key = 'emit:' || v.stream || '#' || v.seq
+    WHERE v.execution_id = %(source)s AND s.seq < %(position)s
 ), task AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
     SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, now() FROM created
@@ -854,6 +864,52 @@ SELECT array(SELECT id FROM held),
        array(SELECT id FROM held WHERE paused)
 """
 
+# -- streams (zart.emit, zart.streams) ---------------------------------------------------------------
+
+# Emitted values, in the completer's transaction with the history entries that record their emits
+# (fenced: only the fragments WRITE_BATCH kept). A value's key is fixed by the workflow's code, so a
+# retried batch or a replay can never append it twice. The NOTIFY is delivered with the COMMIT.
+INSERT_STREAM_VALUES = f"""
+WITH added AS (
+    INSERT INTO zart_streams (execution_id, stream, seq, value)
+    SELECT v.execution_id, v.stream, v.seq, v.value::json
+    FROM unnest(%(execution_ids)s::text[], %(streams)s::text[], %(seqs)s::int[], %(values)s::text[])
+        AS v(execution_id, stream, seq, value)
+    ORDER BY v.execution_id, v.stream, v.seq
+    ON CONFLICT DO NOTHING
+    RETURNING execution_id, stream
+)
+SELECT pg_notify('{STREAM_CHANNEL}', json_build_array(a.execution_id, a.stream)::text)
+FROM (SELECT DISTINCT execution_id, stream FROM added) a
+"""
+
+# A reader's next values of one stream (after `after`), with the execution's status read in the
+# same snapshot: once that status is terminal, every value the execution emitted is in the snapshot.
+# No row: no such execution. One row with a NULL seq: no value after `after` yet.
+SELECT_STREAM_VALUES = """
+SELECT r.status, v.seq, v.value::text, v.created_at
+FROM zart_execution_runs r
+LEFT JOIN LATERAL (
+    SELECT seq, value, created_at FROM zart_streams
+    WHERE execution_id = r.id AND stream = %(stream)s AND seq > %(after)s
+    ORDER BY seq LIMIT %(limit)s
+) v ON true
+WHERE r.id = %(id)s
+ORDER BY v.seq
+"""
+
+# `zart show`: each stream's count and last few values.
+SELECT_STREAM_TAILS = """
+SELECT v.stream, v.seq, v.value::text, c.total
+FROM (SELECT stream, max(seq) AS total FROM zart_streams WHERE execution_id = %(id)s GROUP BY stream) c
+JOIN LATERAL (
+    SELECT stream, seq, value FROM zart_streams
+    WHERE execution_id = %(id)s AND stream = c.stream
+    ORDER BY seq DESC LIMIT %(limit)s
+) v ON true
+ORDER BY v.stream, v.seq
+"""
+
 CONSUME_EVENTS = """
 UPDATE zart_events e SET consumed_by = f.step_key, consumed_at = now()
 FROM unnest(%(ids)s::bigint[], %(step_keys)s::text[]) AS f(id, step_key)
@@ -1001,6 +1057,8 @@ WITH doomed AS MATERIALIZED (
     DELETE FROM zart_step_attempts WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
 ), events AS (
     DELETE FROM zart_events WHERE execution_id IN (SELECT id FROM doomed) RETURNING 1
+), stream_values AS (
+    DELETE FROM zart_streams WHERE execution_id IN (SELECT id FROM doomed)
 ), workflow_tasks AS (  -- split by kind, so that each can use its partial index on execution_id
     DELETE FROM zart_tasks WHERE kind = 'workflow' AND execution_id IN (SELECT id FROM doomed) RETURNING 1
 ), step_tasks AS (

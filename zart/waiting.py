@@ -8,6 +8,11 @@ of its own (a round trip saved at the end of every wait). A waiter registers its
 *before* it reads the status, so a notification cannot fall between the read and the wait.
 Notifications are hints: a waiter still reads the status once a second, so a lost connection or a
 missed notification costs at most a second, never a hang.
+
+The same connection listens on `zart_stream` for the stream readers (`zart.streams`): a commit that
+appends values to an execution's stream notifies `[execution id, stream]`, and wakes the readers of
+that execution (`watch(..., streams=True)`), which the execution's end wakes too. Result waiters are
+not woken by values.
 """
 
 from __future__ import annotations
@@ -129,32 +134,38 @@ class _Listener:
         self.listening = threading.Event()
         self._lock = threading.Lock()
         self._waiters: dict[str, set[Signal]] = {}
+        self._readers: dict[str, set[Signal]] = {}  # stream readers, by execution id
         thread = threading.Thread(target=self._run, name="zart-done-listener", daemon=True)
         thread.start()
 
-    def add(self, execution_id: str, event: Signal) -> None:
+    def add(self, execution_id: str, event: Signal, streams: bool = False) -> None:
         with self._lock:
-            self._waiters.setdefault(execution_id, set()).add(event)
+            (self._readers if streams else self._waiters).setdefault(execution_id, set()).add(event)
 
-    def remove(self, execution_id: str, event: Signal) -> None:
+    def remove(self, execution_id: str, event: Signal, streams: bool = False) -> None:
+        waiters = self._readers if streams else self._waiters
         with self._lock:
-            events = self._waiters.get(execution_id)
+            events = waiters.get(execution_id)
             if events is not None:
                 events.discard(event)
                 if not events:
-                    del self._waiters[execution_id]
+                    del waiters[execution_id]
 
     def _run(self) -> None:
         delay = 0.1
         while True:
             try:
                 with connect(self.url) as conn:
-                    conn.execute(f"LISTEN {sql.DONE_CHANNEL}")
+                    conn.execute(f"LISTEN {sql.STREAM_CHANNEL}")
+                    conn.execute(f"LISTEN {sql.DONE_CHANNEL}")  # last: pg_stat_activity shows it
                     self.listening.set()
                     delay = 0.1
                     while True:
                         for notice in conn.notifies(timeout=FALLBACK_SECONDS):
-                            self._wake(notice.payload)
+                            if notice.channel == sql.STREAM_CHANNEL:
+                                self._wake_readers(notice.payload)
+                            else:
+                                self._wake(notice.payload)
             except ConfigurationError as exc:
                 # The database is gone (dropped) or refuses us: no point in listening any more.
                 # Waiters read the status themselves; a later wait starts a new listener.
@@ -170,10 +181,20 @@ class _Listener:
                 time.sleep(delay)
                 delay = min(delay * 2, FALLBACK_SECONDS)
 
+    def _wake_readers(self, payload: str) -> None:
+        try:
+            execution_id = orjson.loads(payload)[0]
+        except (orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+            return
+        with self._lock:
+            events = list(self._readers.get(execution_id, ()))
+        for event in events:
+            event.set()
+
     def _wake(self, payload: str) -> None:
         execution_id, outcome = parse_done(payload)
         with self._lock:
-            events = list(self._waiters.get(execution_id, ()))
+            events = list(self._waiters.get(execution_id, ())) + list(self._readers.get(execution_id, ()))
         for event in events:
             if outcome is not None:
                 event.outcome = outcome  # before set(): the waiter reads it once woken
@@ -181,7 +202,9 @@ class _Listener:
 
     def _wake_all(self) -> None:
         with self._lock:
-            events = [event for events in self._waiters.values() for event in events]
+            events = [
+                event for waiters in (self._waiters, self._readers) for e in waiters.values() for event in e
+            ]
         for event in events:
             event.set()
 
@@ -207,27 +230,28 @@ def _listener(url: str) -> _Listener:
 
 
 @contextlib.contextmanager
-def watch(url: str, execution_id: str) -> Iterator[Ended]:
-    """An event set when `execution_id` may have ended (registered before the caller reads its status)."""
+def watch(url: str, execution_id: str, streams: bool = False) -> Iterator[Ended]:
+    """An event set when `execution_id` may have ended (registered before the caller reads its status);
+    with `streams`, also when values were appended to one of its streams."""
     listener = _listener(url)
     event = Ended()
-    listener.add(execution_id, event)
+    listener.add(execution_id, event, streams)
     try:
         listener.listening.wait(_READY_SECONDS)  # the first wait of a process: until LISTEN is on
         yield event
     finally:
-        listener.remove(execution_id, event)
+        listener.remove(execution_id, event, streams)
 
 
 @contextlib.asynccontextmanager
-async def awatch(url: str, execution_id: str) -> AsyncIterator[AsyncSignal]:
+async def awatch(url: str, execution_id: str, streams: bool = False) -> AsyncIterator[AsyncSignal]:
     """`watch` for async code: the signal is awaited in the caller's loop, no thread is held."""
     listener = _listener(url)
     signal = AsyncSignal()
-    listener.add(execution_id, signal)
+    listener.add(execution_id, signal, streams)
     try:
         if not listener.listening.is_set():  # the first wait of a process: until LISTEN is on
             await in_thread(listener.listening.wait, _READY_SECONDS)
         yield signal
     finally:
-        listener.remove(execution_id, signal)
+        listener.remove(execution_id, signal, streams)

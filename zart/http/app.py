@@ -19,10 +19,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from .. import client, operating, pools, sql
+from .. import client, operating, pools, sql, streams, waiting
 from ..client import STATUSES
 from ..queue_admin import queue_stats
 from ..views import execution_json, queue_json, summary_json
@@ -255,6 +255,84 @@ def _pausing(paused: bool) -> Callable[[Request], Any]:
     return set_paused
 
 
+# An idle stream sends a comment this often, so that proxies keep the connection and a reader that
+# went away is noticed.
+KEEPALIVE_SECONDS = 15.0
+_MAX_SEQ = 2**31 - 1
+
+
+def _last_event_id(request: Request) -> int:
+    """The `Last-Event-ID` header (EventSource sends it when it reconnects): the values after it."""
+    header = request.headers.get("last-event-id")
+    if header is None or header.strip() == "":
+        return 0
+    text = header.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > _MAX_SEQ:
+        raise invalid("header 'Last-Event-ID' must be the id (a sequence number) of an event of this stream")
+    return int(text)
+
+
+def _sse(value: streams.StreamValue) -> bytes:
+    data = (
+        value.data
+        if "\n" not in value.data and "\r" not in value.data
+        else orjson.dumps(value.value).decode()
+    )
+    return f"id: {value.seq}\ndata: {data}\n\n".encode()
+
+
+@endpoint
+async def stream_values(request: Request) -> Response:
+    """The values of one stream of an execution as Server-Sent Events (`zart.emit`): all of them after
+    `Last-Event-ID`, then each as it is committed, woken by its NOTIFY (zart.streams); an `end` event
+    once the execution has ended and its last value is out."""
+    execution_id = segment(request, "id", "execution id")
+    name = check_name(segment(request, "name", "stream name"), "stream name", streams.MAX_STREAM_NAME_LENGTH)
+    after = _last_event_id(request)
+    url = request.app.state.lanes["read"].url
+
+    async def read() -> tuple[bool, list[streams.StreamValue]]:
+        return await in_thread(
+            request, "read", lambda lane_url: streams.read_values(lane_url, execution_id, name, after)
+        )
+
+    # The first read before the answer: an unknown execution is a 404 in the API's error shape.
+    first = await read()
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal after
+        ended, values = first
+        # That read came before the registration: read again once registered, lest a value committed
+        # in between wait for the next notification.
+        registered_read = False
+        async with waiting.awatch(url, execution_id, streams=True) as woken:
+            idle = 0.0
+            while True:
+                for value in values:
+                    after = value.seq
+                    yield _sse(value)
+                if values:
+                    idle = 0.0
+                if len(values) < streams.PAGE and registered_read:
+                    if ended:
+                        yield b"event: end\ndata: {}\n\n"
+                        return
+                    await woken.wait(waiting.FALLBACK_SECONDS)
+                    idle += waiting.FALLBACK_SECONDS
+                    if idle >= KEEPALIVE_SECONDS:
+                        idle = 0.0
+                        yield b": keep-alive\n\n"
+                woken.clear()
+                registered_read = True
+                ended, values = await read()
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
 @endpoint
 async def list_queues(request: Request) -> Response:
     """Every queue's limits and counts, on the read lane (it locks nothing)."""
@@ -300,6 +378,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/executions", list_executions, methods=["GET"]),
             Route("/v1/executions/{id}", get_execution, methods=["GET"]),
             Route("/v1/executions/{id}/events/{name}", send_event, methods=["POST"]),
+            Route("/v1/executions/{id}/streams/{name}", stream_values, methods=["GET"]),
             Route("/v1/executions/{id}/cancel", cancel_execution, methods=["POST"]),
             Route("/v1/executions/{id}/resume", resume_execution, methods=["POST"]),
             Route("/v1/executions/{id}/fork", fork_execution, methods=["POST"]),

@@ -227,6 +227,44 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/executions/{id}/streams/{name}": {
+                "get": {
+                    "operationId": "streamValues",
+                    "summary": "Follow a stream of the execution (zart.emit) as Server-Sent Events",
+                    "description": (
+                        "Every value of the stream after `Last-Event-ID` (all of them without it), then "
+                        "each value as it is committed. One event per value: `id` is its sequence number "
+                        "(1, 2, ...), `data` the value as JSON. Once the execution has ended and its last "
+                        "value is sent, an `end` event (data `{}`) closes the stream. An idle stream "
+                        "sends a comment every 15 seconds."
+                    ),
+                    "parameters": [
+                        id_param,
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "description": "the stream name, percent-encoded",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        },
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "description": "resume after this sequence number (EventSource sends it)",
+                            "schema": {"type": "string", "pattern": "^[0-9]*$"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the stream's values as text/event-stream, until the end",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "404": not_found,
+                        **errors,
+                    },
+                }
+            },
             "/v1/executions/{id}/cancel": {
                 "post": {
                     "operationId": "cancelExecution",
