@@ -176,7 +176,8 @@ class Claimer:
             return None
         due = claimed_at + task.seconds_to_due
         if task.due_epoch is not None:
-            placed = self._clock.to_trio(task.due_epoch)
+            now = trio.current_time()
+            placed = self._clock.to_trio(task.due_epoch, now, time.time() - now)
             if placed is not None:
                 due = min(due, placed)
         return due
@@ -186,14 +187,16 @@ class Claimer:
         sent = trio.current_time()
         (reading,) = (await connection.query(sql.DATABASE_CLOCK, {}))[0]
         assert reading is not None
-        self._clock.read(sent, float(reading), trio.current_time())
+        answered = trio.current_time()
+        self._clock.read(sent, float(reading), answered, time.time() - answered)
 
     async def _claim_natively(
         self, connection: TrioConnection, limit: int
     ) -> tuple[list[ClaimedTask], float | None, float]:
         """`_claim` without the hand-back of stranded tasks, the statement sent from the trio loop;
         the reads it may need (histories, events, when to look again) still go through a thread."""
-        if self._clock.stale(trio.current_time()):
+        now = trio.current_time()
+        if self._clock.stale(now, time.time() - now):
             await self._read_clock(connection)
         params = {
             "limit": str(limit),
