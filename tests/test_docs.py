@@ -43,6 +43,7 @@ DOCS_TO_RUN = [
     "docs/parallel-and-loops.md",
     "docs/queues.md",
     "docs/operations.md",
+    "docs/composition.md",
 ]
 BACKGROUND = (["zart", "worker"], ["zart", "supervise"])  # commands that run until the page ends
 COMMAND_TIMEOUT = 60

@@ -298,3 +298,9 @@ def test_queues_django_example(database_url, example_env):
         "no execution with id 'confirm-12'",
     ]
     assert query(database_url, "SELECT id FROM shop_orders WHERE id IN (11, 12)") == [(11,)]
+
+
+def test_nightly_schedule(database_url, example_env):
+    fired, names = run_example(example_env, "nightly.py")
+    assert fired.startswith("True report for ") and fired.endswith(" orders")
+    assert "'ex-nightly-report'" in names and "ex-nightly-now" not in names

@@ -281,7 +281,7 @@ def test_bad_schedule_calls_fail_before_the_database(database_url):
         zart.schedule("s", "0 3 * * *", 42, database_url=database_url)
     with pytest.raises(zart.UnknownWorkflow, match="no-such-workflow"):
         zart.schedule("s", "0 3 * * *", "no-such-workflow", database_url=database_url)
-    assert zart.list_schedules(database_url=database_url) == []
+    assert "s" not in [s.name for s in zart.list_schedules(database_url=database_url)]
 
 
 def test_dst_follows_croniter():
