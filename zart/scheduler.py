@@ -261,34 +261,45 @@ def fire_due(conn: psycopg.Connection, url: str, since: datetime | None) -> tupl
     return started, more, now
 
 
-def seconds_to_next_firing(conn: psycopg.Connection) -> float | None:
-    return conn.execute(sql.SECONDS_TO_NEXT_FIRING).fetchone()[0]
+def seconds_to_next_firing(conn: psycopg.Connection) -> tuple[float | None, datetime]:
+    seconds, now = conn.execute(sql.SECONDS_TO_NEXT_FIRING).fetchone()
+    return seconds, now
 
 
 class Scheduler:
-    """A worker's schedule task: sleeps until the next firing, then fires what is due (see above)."""
+    """A worker's schedule task: sleeps until the next firing, then fires what is due (see above).
+
+    Idle, it costs one statement per wake-up: at the earliest next firing, or every `poll_interval`
+    (to notice a schedule created or resumed by another process)."""
 
     def __init__(self, db: WorkerDb, url: str, *, poll_interval: float) -> None:
         self._db = db
         self._url = url
         self._poll_interval = poll_interval
-        self._since: datetime | None = None  # the database's clock at this worker's first pass
+        # The database's clock when this worker's scheduler started: firings due before it were
+        # missed (catch-up applies to them).
+        self._since: datetime | None = None
 
     async def run(self) -> None:
         while True:
             try:
-                _, more, now = await self._db.run(fire_due, self._url, self._since)
+                seconds, now = await self._db.run(seconds_to_next_firing)
                 if self._since is None:
                     self._since = now
-                if more:
-                    continue
-                seconds = await self._db.run(seconds_to_next_firing)
+                if seconds is not None and seconds <= 0:
+                    _, more, _ = await self._db.run(fire_due, self._url, self._since)
+                    if more:
+                        continue
+                    seconds, _ = await self._db.run(seconds_to_next_firing)
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 log_event(log, "schedule.db_error", logging.WARNING, worker=self._db.worker_id, error=exc)
                 await trio.sleep(DB_RETRY_SECONDS)
                 continue
-            delay = self._poll_interval if seconds is None else min(max(seconds, 0.0), self._poll_interval)
-            # A hair past the firing, so that the transaction's now() has reached it.
-            await trio.sleep(delay + 0.002)
+            if seconds is None:
+                delay = self._poll_interval
+            else:
+                # a hair past the firing, so that the firing transaction's now() has reached it
+                delay = min(max(seconds, 0.0) + 0.002, self._poll_interval)
+            await trio.sleep(delay)

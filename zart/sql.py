@@ -1092,9 +1092,10 @@ SET next_fire_at = %(next_fire_at)s,
 WHERE name = %(name)s
 """
 
-# How long the scheduler may sleep: until the earliest firing of an unpaused schedule (NULL: none).
+# How long the scheduler may sleep: until the earliest firing of an unpaused schedule (NULL: none);
+# and the database's clock.
 SECONDS_TO_NEXT_FIRING = """
-SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8
+SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8, clock_timestamp()
 FROM zart_schedules WHERE NOT paused
 """
 
