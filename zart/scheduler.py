@@ -36,7 +36,7 @@ import trio
 
 from . import cron, registry, serde, sql, starting
 from .db import is_transient, resolve_url
-from .errors import ScheduleNotFound, UnknownWorkflow
+from .errors import ScheduleNotFound, UnknownWorkflow, ZartError
 from .logs import log_event
 from .names import check_name
 from .pools import transaction
@@ -234,7 +234,7 @@ def fire_due(conn: psycopg.Connection, url: str, since: datetime | None) -> tupl
                             run_at=None,
                         )
                         result = starting.run_sync(conn, url, p, needs_workflow)
-                except (psycopg.Error, ValueError, TypeError, LookupError) as exc:
+                except (psycopg.Error, ZartError, ValueError, TypeError) as exc:
                     if isinstance(exc, psycopg.Error) and is_transient(exc):
                         raise
                     log_event(
