@@ -450,3 +450,36 @@ def test_demo_runs_100_orders_on_the_embedded_database(tmp_path, subprocess_env)
     assert int(summary["steps"]) == 599
     assert float(summary["workflows/s"]) > 0 and float(summary["steps/s"]) > 0
     assert "order-fulfillment" in text and "100/100" in text  # the progress bar's last state
+
+
+# -- zart schedules ---------------------------------------------------------------------------------------
+
+
+def test_schedules_list_pause_resume(fresh_database_url, subprocess_env):
+    env = dict(subprocess_env, ZART_DATABASE_URL=fresh_database_url)
+    zart.schedule(
+        "nightly-report",
+        "0 3 * * *",
+        core_app.three_steps,
+        {"n": 1},
+        timezone="Europe/Berlin",
+        database_url=fresh_database_url,
+    )
+    lines = _ok(run_cli("schedules", env=env)).splitlines()
+    assert re.fullmatch(
+        r"schedule\s+cron\s+timezone\s+catch up\s+next firing\s+last execution\s+paused", lines[0]
+    )
+    assert lines[2].split()[0] == "nightly-report" and lines[2].split()[-2:] == ["-", "no"]
+    assert "0 3 * * *" in lines[2] and "Europe/Berlin" in lines[2]
+
+    assert _ok(run_cli("schedules", "pause", "nightly-report", env=env)).strip() == (
+        "schedule 'nightly-report' paused"
+    )
+    [listed] = orjson.loads(_ok(run_cli("schedules", "--json", env=env)))
+    assert listed["paused"] is True and listed["cron"] == "0 3 * * *" and listed["workflow"] == "three-steps"
+    assert listed["next_fire_at"].endswith("+00:00")
+    assert "resumed" in _ok(run_cli("schedules", "resume", "nightly-report", env=env))
+    assert zart.list_schedules(database_url=fresh_database_url)[0].paused is False
+
+    missing = run_cli("schedules", "pause", "no-such-schedule", env=env)
+    assert missing.returncode != 0 and "no schedule named 'no-such-schedule'" in missing.stderr

@@ -44,6 +44,7 @@ DOCS_TO_RUN = [
     "docs/queues.md",
     "docs/operations.md",
     "docs/streams.md",
+    "docs/composition.md",
 ]
 BACKGROUND = (["zart", "worker"], ["zart", "supervise"])  # commands that run until the page ends
 COMMAND_TIMEOUT = 60

@@ -307,3 +307,9 @@ def test_progress_stream(example_env):
     ]
     assert run_example(example_env, "progress.py") == [*progress, "3"]
     assert run_example(example_env, "progress_sse.py") == progress
+
+
+def test_nightly_schedule(database_url, example_env):
+    fired, names = run_example(example_env, "nightly.py")
+    assert fired.startswith("True report for ") and fired.endswith(" orders")
+    assert "'ex-nightly-report'" in names and "ex-nightly-now" not in names

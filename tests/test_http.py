@@ -192,6 +192,7 @@ def test_openapi_document_is_valid_and_served(api):
         "/v1/executions/{id}/events/{name}",
         "/v1/executions/{id}/streams/{name}",
         "/v1/queues",
+        "/v1/schedules",
         "/v1/executions/{id}/cancel",
         "/v1/executions/{id}/resume",
         "/v1/executions/{id}/fork",
@@ -201,6 +202,22 @@ def test_openapi_document_is_valid_and_served(api):
         "/openapi.json",
     }
     assert check(api.get("/healthz"), 200) == {"status": "ok"}
+
+
+def test_list_schedules(api, database_url):
+    name = unique("http-schedule")
+    zart.schedule(name, "0 3 1 1 *", "wait-for-two", timezone="Europe/Berlin", database_url=database_url)
+    try:
+        zart.pause_schedule(name, database_url=database_url)
+        listed = check(api.get("/v1/schedules"), 200)["schedules"]
+        [mine] = [s for s in listed if s["name"] == name]
+        assert mine["cron"] == "0 3 1 1 *" and mine["timezone"] == "Europe/Berlin"
+        assert mine["catch_up"] == "latest" and mine["workflow"] == "wait-for-two"
+        assert mine["paused"] is True and mine["last_execution"] is None
+        assert mine["next_fire_at"].endswith(("+00:00", "Z"))
+        check(api.get("/v1/schedules?name=x"), 422, "invalid_request")
+    finally:
+        zart.unschedule(name, database_url=database_url)
 
 
 def test_start_get_list_deliver_events_complete(api):

@@ -33,6 +33,7 @@ from .errors import (
     NonDeterminismError,
     NonRetryable,
     ResultTimeout,
+    ScheduleNotFound,
     SerializationError,
     StepFailed,
     StepNotInHistory,
@@ -59,6 +60,14 @@ from .replay import (
     wait_for_event,
 )
 from .retry import Retry
+from .scheduler import (
+    ScheduleInfo,
+    list_schedules,
+    pause_schedule,
+    resume_schedule,
+    schedule,
+    unschedule,
+)
 from .schema import migrate
 from .worker import Worker
 
@@ -82,6 +91,8 @@ __all__ = [
     "Queue",
     "ResultTimeout",
     "Retry",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SerializationError",
     "Step",
     "StepFailed",
@@ -114,18 +125,23 @@ __all__ = [
     "fork",
     "get",
     "list",
+    "list_schedules",
     "map",
     "migrate",
     "parallel",
     "patched",
     "pause",
+    "pause_schedule",
     "resume",
+    "resume_schedule",
+    "schedule",
     "send_event",
     "sleep",
     "start",
     "start_many",
     "step",
     "unpause",
+    "unschedule",
     "wait_for_event",
     "workflow",
 ]

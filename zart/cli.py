@@ -24,7 +24,7 @@ from . import client, db, operating, schema, streams
 from .apps import import_apps
 from .client import STATUSES
 from .errors import ZartError
-from .views import execution_json, queue_json, status_json, summary_json
+from .views import execution_json, queue_json, schedule_json, status_json, summary_json
 
 if TYPE_CHECKING:
     from .replay_check import Summary, Verdict
@@ -794,6 +794,77 @@ def queues_set(
             "every worker applies these limits from its next claim; they hold, whatever the code "
             f"declares, until `zart queues set {shlex.quote(name)} --reset`"
         )
+
+
+# -- schedules -------------------------------------------------------------------------------------------
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@database_url_option
+@click.pass_context
+@_handle_errors
+def schedules(ctx: click.Context, as_json: bool, database_url: str | None) -> None:
+    """Show every schedule: its cron rule and time zone, next firing, last execution, whether paused.
+
+    `zart schedules pause NAME` and `zart schedules resume NAME` stop and restart its firings.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich import box
+    from rich.table import Table
+
+    from .scheduler import list_schedules
+
+    found = list_schedules(database_url=database_url)
+    if as_json:
+        click.echo(_json([schedule_json(info) for info in found]))
+        return
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("schedule", "cron", "timezone", "catch up", "next firing", "last execution", "paused"):
+        table.add_column(column, no_wrap=True)
+    for info in found:
+        table.add_row(
+            _text(info.name),
+            _text(info.cron),
+            info.timezone,
+            info.catch_up,
+            _timestamp(info.next_fire_at),
+            _text(info.last_execution or "-"),
+            "yes" if info.paused else "no",
+        )
+    _print(table)
+
+
+def _schedule_pausing(paused: bool) -> Callable[..., None]:
+    def change(ctx: click.Context, name: str, database_url: str | None) -> None:
+        from .scheduler import set_paused
+
+        database_url = database_url or (ctx.parent.params.get("database_url") if ctx.parent else None)
+        set_paused(name, paused, database_url=database_url)
+        click.echo(f"schedule {name!r} {'paused' if paused else 'resumed'}")
+
+    return change
+
+
+@schedules.command("pause")
+@click.argument("name")
+@database_url_option
+@click.pass_context
+@_handle_errors
+def schedules_pause(ctx: click.Context, name: str, database_url: str | None) -> None:
+    """Pause schedule NAME: no firing starts until it is resumed (its executions run on)."""
+    _schedule_pausing(True)(ctx, name, database_url)
+
+
+@schedules.command("resume")
+@click.argument("name")
+@database_url_option
+@click.pass_context
+@_handle_errors
+def schedules_resume(ctx: click.Context, name: str, database_url: str | None) -> None:
+    """Resume schedule NAME; its next firing is the first one after now (the paused ones are skipped)."""
+    _schedule_pausing(False)(ctx, name, database_url)
 
 
 @main.command()

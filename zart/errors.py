@@ -153,3 +153,7 @@ class Cancelled(ZartError):
 
 class ResultTimeout(ZartError, TimeoutError):
     """`result(timeout=...)` gave up waiting; the execution goes on."""
+
+
+class ScheduleNotFound(ZartError, LookupError):
+    """No schedule has this name."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from . import queues, replay
+from . import cron, queues, replay
 from .durations import parse_duration
 from .retry import Retry
 
@@ -44,6 +44,8 @@ class Workflow:
     timeout: float | None = None
     takes_input: bool = True
     queue: str | None = None  # None: the 'default' queue
+    # `schedule=`: started at every firing with the firing time as its input (zart.scheduler)
+    schedule: cron.Cron | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -67,14 +69,23 @@ class Step:
 
 
 def workflow(
-    name: str, *, timeout: Any = None, queue: Any = None
+    name: str,
+    *,
+    timeout: Any = None,
+    queue: Any = None,
+    schedule: Any = None,
+    timezone: Any = "UTC",
+    catch_up: Any = "latest",
 ) -> Callable[[Callable[..., Any]], Workflow]:
     """Register an `async def` as a durable workflow taking one JSON value (or nothing).
 
     `queue` (a `zart.Queue` or a queue's name) is where its executions wait for their turn; a start
-    may name another.
+    may name another. `schedule` (a cron expression, read in `timezone`) starts it at every firing,
+    once, with the firing time (ISO-8601, UTC) as its input; `catch_up` says which firings missed
+    while no worker ran are started ('latest', 'all' or 'none').
     """
     _check_name("workflow", name)
+    rule = None if schedule is None else cron.check(schedule, timezone, catch_up, f"workflow {name!r}")
     seconds = None if timeout is None else parse_duration(timeout, f"timeout of workflow {name!r}")
     try:
         queue_name = queues.resolve(queue)
@@ -95,10 +106,15 @@ def workflow(
                 f"workflow {name!r} must take one argument (its input) or none, "
                 f"got {len(required)} required ones"
             )
+        if rule is not None and not params:
+            raise TypeError(
+                f"workflow {name!r} has a schedule= but takes no input: a scheduled workflow takes one "
+                "argument, its firing time (an ISO-8601 UTC string)"
+            )
         existing = _workflows.get(name)
         if existing is not None and _origin(existing.fn) != _origin(fn):
             raise ValueError(f"workflow name {name!r} is already registered by {_origin(existing.fn)}")
-        registered = Workflow(name, fn, seconds, takes_input=bool(params), queue=queue_name)
+        registered = Workflow(name, fn, seconds, takes_input=bool(params), queue=queue_name, schedule=rule)
         _workflows[name] = registered
         return registered
 

@@ -1105,3 +1105,73 @@ CHECK_HISTORIES = """
 SELECT execution_id, step_key, seq, kind, status, output::text, error::text
 FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
 """
+
+# -- schedules (zart.scheduler) ----------------------------------------------------------------------
+
+DATABASE_NOW = "SELECT now()"
+
+# A worker registers the schedules its workflows declare (`schedule=`), `zart.schedule` one at a time.
+# A changed rule (cron or time zone) takes the next firing computed for it; an unchanged one keeps its
+# own, so that a restart neither repeats nor skips a firing. Pausing is the operator's: kept.
+REGISTER_SCHEDULES = """
+INSERT INTO zart_schedules (name, cron, timezone, catch_up, workflow, input, next_fire_at)
+SELECT * FROM unnest(%(names)s::text[], %(crons)s::text[], %(timezones)s::text[], %(catch_ups)s::text[],
+                     %(workflows)s::text[], %(inputs)s::json[], %(next_fire_ats)s::timestamptz[])
+ON CONFLICT (name) DO UPDATE
+SET next_fire_at = CASE WHEN (zart_schedules.cron, zart_schedules.timezone)
+                             IS DISTINCT FROM (excluded.cron, excluded.timezone)
+                        THEN excluded.next_fire_at ELSE zart_schedules.next_fire_at END,
+    cron = excluded.cron, timezone = excluded.timezone, catch_up = excluded.catch_up,
+    workflow = excluded.workflow, input = excluded.input,
+    updated_at = CASE WHEN (zart_schedules.cron, zart_schedules.timezone, zart_schedules.catch_up,
+                            zart_schedules.workflow, zart_schedules.input::text)
+                           IS DISTINCT FROM (excluded.cron, excluded.timezone, excluded.catch_up,
+                                             excluded.workflow, excluded.input::text)
+                      THEN now() ELSE zart_schedules.updated_at END
+"""
+
+DELETE_SCHEDULE = "DELETE FROM zart_schedules WHERE name = %(name)s RETURNING name"
+
+# The due schedules no other worker is firing right now; the lock is held until the transaction that
+# starts their firings and advances next_fire_at commits.
+CLAIM_DUE_SCHEDULES = """
+SELECT name, cron, timezone, catch_up, workflow, input::text, next_fire_at, now()
+FROM zart_schedules
+WHERE NOT paused AND next_fire_at <= now()
+ORDER BY next_fire_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+ADVANCE_SCHEDULE = """
+UPDATE zart_schedules
+SET next_fire_at = %(next_fire_at)s,
+    last_execution = coalesce(%(last_execution)s, last_execution),
+    last_fired_at = coalesce(%(last_fired_at)s, last_fired_at)
+WHERE name = %(name)s
+"""
+
+# How long the scheduler may sleep: until the earliest firing of an unpaused schedule (NULL: none);
+# and the database's clock.
+SECONDS_TO_NEXT_FIRING = """
+SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8, clock_timestamp()
+FROM zart_schedules WHERE NOT paused
+"""
+
+LIST_SCHEDULES = """
+SELECT name, cron, timezone, catch_up, workflow, next_fire_at, last_execution, last_fired_at, paused
+FROM zart_schedules ORDER BY name
+"""
+
+# Resuming a schedule moves its next firing to the first one after now when the time it stood at has
+# passed (the firings of the pause are not made up), computed by the caller.
+SET_SCHEDULE_PAUSED = """
+UPDATE zart_schedules
+SET paused = %(paused)s, updated_at = now(),
+    next_fire_at = CASE WHEN NOT %(paused)s AND paused AND next_fire_at < now()
+                        THEN %(next_fire_at)s ELSE next_fire_at END
+WHERE name = %(name)s
+RETURNING name
+"""
+
+SELECT_SCHEDULE_RULE = "SELECT cron, timezone, catch_up FROM zart_schedules WHERE name = %(name)s"

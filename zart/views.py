@@ -11,6 +11,7 @@ from typing import Any
 
 from .client import ExecutionInfo, StepRecord
 from .queue_admin import QueueInfo
+from .scheduler import ScheduleInfo
 
 
 def _execution_fields(info: ExecutionInfo, *, with_input: bool) -> dict[str, Any]:
@@ -91,4 +92,19 @@ def queue_json(info: QueueInfo) -> dict[str, Any]:
         "in_progress": info.in_progress,
         "delayed": info.delayed,
         "oldest_ready_seconds": info.oldest_ready_seconds,
+    }
+
+
+def schedule_json(info: ScheduleInfo) -> dict[str, Any]:
+    """One schedule: `GET /v1/schedules` and `zart schedules --json`."""
+    return {
+        "name": info.name,
+        "cron": info.cron,
+        "timezone": info.timezone,
+        "catch_up": info.catch_up,
+        "workflow": info.workflow,
+        "next_fire_at": info.next_fire_at,
+        "last_execution": info.last_execution,
+        "last_fired_at": info.last_fired_at,
+        "paused": info.paused,
     }

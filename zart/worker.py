@@ -12,6 +12,8 @@ than calling each other:
   execution until the workflow ends, running every step inline, so a step never pays for a task
   round trip;
 * the completer commits the runners' checkpoints in batches (`zart.completer`);
+* the scheduler (`zart.scheduler`) sleeps until a schedule's next firing and starts it, once across
+  all workers (off the claim's path: it only starts executions, as a client would);
 * the heartbeat (`zart.leases`) extends the leases of held tasks and cancels runners whose lease was
   lost; at a stop, the held tasks are handed back.
 
@@ -47,6 +49,7 @@ from .listener import Listener
 from .logs import log_event
 from .replay import Services
 from .runner import Runner
+from .scheduler import Scheduler, declared_entries, register
 from .schema import ensure_migrated
 from .shared_claims import SharedClaims
 from .trio_pg import TrioConnection
@@ -352,6 +355,8 @@ class Worker:
                     nursery.start_soon(self._essential, "hand_overs", self._hand_overs, claims)
                 nursery.start_soon(self._essential, "heartbeat", leases.heartbeat)
                 nursery.start_soon(self._essential, "claim_loop", claimer.run, nursery)
+                scheduler = Scheduler(db, self.database_url, poll_interval=self.poll_interval)
+                nursery.start_soon(self._essential, "schedules", scheduler.run)
                 log_event(
                     log,
                     "worker.started",
@@ -476,6 +481,10 @@ class Worker:
                         },
                     )
             self._register_queues(pool)
+            entries = declared_entries()
+            if entries:
+                with pool.connection() as conn:
+                    register(conn, entries)
         except BaseException:
             pool.close()
             raise

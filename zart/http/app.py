@@ -22,10 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from .. import client, operating, pools, sql, streams, waiting
+from .. import client, operating, pools, scheduler, sql, streams, waiting
 from ..client import STATUSES
 from ..queue_admin import queue_stats
-from ..views import execution_json, queue_json, summary_json
+from ..views import execution_json, queue_json, schedule_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
 from .lanes import HEALTH_POOL_WAIT, await_in_lane, lanes, run_in_lane
 from .middleware import BearerAuth, BodyDeadline, RawPath
@@ -346,6 +346,18 @@ async def list_queues(request: Request) -> Response:
 
 
 @endpoint
+async def list_schedules(request: Request) -> Response:
+    """Every schedule: its rule, next firing, last execution and pause state, on the read lane."""
+    if request.query_params:
+        raise invalid(f"unknown query parameter {next(iter(request.query_params))!r} (there are none)")
+
+    def fetch(url: str) -> list[dict[str, Any]]:
+        return [schedule_json(info) for info in scheduler.list_schedules(database_url=url)]
+
+    return json_response({"schedules": await in_thread(request, "read", fetch)})
+
+
+@endpoint
 async def healthz(request: Request) -> Response:
     """PostgreSQL answers, on the health lane: never behind requests that wait on locked rows."""
 
@@ -385,6 +397,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/executions/{id}/pause", _pausing(True), methods=["POST"]),
             Route("/v1/executions/{id}/unpause", _pausing(False), methods=["POST"]),
             Route("/v1/queues", list_queues, methods=["GET"]),
+            Route("/v1/schedules", list_schedules, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],

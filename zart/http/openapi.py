@@ -112,8 +112,8 @@ def openapi_document() -> dict[str, Any]:
             "title": "Zart HTTP API",
             "version": __version__,
             "description": (
-                "Start, inspect, signal and cancel durable executions; see the queues. Errors are "
-                '`{"error": {"code", "message"}}`.'
+                "Start, inspect, signal and cancel durable executions; see the queues and schedules. "
+                'Errors are `{"error": {"code", "message"}}`.'
             ),
         },
         "servers": [{"url": "/"}],
@@ -187,6 +187,13 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "listQueues",
                     "summary": "Every queue: its limits, and its executions ready, in progress and delayed",
                     "responses": {"200": _json_body(_ref("QueueList"), "by name"), **errors},
+                }
+            },
+            "/v1/schedules": {
+                "get": {
+                    "operationId": "listSchedules",
+                    "summary": "Every schedule: its cron rule, next firing, last execution, whether paused",
+                    "responses": {"200": _json_body(_ref("ScheduleList"), "by name"), **errors},
                 }
             },
             "/v1/executions/{id}": {
@@ -505,6 +512,45 @@ def openapi_document() -> dict[str, Any]:
                             "description": "how long the oldest ready execution has been due",
                         },
                     },
+                },
+                "Schedule": {
+                    "type": "object",
+                    "required": [
+                        "name",
+                        "cron",
+                        "timezone",
+                        "catch_up",
+                        "workflow",
+                        "next_fire_at",
+                        "last_execution",
+                        "last_fired_at",
+                        "paused",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "cron": {"type": "string", "description": "5 fields, or 6 with seconds last"},
+                        "timezone": {"type": "string", "description": "the IANA zone the rule is read in"},
+                        "catch_up": {"type": "string", "enum": ["latest", "all", "none"]},
+                        "workflow": {"type": "string"},
+                        "next_fire_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "the next firing not yet started",
+                        },
+                        "last_execution": {
+                            "type": ["string", "null"],
+                            "description": "the id (NAME@TIME) of the last firing's execution",
+                        },
+                        "last_fired_at": {"type": ["string", "null"], "format": "date-time"},
+                        "paused": {"type": "boolean"},
+                    },
+                },
+                "ScheduleList": {
+                    "type": "object",
+                    "required": ["schedules"],
+                    "additionalProperties": False,
+                    "properties": {"schedules": {"type": "array", "items": _ref("Schedule")}},
                 },
                 "QueueList": {
                     "type": "object",
