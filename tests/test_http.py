@@ -6,6 +6,7 @@ for its path, method and status (the body's JSON schema included).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -144,18 +145,25 @@ def check(response: httpx.Response, status: int, code: str | None = None) -> Any
 # -- fixtures -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served(database_url: str) -> Iterator[str]:
-    """`zart serve --app tests.apps.events_app` and a worker for those workflows; the base URL."""
+@contextlib.contextmanager
+def serving(database_url: str, app: str) -> Iterator[str]:
+    """`zart serve --app APP` and a worker for its workflows, on 127.0.0.1; the base URL."""
     env = server_env(database_url)
-    worker = WorkerProcess(env, app="tests.apps.events_app")
-    server = ServeProcess(env, "--app", "tests.apps.events_app")
+    worker = WorkerProcess(env, app=app)
+    server = ServeProcess(env, "--app", app)
     try:
         worker.wait_started()
         yield server.wait_ready()
     finally:
         assert server.stop() == 0, server.log()
         worker.stop()
+
+
+@pytest.fixture(scope="module")
+def served(database_url: str) -> Iterator[str]:
+    """The API of tests.apps.events_app's workflows, served and worked on; the base URL."""
+    with serving(database_url, "tests.apps.events_app") as url:
+        yield url
 
 
 @pytest.fixture

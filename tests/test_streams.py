@@ -17,7 +17,7 @@ import zart
 
 from .apps import streams_app
 from .helpers import WorkerProcess, query, run_cli, scalar, wait_until
-from .test_http import ServeProcess, server_env
+from .test_http import ServeProcess, server_env, serving
 
 
 def stream_rows(url: str, execution_id: str, stream: str) -> list[tuple[int, object]]:
@@ -192,15 +192,8 @@ def test_emit_outside_a_workflow_and_bad_reads(database_url):
 
 @pytest.fixture(scope="module")
 def served(database_url: str) -> Iterator[str]:
-    env = server_env(database_url)
-    worker = WorkerProcess(env, app="tests.apps.streams_app")
-    server = ServeProcess(env, "--app", "tests.apps.streams_app")
-    try:
-        worker.wait_started()
-        yield server.wait_ready()
-    finally:
-        assert server.stop() == 0, server.log()
-        worker.stop()
+    with serving(database_url, "tests.apps.streams_app") as url:
+        yield url
 
 
 def sse_events(response: httpx.Response) -> Iterator[dict[str, str]]:
