@@ -139,19 +139,26 @@ def fork(
 
 
 def _fork_point(conn: psycopg.Connection, execution_id: str, from_step: str | int) -> tuple[int, str]:
-    """The history position to fork at, and how the new execution records it (the step's key)."""
-    keys = [row[0] for row in conn.execute(sql.SELECT_HISTORY_KEYS, {"id": execution_id, "limit": 10**6})]
+    """The history position to fork at, and how the new execution records it (the step's key).
+
+    A key is looked up by its index entry; only an unknown one reads the first keys, to list them."""
     if isinstance(from_step, int):
-        if not 0 <= from_step <= len(keys):
+        length, key = conn.execute(sql.HISTORY_AT, {"id": execution_id, "seq": from_step}).fetchone()
+        if not 0 <= from_step <= length:
             raise StepNotInHistory(
                 f"cannot fork {execution_id!r} from position {from_step}: its history has "
-                f"positions 0 to {len(keys)} (a position is where a step is, or the end)"
+                f"positions 0 to {length} (a position is where a step is, or the end)"
             )
-        return from_step, keys[from_step] if from_step < len(keys) else f"position {from_step}"
+        return from_step, key if key is not None else f"position {from_step}"
     found = conn.execute(sql.SELECT_STEP_POSITION, {"id": execution_id, "key": from_step}).fetchone()
     if found is None:
-        shown = ", ".join(repr(key) for key in keys[:_KEYS_SHOWN]) or "none: it has no history yet"
-        more = f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
+        length, _ = conn.execute(sql.HISTORY_AT, {"id": execution_id, "seq": -1}).fetchone()
+        keys = [
+            row[0]
+            for row in conn.execute(sql.SELECT_HISTORY_KEYS, {"id": execution_id, "limit": _KEYS_SHOWN})
+        ]
+        shown = ", ".join(repr(key) for key in keys) or "none: it has no history yet"
+        more = f" and {length - _KEYS_SHOWN} more" if length > _KEYS_SHOWN else ""
         raise StepNotInHistory(
             f"cannot fork {execution_id!r} from step {from_step!r}: its history has no such key "
             f"(its keys: {shown}{more})"

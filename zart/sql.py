@@ -241,6 +241,11 @@ SELECT_STEP_POSITION = """
 SELECT seq FROM zart_steps WHERE execution_id = %(id)s AND step_key = %(key)s
 """
 
+# The length of an execution's history and the key at one position (fork's `from_step` as a position).
+HISTORY_AT = """
+SELECT count(*), min(step_key) FILTER (WHERE seq = %(seq)s) FROM zart_steps WHERE execution_id = %(id)s
+"""
+
 SELECT_HISTORY_KEYS = """
 SELECT step_key FROM zart_steps WHERE execution_id = %(id)s ORDER BY seq LIMIT %(limit)s
 """
