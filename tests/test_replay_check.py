@@ -435,3 +435,39 @@ def test_a_replay_that_does_not_end_is_an_error(monkeypatch):
 def test_patches_replay_as_recorded(monkeypatch, version, entries, expected):
     monkeypatch.setitem(patching_app.CODE, "version", version)
     assert _verdict(_recorded(entries, workflow="patching", value="before")).verdict == expected
+
+
+def test_a_patched_execution_whose_worker_is_killed_keeps_its_path(fresh_database_url, subprocess_env):
+    """SIGKILL of the worker once an execution took the patch's new path (marker and audit step
+    committed, the execution parked in its wait): another worker replays the marker, takes the new
+    path again, and no checkpointed step runs twice."""
+    url = fresh_database_url
+    env = dict(subprocess_env, ZART_DATABASE_URL=url)
+    first = WorkerProcess(env, app="tests.apps.versioning_v2")
+    try:
+        first.wait_started()
+        handle = zart.start("versioned", 4, id="killed-4", database_url=url)
+        wait_until(lambda: handle.status() == "waiting", what="the wait, after the patched step")
+        first.kill()
+    finally:
+        first.stop()
+    second = WorkerProcess(env, app="tests.apps.versioning_v2")
+    try:
+        second.wait_started()
+        zart.send_event(handle.id, "go", None, database_url=url)
+        assert handle.result(timeout=30) == [4, "audited 4", 40]
+    finally:
+        second.stop()
+    ran = [
+        row[0]
+        for row in query(
+            url, "SELECT step_key FROM test_effects WHERE execution_id = %s ORDER BY id", (handle.id,)
+        )
+    ]
+    assert ran == ["versioned-prepare#1", "versioned-audit#1", "versioned-finish#1"]
+    assert (
+        scalar(
+            url, "SELECT count(*) FROM zart_steps WHERE execution_id = %s AND kind = 'patch'", (handle.id,)
+        )
+        == 1
+    )
