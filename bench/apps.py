@@ -57,3 +57,18 @@ async def bench_io_steps(spec: list) -> float:
     for _ in range(steps):
         total += await io_wait(seconds)
     return total
+
+
+@zart.workflow("bench-child")
+async def bench_child(i: int) -> int:
+    """A child of one no-op step: the unit of bench.children's round trip."""
+    return await noop(i)
+
+
+@zart.workflow("bench-children")
+async def bench_children(children: int) -> int:
+    """`children` child executions one after another, each a 1-step `bench-child`."""
+    total = 0
+    for i in range(children):
+        total += await zart.child(bench_child, i)
+    return total

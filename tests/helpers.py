@@ -174,3 +174,29 @@ class SupervisorProcess(WorkerProcess):
             what=f"{count} workers to start",
         )
         return child_pids(self.process.pid)
+
+
+def assert_no_checkpointed_step_ran_twice(url: str) -> None:
+    """Every step's side effect happened; a step ran twice only when its first attempt was cut short
+    (in flight at a kill or an outage), never after its checkpoint was committed."""
+    missing = scalar(
+        url,
+        "SELECT count(*) FROM zart_steps s WHERE s.kind = 'step' AND NOT EXISTS (SELECT 1 FROM test_effects e"
+        " WHERE e.execution_id = s.execution_id AND e.step_key = s.step_key)",
+    )
+    assert missing == 0
+    repeated_without_cause = query(
+        url,
+        """SELECT e.execution_id, e.step_key, count(*) FROM test_effects e
+           GROUP BY 1, 2 HAVING count(*) > 1
+              AND count(*) > 1 + (SELECT count(*) FROM zart_step_attempts a
+                                  WHERE a.execution_id = e.execution_id AND a.step_key = e.step_key
+                                    AND a.outcome = 'abandoned')""",
+    )
+    assert repeated_without_cause == []
+    # A checkpoint has exactly one successful attempt.
+    assert query(
+        url,
+        "SELECT count(*) FROM (SELECT execution_id, step_key FROM zart_step_attempts"
+        " WHERE outcome = 'succeeded' GROUP BY 1, 2 HAVING count(*) > 1) d",
+    ) == [(0,)]

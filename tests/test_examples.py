@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from .helpers import REPO_ROOT, query, run_cli
+from .helpers import REPO_ROOT, query, run_cli, scalar
 
 EXAMPLES = REPO_ROOT / "examples"
 
@@ -313,3 +313,26 @@ def test_nightly_schedule(database_url, example_env):
     fired, names = run_example(example_env, "nightly.py")
     assert fired.startswith("True report for ") and fired.endswith(" orders")
     assert "'ex-nightly-report'" in names and "ex-nightly-now" not in names
+
+
+def test_shipping_child_workflow(database_url, example_env):
+    shipped, refunded, children, heavy_child = run_example(example_env, "shipping.py")
+    assert ast.literal_eval(shipped) == {"shipped": True, "tracking": "T-41", "label": "label-41-T-41.pdf"}
+    assert ast.literal_eval(refunded) == {
+        "shipped": False,
+        "why": "step 'ex-book-courier#1' failed: ValueError: 45 kg is over the courier's 30 kg limit",
+        "refund": "refunded charge-42",
+    }
+    assert ast.literal_eval(children) == [("order-41/ship-parcel#1", "completed")]
+    assert heavy_child == "failed"
+    assert _keys(database_url, "order-42") == ["ex-charge-card#1", "child:ship-parcel#1", "ex-refund-card#1"]
+
+
+def test_monthly_invoicing_maps_over_children(database_url, example_env):
+    result, children = run_example(example_env, "monthly_invoicing.py")
+    assert ast.literal_eval(result) == {"month": "2026-11", "invoices": 50, "total": 17820}
+    assert children == "50 invoices-2026-11/invoice-customer[0] completed"
+    assert (
+        scalar(database_url, "SELECT count(*) FROM zart_execution_runs WHERE parent_id = 'invoices-2026-11'")
+        == 50
+    )

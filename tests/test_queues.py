@@ -22,8 +22,7 @@ import zart
 
 from .apps import queues_app
 from .conftest import REPO_ROOT, _migrated_database
-from .helpers import SupervisorProcess, query, scalar, wait_until
-from .test_supervise import assert_no_checkpointed_step_ran_twice
+from .helpers import SupervisorProcess, assert_no_checkpointed_step_ran_twice, query, scalar, wait_until
 
 IN_PROGRESS = "('running', 'sleeping', 'waiting')"
 

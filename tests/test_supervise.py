@@ -18,7 +18,16 @@ import zart
 
 from .apps import chaos_app, core_app
 from .conftest import _create_database, _drop_database
-from .helpers import EFFECTS_TABLE_SQL, SupervisorProcess, child_pids, query, run_cli, scalar, wait_until
+from .helpers import (
+    EFFECTS_TABLE_SQL,
+    SupervisorProcess,
+    assert_no_checkpointed_step_ran_twice,
+    child_pids,
+    query,
+    run_cli,
+    scalar,
+    wait_until,
+)
 
 
 def completed(url: str) -> int:
@@ -27,32 +36,6 @@ def completed(url: str) -> int:
 
 def start_many(url: str, count: int) -> list[zart.ExecutionHandle]:
     return [zart.start(chaos_app.chaos, n, database_url=url) for n in range(count)]
-
-
-def assert_no_checkpointed_step_ran_twice(url: str) -> None:
-    """Every step's side effect happened; a step ran twice only when its first attempt was cut short
-    (in flight at a kill or an outage), never after its checkpoint was committed."""
-    missing = scalar(
-        url,
-        "SELECT count(*) FROM zart_steps s WHERE NOT EXISTS (SELECT 1 FROM test_effects e"
-        " WHERE e.execution_id = s.execution_id AND e.step_key = s.step_key)",
-    )
-    assert missing == 0
-    repeated_without_cause = query(
-        url,
-        """SELECT e.execution_id, e.step_key, count(*) FROM test_effects e
-           GROUP BY 1, 2 HAVING count(*) > 1
-              AND count(*) > 1 + (SELECT count(*) FROM zart_step_attempts a
-                                  WHERE a.execution_id = e.execution_id AND a.step_key = e.step_key
-                                    AND a.outcome = 'abandoned')""",
-    )
-    assert repeated_without_cause == []
-    # A checkpoint has exactly one successful attempt.
-    assert query(
-        url,
-        "SELECT count(*) FROM (SELECT execution_id, step_key FROM zart_step_attempts"
-        " WHERE outcome = 'succeeded' GROUP BY 1, 2 HAVING count(*) > 1) d",
-    ) == [(0,)]
 
 
 def test_supervise_three_procs_runs_1000_workflows(fresh_database_url, subprocess_env):

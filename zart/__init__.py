@@ -3,8 +3,10 @@
 The whole public API lives here; everything else in the package is internal.
 """
 
+from .children import child, map
 from .client import (
     AttemptRecord,
+    ChildRecord,
     ExecutionHandle,
     ExecutionInfo,
     StepRecord,
@@ -23,6 +25,7 @@ from .client import (
 from .client import list_executions as list
 from .errors import (
     Cancelled,
+    ChildFailed,
     ConfigurationError,
     DatabaseUnavailable,
     DuplicateExecution,
@@ -53,7 +56,6 @@ from .replay import (
     context,
     deprecate_patch,
     emit,
-    map,
     parallel,
     patched,
     sleep,
@@ -76,6 +78,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AttemptRecord",
     "Cancelled",
+    "ChildFailed",
+    "ChildRecord",
     "ConfigurationError",
     "Context",
     "DatabaseUnavailable",
@@ -119,6 +123,7 @@ __all__ = [
     "astart_many",
     "aunpause",
     "cancel",
+    "child",
     "context",
     "deprecate_patch",
     "emit",

@@ -15,6 +15,12 @@ workflow woken by the last one).
 
 Either way, the replay then finds every branch's outcome in the history.
 
+A branch may also be a child execution (`ChildCall`, made by `zart.child` and `zart.map` over a
+workflow: zart.children): it is recorded as a `waiting` entry and started in the commit that records
+it (at most `concurrency` of a fan-out's children ready, the others parked until a sibling ends),
+and the workflow parks until no child or branch task is left; each child's final transaction records
+its outcome in that entry and wakes the parent (sql.FINISH_CHILDREN).
+
 How branches are run is kept here, apart from the steps and the replay, so that it can change
 without touching them.
 """
@@ -33,7 +39,7 @@ from .completer import CommitAbandoned, FragmentRejected
 from .current import require_execution
 from .errors import StepFailed
 from .history import Checkpoint, recorded_value
-from .journal import LeaseLost, Suspended
+from .journal import LeaseLost, Suspended, utcnow
 from .steps import RetryLater, StepCall, attempt_step, make_call
 
 if TYPE_CHECKING:
@@ -54,7 +60,50 @@ class StepDefinition(Protocol):
     retry: Any
 
 
-async def parallel(*calls: StepCall) -> list[Any]:
+class ChildCall:
+    """An awaitable child execution inside a workflow (`zart.child`); its key is fixed when it is
+    created, like a step call's, and so is everything its start needs (checked at the call)."""
+
+    __slots__ = ("execution", "key", "queue_declaration", "start")
+
+    def __init__(
+        self,
+        execution: ExecutionContext,
+        key: str,
+        start: tuple[Any, ...],
+        queue_declaration: tuple[Any, ...] | None,
+    ) -> None:
+        self.execution = execution
+        self.key = key  # `child:NAME#k`, or `child:NAME[i]` for an item of a zart.map
+        # (id, workflow, input as JSON text, timeout, queue, queue key, priority)
+        self.start = start
+        # (queue, concurrency, per_key, rate limit, rate period): the queue to create if it is new
+        self.queue_declaration = queue_declaration
+
+    @property
+    def child_id(self) -> str:
+        return self.start[0]
+
+    def __await__(self) -> Any:
+        return _one(self).__await__()
+
+    def __repr__(self) -> str:
+        return f"<ChildCall {self.key} -> {self.child_id!r}>"
+
+
+async def _one(call: ChildCall) -> Any:
+    (result,) = await fan_out(call.execution, [call], None)
+    return result
+
+
+def check_concurrency(concurrency: Any) -> None:
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise ValueError(f"concurrency must be a whole number >= 1 or None, got {concurrency!r}")
+
+
+async def parallel(*calls: StepCall | ChildCall) -> list[Any]:
     """Run step calls concurrently, on any worker; their results in argument order.
 
     Each branch is checkpointed on its own, so a restart re-runs only the unfinished ones. If some
@@ -64,7 +113,7 @@ async def parallel(*calls: StepCall) -> list[Any]:
     execution = require_execution("zart.parallel()")
     if not calls:
         return []
-    return await _fan_out(execution, list(calls), None)
+    return await fan_out(execution, list(calls), None)
 
 
 async def map(step: Step, items: Any, concurrency: int | None = None) -> list[Any]:
@@ -73,14 +122,11 @@ async def map(step: Step, items: Any, concurrency: int | None = None) -> list[An
     execution = require_execution("zart.map()")
     if not isinstance(step, StepDefinition):
         raise TypeError(f"zart.map() takes a @zart.step function, got {step!r}")
-    if concurrency is not None and (
-        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
-    ):
-        raise ValueError(f"concurrency must be a whole number >= 1 or None, got {concurrency!r}")
+    check_concurrency(concurrency)
     calls = _map_calls(execution, step, list(items))
     if not calls:
         return []
-    return await _fan_out(execution, calls, concurrency)
+    return await fan_out(execution, calls, concurrency)
 
 
 def _map_calls(execution: ExecutionContext, step: Step, items: list[Any]) -> list[StepCall]:
@@ -91,22 +137,43 @@ def _map_calls(execution: ExecutionContext, step: Step, items: list[Any]) -> lis
     return [make_call(execution, step, f"{prefix}[{index}]", (item,), {}) for index, item in enumerate(items)]
 
 
-async def _fan_out(execution: ExecutionContext, calls: list[StepCall], concurrency: int | None) -> list[Any]:
+async def fan_out(
+    execution: ExecutionContext, calls: list[StepCall | ChildCall], concurrency: int | None
+) -> list[Any]:
     """Run `calls` inline, or as branch tasks any worker may claim; their results in argument order.
 
     As tasks, the unfinished branches become tasks in the commit that parks this workflow; the last
-    branch to finish wakes it, and the replay then finds every result here.
+    branch to finish wakes it, and the replay then finds every result here. Child calls start in
+    the first commit, and the workflow parks until every child has ended.
     """
     for call in calls:
-        if not isinstance(call, StepCall) or call.execution is not execution:
+        if not isinstance(call, (StepCall, ChildCall)) or call.execution is not execution:
             raise TypeError(
-                f"zart.parallel() takes step calls made in this workflow, e.g. "
+                f"zart.parallel() takes step calls and zart.child() calls made in this workflow, e.g. "
                 f"zart.parallel(a(1), b(2)); got {call!r}"
             )
     history, journal = execution.history, execution.journal
     first = history.take_positions(len(calls))
     recorded = [history.entry_at(first + offset, call.key) for offset, call in enumerate(calls)]
-    unfinished = [(offset, call) for offset, call in enumerate(calls) if recorded[offset] is None]
+    unfinished = [
+        (offset, call)
+        for offset, call in enumerate(calls)
+        if recorded[offset] is None and isinstance(call, StepCall)
+    ]
+    new_children = [
+        (offset, call)
+        for offset, call in enumerate(calls)
+        if recorded[offset] is None and isinstance(call, ChildCall)
+    ]
+    children_waiting = any(
+        checkpoint is not None and checkpoint.kind == "child" and checkpoint.status == "waiting"
+        for checkpoint in recorded
+    )
+    if new_children:
+        await execution.until_due()
+        _start_children(execution, first, new_children, concurrency)
+    if new_children or children_waiting:
+        journal.may_have_children = True
     window = len(unfinished) if concurrency is None else min(concurrency, len(unfinished))
     services = execution.services
     if unfinished and window <= services.inline_fanout and services.may_inline():
@@ -119,6 +186,11 @@ async def _fan_out(execution: ExecutionContext, calls: list[StepCall], concurren
                 (call.key, payload.decode(), first + offset, first, rank < window)
             )
         journal.mark_running()
+        journal.pending.wake_when_branches_done = True
+        await journal.suspend(math.inf)
+    if new_children or children_waiting:
+        # parked until no child (and no branch task) is left: the last child's end wakes it
+        journal.set_status("waiting")
         journal.pending.wake_when_branches_done = True
         await journal.suspend(math.inf)
     outcomes = []
@@ -143,6 +215,22 @@ async def _fan_out(execution: ExecutionContext, calls: list[StepCall], concurren
         failure.outcomes = outcomes
         raise failure
     return [outcome["result"] for outcome in outcomes]
+
+
+def _start_children(
+    execution: ExecutionContext, first: int, new: list[tuple[int, ChildCall]], concurrency: int | None
+) -> None:
+    """Record the children's `waiting` entries and their starts, for the next commit: the first
+    `concurrency` of them ready, the others parked until a sibling ends (sql.START_CHILDREN)."""
+    pending = execution.journal.pending
+    window = len(new) if concurrency is None else min(concurrency, len(new))
+    now = utcnow()
+    for offset, call in new:
+        position = first + offset
+        pending.steps.append((call.key, position, "child", "waiting", None, None, 0, now, None, None))
+        pending.child_starts.append((*call.start, call.key, first, position, window))
+        if call.queue_declaration is not None:
+            pending.child_queues.append(call.queue_declaration)
 
 
 async def _run_inline(

@@ -317,6 +317,7 @@ _CLAIM_COLUMNS: tuple[Callable[[bytes], Any], ...] = (
     float,  # due_epoch
     _bool,  # fresh
     _bool,  # events_waiting
+    _text,  # parent_id
 )
 
 
@@ -429,6 +430,7 @@ def load_claimed(
             group=group,
             seconds_to_due=seconds_to_due,
             due_epoch=due_epoch,
+            parent_id=parent_id,
         )
         for (
             task_id,
@@ -447,6 +449,7 @@ def load_claimed(
             due_epoch,
             _fresh,
             _events_waiting,
+            parent_id,
         ) in rows
     ]
     return tasks, next_due

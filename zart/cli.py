@@ -24,7 +24,7 @@ from . import client, db, operating, schema, streams
 from .apps import import_apps
 from .client import STATUSES
 from .errors import ZartError
-from .views import execution_json, queue_json, schedule_json, status_json, summary_json
+from .views import SHOWN_CHILDREN, execution_json, queue_json, schedule_json, status_json, summary_json
 
 if TYPE_CHECKING:
     from .replay_check import Summary, Verdict
@@ -528,6 +528,8 @@ def list_(
 
 # The last values of each stream `zart show` prints.
 SHOWN_STREAM_VALUES = 3
+# `zart show`: the children listed one per line (`--json` lists views.SHOWN_CHILDREN of them).
+SHOWN_CHILD_LINES = 20
 
 
 @main.command()
@@ -544,8 +546,9 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
     steps = handle.steps()
     attempts = handle.attempts()
     tails = streams.tails(handle.database_url, info.id, limit=SHOWN_STREAM_VALUES)
+    children = handle.children(limit=SHOWN_CHILDREN) if info.children else []
     if as_json:
-        data = execution_json(info, steps)
+        data = execution_json(info, steps, children)
         if tails:
             data["streams"] = [
                 {"name": name, "count": count, "last": [value.value for value in values]}
@@ -590,6 +593,15 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
         header.add_row("forked from", _text(f"{info.forked_from} at {info.forked_at}"))
     if info.forks:
         header.add_row("forks", _text(", ".join(info.forks)))
+    if info.parent_id is not None:
+        header.add_row("parent", _text(f"{info.parent_id} ({info.parent_key})"))
+    if info.children:
+        counts: dict[str, int] = {}
+        for child in children:
+            counts[child.status] = counts.get(child.status, 0) + 1
+        listed = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        more = f"; the first {len(children)}: " if len(children) < info.children else ": "
+        header.add_row("children", _text(f"{info.children}{more}{listed}"))
     if info.resumes:
         header.add_row("resumed", f"{info.resumes} time{'s' if info.resumes > 1 else ''}")
     header.add_row("input", _text(_short(_json(info.input), 200)))
@@ -604,11 +616,26 @@ def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
             _text(f"stream {name}"), _text(f"{count} value{'s' if count != 1 else ''}: {more}{shown}")
         )
     parts: list[Any] = [header, ""]
+    if children:
+        parts.extend([_children_table(children[:SHOWN_CHILD_LINES], info.children), ""])
     parts.append(_timeline(info, steps, attempts, now) if steps or attempts else "no steps yet")
     traceback = (info.error or {}).get("traceback")
     if info.status == "failed" and traceback:
         parts.extend(["", _text(traceback.rstrip())])
     _print(*parts)
+
+
+def _children_table(children: list[client.ChildRecord], count: int) -> Any:
+    """The first children of a parent, one line each: its id, status and entry in the history."""
+    from rich.table import Table
+
+    more = f" (the first {len(children)} of {count})" if count > len(children) else ""
+    table = Table(title=f"children{more}", title_justify="left", box=None, padding=(0, 2))
+    for column in ("child", "status", "entry"):
+        table.add_column(column, style="bold" if column == "child" else None)
+    for child in children:
+        table.add_row(_text(child.id), _text(child.status), _text(child.key))
+    return table
 
 
 @main.command()

@@ -16,6 +16,7 @@ import attrs
 import psycopg
 
 from . import group_start, serde, sql, starting, status_reads, streams, waiting
+from .completer import cancel_descendants
 from .db import ENV_URL, resolve_url
 from .errors import (
     Cancelled,
@@ -66,6 +67,19 @@ class ExecutionInfo:
     forked_at: str | None = None  # ... and the step it ran on from
     forks: tuple[str, ...] = ()  # the executions forked from this one, oldest first
     resumes: int = 0  # how many times zart.resume ran it on after it ended
+    parent_id: str | None = None  # a child execution (zart.child): its parent...
+    parent_key: str | None = None  # ... and its entry in the parent's history
+    children: int = 0  # how many child executions it started (see ExecutionHandle.children)
+
+
+@attrs.frozen
+class ChildRecord:
+    """One child execution of a parent (zart.child, zart.map over a workflow)."""
+
+    id: str
+    workflow: str
+    status: str
+    key: str  # its entry in the parent's history: `child:NAME#k` or `child:NAME[i]`
 
 
 @attrs.frozen
@@ -118,6 +132,12 @@ class ExecutionHandle:
 
     def info(self) -> ExecutionInfo:
         return _fetch(self.database_url, self.id)
+
+    def children(self, limit: int = 1000) -> list[ChildRecord]:
+        """Its child executions (zart.child, zart.map over a workflow), in the order it made them."""
+        with transaction(self.database_url) as conn:
+            rows = conn.execute(sql.SELECT_CHILDREN, {"id": self.id, "limit": limit}).fetchall()
+        return [ChildRecord(*row) for row in rows]
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the end; the value, or WorkflowFailed / WorkflowTimedOut / Cancelled.
@@ -322,7 +342,7 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
         raise ExecutionNotFound(f"no execution with id {execution_id!r}")
     ident, workflow, status, input_json, result, error, created, started, finished = row[:9]
     queue, key, priority = row[9:12]
-    forked_from, forked_at, resumes, forks = row[12:]
+    forked_from, forked_at, resumes, forks, parent_id, parent_key, children = row[12:]
     return ExecutionInfo(
         ident,
         workflow,
@@ -340,6 +360,9 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
         forked_at,
         tuple(forks or ()),
         resumes,
+        parent_id,
+        parent_key,
+        children,
     )
 
 
@@ -419,7 +442,8 @@ def send_event(
 
 
 def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | None = None) -> bool:
-    """End an execution `cancelled`: True if it was cancelled now, False if it had already ended.
+    """End an execution `cancelled`, and its unfinished children (zart.child) with it: True if it was
+    cancelled now, False if it had already ended.
 
     Its tasks are removed in the same transaction, so nothing of it runs any more; a step running
     at that moment finishes, but its result is not recorded. `result()` then raises Cancelled.
@@ -427,16 +451,23 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
     """
     url = resolve_url(database_url)
     with transaction(url) as conn:
-        conn.execute(sql.LOCK_EXECUTION_TASK, {"id": execution_id})  # same lock order as send_event
+        # Its children (zart.child) go with it: their tasks and its parent's are locked first, in id
+        # order, as a completer batch that ends a child locks its own and the parent's.
+        below = [row[0] for row in conn.execute(sql.SELECT_DESCENDANTS, {"ids": [execution_id]})]
+        conn.execute(sql.LOCK_FOR_CANCEL, {"ids": [execution_id, *below]})
         cancelled = conn.execute(sql.CANCEL_EXECUTION, {"id": execution_id, "reason": reason}).fetchone()
         if cancelled is None:
             if conn.execute(sql.SELECT_EXECUTION_WORKFLOW, {"id": execution_id}).fetchone() is None:
                 raise ExecutionNotFound(f"cannot cancel: no execution with id {execution_id!r}")
             return False
+        # A child's parent records the cancellation (ChildFailed) and is woken: before its tasks
+        # go, which tell whether it was still parked in a zart.map window.
+        conn.execute(sql.FINISH_CHILDREN, {"ids": [execution_id]})
         # Wakes the claimers if it freed a limited queue's slot: another execution may begin now.
         conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]})
         conn.execute(sql.ABANDON_OPEN_ATTEMPTS, {"id": execution_id})
         conn.execute(sql.NOTIFY_FINISHED, {"ids": [execution_id]})
+        cancel_descendants(conn, [execution_id], f"its parent execution {execution_id} was cancelled")
     return True
 
 

@@ -81,6 +81,16 @@ class Fragment:
     consumed_events: list[tuple[int, str]] = attrs.field(factory=list)
     # (stream, seq, value as JSON text): values emitted (zart.emit), with their `emit` entries in `steps`
     stream_values: list[tuple[str, int, str]] = attrs.field(factory=list)
+    # Children to start (zart.child), with their 'waiting' entries in `steps`: (id, workflow, input,
+    # timeout, queue, queue key, priority, parent key, fan-out, position, window).
+    child_starts: list[tuple[Any, ...]] = attrs.field(factory=list)
+    # Queues those children may have to create: (name, concurrency, per_key, rate limit, rate period).
+    child_queues: list[tuple[Any, ...]] = attrs.field(factory=list)
+    # This execution is a child of that one: its end records its outcome in the parent (with
+    # `finish_execution`), in the same transaction.
+    parent_id: str | None = None
+    # It ends while children of it may still run (a timeout, an engine fault): cancel them all.
+    cancel_children: bool = False
     # (status, result, error, started_at, finished_at)
     execution: tuple[Any, ...] | None = None
     # This task is done: delete it (a branch that finished).
@@ -109,6 +119,7 @@ class Fragment:
             or self.steps
             or self.consumed_events
             or self.stream_values
+            or self.child_starts
             or self.execution
             or self.branch_tasks
             or self.finish_execution
@@ -315,7 +326,12 @@ class Completer:
         in pipeline mode the writes after the first are sent together: nothing of theirs is read
         back); the task ids still held."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
-        fan_in = sorted({f.execution_id for f in fragments if f.fan_in_group is not None})
+        # The workflow tasks this batch may wake: of the fan-outs it finishes a branch of, and the
+        # parents of the children it ends (FINISH_CHILDREN).
+        fan_in = sorted(
+            {f.execution_id for f in fragments if f.fan_in_group is not None}
+            | {f.parent_id for f in fragments if f.finish_execution and f.parent_id is not None}
+        )
         if fan_in:
             conn.execute(
                 sql.LOCK_TASKS_FOR_FAN_IN,
@@ -354,6 +370,12 @@ class Completer:
         emitted = [(f.execution_id, *value) for f in fragments for value in f.stream_values]
         if emitted:  # its NOTIFY wakes the stream readers with the COMMIT
             conn.execute(sql.INSERT_STREAM_VALUES, _columns(emitted, _STREAM_COLUMNS))
+        children = [(*row, f.execution_id) for f in fragments for row in f.child_starts]
+        if children:  # before RELEASE_TASKS, which looks for children left to wait for
+            declare = {q[0]: q for f in fragments for q in f.child_queues}
+            params = _columns(children, _CHILD_COLUMNS)
+            params["declare"] = orjson.dumps(list(declare.values())).decode()
+            conn.execute(sql.START_CHILDREN, params)
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
@@ -366,6 +388,12 @@ class Completer:
             # Wakes the claimers if an execution of a limited queue ended: another may begin.
             conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": over})
             conn.execute(sql.NOTIFY_FINISHED, {"ids": over})
+        ended = [f for f in fragments if f.finish_execution]
+        if any(f.cancel_children for f in ended):
+            cancel_descendants(conn, [f.execution_id for f in ended if f.cancel_children], _PARENT_ENDED)
+        children_ended = [f.execution_id for f in ended if f.parent_id is not None]
+        if children_ended:
+            conn.execute(sql.FINISH_CHILDREN, {"ids": children_ended})
         # After the tasks' deletion, which waited for any batch still holding one of them: a
         # branch attempt that batch started is visible here, and closed too.
         closing = [(f.execution_id, *f.close_attempts) for f in fragments if f.close_attempts]
@@ -403,6 +431,39 @@ class Completer:
             conn.execute(sql.WAKE_FANNED_IN, {"execution_ids": sorted({f.execution_id for f in fanned_in})})
 
 
+_CHILD_COLUMNS = (
+    "ids",
+    "workflows",
+    "inputs",
+    "timeouts",
+    "queues",
+    "keys",
+    "priorities",
+    "parent_keys",
+    "parent_groups",
+    "parent_seqs",
+    "windows",
+    "parent_ids",
+)
+_PARENT_ENDED = "its parent execution ended before it did"
+
+
+def cancel_descendants(conn: psycopg.Connection, ids: list[str], reason: str) -> list[str]:
+    """Cancel every unfinished execution below `ids` (children, theirs...), in the caller's
+    transaction: their tasks go, their open attempts are closed, their waiters told. Their entries in
+    their own parents' histories record the cancellation, without waking anyone (those parents are
+    ending or cancelled too: they have no task left to wake). The cancelled ids."""
+    below = [row[0] for row in conn.execute(sql.SELECT_DESCENDANTS, {"ids": ids}).fetchall()]
+    if not below:
+        return []
+    conn.execute(sql.CANCEL_EXECUTIONS, {"ids": below, "reason": reason})
+    conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": below})
+    conn.execute(sql.ABANDON_OPEN_ATTEMPTS_OF, {"ids": below})
+    conn.execute(sql.FINISH_CHILDREN, {"ids": below})
+    conn.execute(sql.NOTIFY_FINISHED, {"ids": below})
+    return below
+
+
 _STREAM_COLUMNS = ("execution_ids", "streams", "seqs", "values")
 _CLOSE_COLUMNS = ("execution_ids", "outcomes", "error_types", "error_messages")
 _BRANCH_COLUMNS = ("execution_ids", "step_keys", "payloads", "seqs", "grps", "readies")
@@ -415,6 +476,8 @@ def _is_plain(fragment: Fragment) -> bool:
     return not (
         fragment.consumed_events
         or fragment.stream_values
+        or fragment.child_starts
+        or (fragment.finish_execution and (fragment.parent_id is not None or fragment.cancel_children))
         or fragment.branch_tasks
         or fragment.finish_task
         or fragment.fan_in_group is not None

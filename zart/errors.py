@@ -123,6 +123,28 @@ class StepFailed(ZartError):
         self.outcomes: list[dict] = []
 
 
+class ChildFailed(StepFailed):
+    """A child execution (`zart.child`, `zart.map` over a workflow) ended failed, timed out or
+    cancelled; raised in the parent, which may catch it. `child_id` and `child_status` say which and
+    how; `child_error` is the child's own error record (type, message, traceback), when it has one.
+    """
+
+    def __init__(
+        self,
+        step_key: str,
+        message: str,
+        traceback: str = "",
+        child_id: str | None = None,
+        child_status: str | None = None,
+        child_error: dict | None = None,
+    ) -> None:
+        super().__init__(step_key, "ChildFailed", message, traceback)
+        self.args = (f"child {step_key!r} failed: {message}",)
+        self.child_id = child_id
+        self.child_status = child_status
+        self.child_error = child_error or {}
+
+
 class WorkflowFailed(ZartError):
     """`result()` of an execution that ended `failed`."""
 

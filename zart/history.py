@@ -24,7 +24,7 @@ import attrs
 import trio
 
 from . import serde
-from .errors import NonDeterminismError, StepFailed
+from .errors import ChildFailed, NonDeterminismError, StepFailed
 
 
 @attrs.frozen
@@ -36,7 +36,7 @@ class Checkpoint:
     status: str  # completed | failed | waiting (a sleep or event wait not over yet)
     output: str | None
     error: str | None
-    kind: str = "step"  # step | sleep | event | patch
+    kind: str = "step"  # step | sleep | event | patch | emit | child
     wake_in: float | None = None  # seconds from the claim to the wait's deadline
 
 
@@ -64,6 +64,15 @@ def recorded_value(recorded: Checkpoint) -> Any:
     if recorded.status == "completed":
         return serde.loads(recorded.output)
     error = serde.loads(recorded.error) or {}
+    if recorded.kind == "child":
+        raise ChildFailed(
+            recorded.key,
+            error.get("message", ""),
+            error.get("traceback", ""),
+            error.get("child_id"),
+            error.get("child_status"),
+            error.get("child_error"),
+        )
     raise StepFailed(
         recorded.key,
         error.get("type", "Error"),

@@ -103,6 +103,8 @@ class Journal:
         "execution_id",
         "in_flight",
         "inline_branches",
+        "may_have_children",
+        "parent_id",
         "pending",
         "started_at",
     )
@@ -117,8 +119,10 @@ class Journal:
         wake_claimer: Callable[[], None],
         status: str,
         deadline: float | None,
+        parent_id: str | None = None,
     ) -> None:
         self.execution_id = execution_id
+        self.parent_id = parent_id  # a child execution (zart.child): its end records its outcome there
         self._task_id = task_id
         self._claims = claims  # the fencing token every fragment carries
         self._completer = completer
@@ -135,6 +139,9 @@ class Journal:
         self.inline_branches = 0
         self._round: _Round | None = None  # the flush that sibling branches may join
         self._paused = False  # a commit found the execution paused: this run is stopping
+        # Children of this execution may still run (zart.children): an end other than `completed`
+        # cancels them in its commit.
+        self.may_have_children = False
 
     def _new_fragment(self) -> Fragment:
         return Fragment(self.execution_id, self._task_id, self._claims)
@@ -240,8 +247,11 @@ class Journal:
 
     async def finish(self, status: str, result: str | None, error: str | None) -> None:
         """End the execution with `status` (its result or error as JSON text): the run's last commit."""
-        self.pending.execution = (status, result, error, self.started_at, utcnow())
-        self.pending.finish_execution = True
+        pending = self.pending
+        pending.execution = (status, result, error, self.started_at, utcnow())
+        pending.finish_execution = True
+        pending.parent_id = self.parent_id
+        pending.cancel_children = self.may_have_children and status != "completed"
         await self.flush()
 
     async def fail(self, error: BaseException) -> NoReturn:

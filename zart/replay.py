@@ -113,6 +113,7 @@ class ExecutionContext:
         events: list[PendingEvent] | None = None,
         claimed_at: float | None = None,
         due_at: float | None = None,
+        parent_id: str | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_name = workflow_name
@@ -133,6 +134,7 @@ class ExecutionContext:
             wake_claimer=services.wake_claimer,
             status=status,
             deadline=deadline,
+            parent_id=parent_id,
         )
 
     @property
@@ -216,4 +218,7 @@ class ExecutionContext:
         message = "the execution exceeded its workflow timeout"
         if self.workflow is not None and self.workflow.timeout is not None:
             message += f" of {self.workflow.timeout:g} s"
+        # A timeout found at the claim comes before the replay: the history says if children run.
+        if any(entry.kind == "child" for entry in self.history.entries.values()):
+            self.journal.may_have_children = True
         await self.journal.time_out(message)

@@ -124,6 +124,7 @@ class Runner:
             # A timer claimed ahead: the replay runs now, and the execution's first action that
             # depends on the clock or has an effect waits for the moment (ExecutionContext.until_due).
             due_at=entry.due_at,
+            parent_id=task.parent_id,
         )
         entry.execution = execution
         if branch is not None:
@@ -159,6 +160,8 @@ class Runner:
             execution=("failed", None, error_json(error), None, utcnow()),
             finish_execution=True,
             close_attempts=("abandoned", type(error).__name__, message),
+            parent_id=task.parent_id,
+            cancel_children=True,
         )
         log_event(
             log,

@@ -100,7 +100,9 @@ SELECT_EXECUTION = f"""
 SELECT id, workflow, {_SHOWN_STATUS}, input::text, result::text, error::text,
        created_at, started_at, finished_at, queue, queue_key, priority, forked_from, forked_at,
        resumes, (SELECT array_agg(f.id ORDER BY f.created_at) FROM zart_execution_runs f
-                 WHERE f.forked_from = zart_execution_runs.id)
+                 WHERE f.forked_from = zart_execution_runs.id),
+       parent_id, parent_key,
+       (SELECT count(*) FROM zart_execution_runs c WHERE c.parent_id = zart_execution_runs.id)
 FROM zart_execution_runs WHERE id = %(id)s
 """
 
@@ -273,6 +275,8 @@ WITH source AS (
            s.finished_at, s.wake_at
     FROM created c, zart_steps s
     WHERE s.execution_id = %(source)s AND s.seq < %(position)s
+      -- a child the source still waits for is the source's: the fork's replay starts its own
+      AND NOT (s.kind = 'child' AND s.status = 'waiting')
     RETURNING 1
 ), copied_values AS (
     -- The values of the emits copied (zart.emit: the k-th emit to stream S is `emit:S#k`).
@@ -605,11 +609,13 @@ WITH RECURSIVE continuing AS (
               t.kind = 'workflow' AND coalesce((SELECT true FROM zart_events e
                                                 WHERE e.execution_id = t.execution_id
                                                   AND e.consumed_by IS NULL LIMIT 1), false)
-                  AS events_waiting
+                  AS events_waiting,
+              -- a child execution (zart.child): its end records its outcome in this parent
+              r.parent_id
 )
 SELECT * FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
               WHERE d.limited AND (l.name IS NULL OR l.version <> d.version))
 """
@@ -635,7 +641,8 @@ SELECT extract(epoch FROM least(
     (SELECT CASE WHEN timer AND claimed_by IS NULL THEN run_at - make_interval(secs => %(lookahead)s)
                  ELSE run_at END
      FROM zart_tasks WHERE admitted AND NOT paused AND run_at < 'infinity' ORDER BY run_at LIMIT 1),
-    (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now()),
+    -- (a child parked in its zart.map window, at 'infinity', waits for a sibling's end, not a time)
+    (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now() AND run_at < 'infinity'),
     (SELECT min(a.at + make_interval(secs => q.rate_period))
      FROM zart_queues q CROSS JOIN LATERAL unnest(q.admitted_at, q.admitted_n) AS a(at, n)
      CROSS JOIN LATERAL (SELECT 1 FROM zart_tasks t
@@ -704,6 +711,10 @@ RETURNING t.id
 # LOCK_EXECUTION_TASK), and one released to wait for its branches runs again at once if none is
 # left (see WAKE_FANNED_IN). When a task released runs again now, the statement wakes the claimers
 # itself (a row back): the completer queues it with the rest of its batch and reads nothing back.
+# A child of this execution it still waits for (zart.child): a probe of zart_steps_waiting_children_idx.
+_WAITING_CHILD = """SELECT 1 FROM zart_steps x
+    WHERE x.execution_id = {parent} AND x.kind = 'child' AND x.status = 'waiting'"""
+
 RELEASE_TASKS = f"""
 WITH released AS (
 UPDATE zart_tasks t
@@ -714,6 +725,7 @@ SET run_at = CASE
         THEN now()
         WHEN f.branches AND NOT EXISTS (
             SELECT 1 FROM zart_tasks b WHERE b.execution_id = t.execution_id AND b.kind = 'step')
+                        AND NOT EXISTS ({_WAITING_CHILD.format(parent="t.execution_id")})
         THEN now()
         WHEN f.delay = 'Infinity'::float8 THEN 'infinity'::timestamptz
         ELSE now() + make_interval(secs => f.delay)
@@ -996,10 +1008,189 @@ UPDATE zart_tasks w SET run_at = now()
 WHERE w.kind = 'workflow' AND w.execution_id = ANY(%(execution_ids)s::text[])
   AND w.claimed_by IS NULL
   AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
+  AND NOT EXISTS ({_WAITING_CHILD.format(parent="w.execution_id")})
 RETURNING w.id
 )
 SELECT pg_notify('{TASKS_CHANNEL}', '') FROM woken LIMIT 1
 """
+
+# -- child workflows (zart.child, zart.map over a workflow; zart.children) ------------------------------
+
+_TERMINAL = "('completed', 'failed', 'timed_out', 'cancelled')"
+
+# A child's failure as its parent's entry records it (zart.ChildFailed).
+_CHILD_FAILURE = """json_build_object(
+                'type', 'ChildFailed',
+                'message', 'child execution ' || {e}.id || ' ' || replace({e}.status, '_', ' ')
+                           || coalesce(': ' || ({e}.error->>'type') || ': ' || ({e}.error->>'message'), ''),
+                'traceback', coalesce({e}.error->>'traceback', ''),
+                'child_id', {e}.id, 'child_status', {e}.status, 'child_error', {e}.error)"""
+
+# Children start in the transaction of the parent's commit that records them (its 'waiting' entries,
+# written by WRITE_BATCH just before; fenced: only the fragments WRITE_BATCH kept): started exactly
+# once, since a replay finds the entries and starts nothing, and a batch retried after an unknown
+# outcome finds the rows (ON CONFLICT DO NOTHING). A zart.map window starts its first `window`
+# children ready and parks the others at 'infinity' (FINISH_CHILDREN readies them one by one).
+# An id held by an execution that is not this very child (`id=` given twice, or taken by a start)
+# fails the parent's entry at once with ChildFailed; the same child found already ended (the parent
+# was resumed and reached it again) gives its outcome at once. Runs before RELEASE_TASKS, which then
+# sees whether any child is left to wait for.
+START_CHILDREN = f"""
+WITH c AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(workflows)s::text[], %(inputs)s::text[],
+                         %(timeouts)s::float8[], %(queues)s::text[], %(keys)s::text[],
+                         %(priorities)s::int[], %(parent_ids)s::text[], %(parent_keys)s::text[],
+                         %(parent_groups)s::int[], %(parent_seqs)s::int[], %(windows)s::int[])
+        AS c(id, workflow, input, timeout, queue, key, priority, parent_id, parent_key, parent_group,
+             parent_seq, win)
+), created AS (
+    INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
+                                     parent_id, parent_key, parent_group, parent_seq)
+    SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
+           parent_group, parent_seq
+    FROM c ORDER BY parent_id, parent_seq
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), declared AS (
+    INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
+    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
+    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
+    ON CONFLICT (name) DO NOTHING
+), placed AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.parent_id, c.parent_group ORDER BY c.parent_seq) AS place
+    FROM c WHERE c.id IN (SELECT id FROM created)
+), tasks AS (
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
+    SELECT id, 'workflow', queue, coalesce(key, ''), priority, false,
+           CASE WHEN place <= win THEN now() ELSE 'infinity'::timestamptz END
+    FROM placed
+), found AS (
+    -- the ids this statement did not create: whose they are, and how they ended if they did
+    SELECT c.id, c.parent_id, c.parent_key, r.status, r.result, r.error,
+           r.parent_id IS NOT DISTINCT FROM c.parent_id AND r.parent_key IS NOT DISTINCT FROM c.parent_key
+               AS ours
+    FROM c JOIN zart_execution_runs r ON r.id = c.id
+    WHERE c.id NOT IN (SELECT id FROM created)
+), settled AS (
+    UPDATE zart_steps s
+    SET status = CASE WHEN f.ours AND f.status = 'completed' THEN 'completed' ELSE 'failed' END,
+        output = CASE WHEN f.ours AND f.status = 'completed' THEN f.result END,
+        error = CASE
+            WHEN NOT f.ours THEN json_build_object(
+                'type', 'ChildFailed',
+                'message', 'the child execution id ' || f.id || ' is taken by another execution '
+                           || '(pass zart.child an id of its own, or none)',
+                'traceback', '', 'child_id', f.id, 'child_status', 'not_started')
+            WHEN f.status <> 'completed' THEN {_CHILD_FAILURE.format(e="f")}
+        END,
+        finished_at = now()
+    FROM found f
+    WHERE s.execution_id = f.parent_id AND s.step_key = f.parent_key AND s.status = 'waiting'
+      AND (NOT f.ours OR f.status IN {_TERMINAL})
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created)
+"""
+
+# Executions that just ended (their rows' final update is in), in the same transaction: each that is
+# a child records its outcome in its parent's 'waiting' entry (a ChildFailed unless it completed),
+# readies as many parked siblings of its zart.map window as ended children left it (a child still
+# parked, cancelled, frees no place), and wakes the parent once no child of it and no branch is left
+# to wait for. The parents' workflow tasks were locked first, in id order with the batch's own
+# (LOCK_TASKS_FOR_FAN_IN): two siblings that end at once, in two processes, serialise there, so the
+# window never loses a place and exactly one of them wakes the parent.
+
+
+FINISH_CHILDREN = f"""
+WITH ended AS MATERIALIZED (
+    SELECT r.id, r.parent_id, r.parent_key, r.parent_group, r.status, r.result, r.error,
+           EXISTS (SELECT 1 FROM zart_tasks t WHERE t.execution_id = r.id AND t.kind = 'workflow'
+                                               AND t.run_at = 'infinity') AS parked
+    FROM zart_execution_runs r
+    WHERE r.id = ANY(%(ids)s::text[]) AND r.parent_id IS NOT NULL AND r.status IN {_TERMINAL}
+), recorded AS (
+    UPDATE zart_steps s
+    SET status = CASE WHEN e.status = 'completed' THEN 'completed' ELSE 'failed' END,
+        output = CASE WHEN e.status = 'completed' THEN e.result END,
+        error = CASE WHEN e.status <> 'completed' THEN {_CHILD_FAILURE.format(e="e")} END,
+        finished_at = now()
+    FROM ended e
+    WHERE s.execution_id = e.parent_id AND s.step_key = e.parent_key AND s.status = 'waiting'
+    RETURNING s.execution_id, s.step_key, e.parent_group, e.parked
+), readied AS (
+    UPDATE zart_tasks t SET run_at = now()
+    FROM (SELECT p.task_id
+          FROM (SELECT execution_id, parent_group, count(*) FILTER (WHERE NOT parked) AS n
+                FROM recorded GROUP BY execution_id, parent_group) g
+          CROSS JOIN LATERAL (
+              SELECT x.id AS task_id
+              FROM zart_execution_runs c
+              JOIN zart_tasks x ON x.execution_id = c.id AND x.kind = 'workflow'
+              WHERE c.parent_id = g.execution_id AND c.parent_group = g.parent_group
+                AND x.run_at = 'infinity'
+              ORDER BY c.parent_seq LIMIT g.n) p) picked
+    WHERE t.id = picked.task_id
+    RETURNING t.id
+), woken AS (
+    UPDATE zart_tasks w SET run_at = now()
+    WHERE w.kind = 'workflow' AND w.execution_id IN (SELECT execution_id FROM recorded)
+      AND w.claimed_by IS NULL AND w.run_at > now()
+      AND NOT EXISTS ({_WAITING_CHILD.format(parent="w.execution_id")}
+                      AND (x.execution_id, x.step_key) NOT IN (SELECT execution_id, step_key FROM recorded))
+      AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
+    RETURNING w.id
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '')
+WHERE EXISTS (SELECT 1 FROM readied) OR EXISTS (SELECT 1 FROM woken)
+"""
+
+# The unfinished executions below these ones, to any depth (a child that ended has cancelled its own).
+SELECT_DESCENDANTS = f"""
+WITH RECURSIVE below AS (
+    SELECT r.id FROM zart_execution_runs r
+    WHERE r.parent_id = ANY(%(ids)s::text[]) AND r.status NOT IN {_TERMINAL}
+    UNION
+    SELECT r.id FROM zart_execution_runs r JOIN below b ON r.parent_id = b.id
+    WHERE r.status NOT IN {_TERMINAL}
+)
+SELECT id FROM below
+"""
+
+# A cancel's locks, first and in id order (as every completer batch takes its own, and the parents'
+# of the children it ends: LOCK_TASKS_FOR_FAN_IN): the workflow tasks of the executions cancelled,
+# of their descendants, and of the parent of each (whose entry records the cancellation).
+LOCK_FOR_CANCEL = """
+SELECT t.id FROM zart_tasks t
+WHERE t.kind = 'workflow'
+  AND (t.execution_id = ANY(%(ids)s::text[])
+       OR t.execution_id IN (SELECT parent_id FROM zart_execution_runs
+                             WHERE id = ANY(%(ids)s::text[]) AND parent_id IS NOT NULL))
+ORDER BY t.id
+FOR UPDATE
+"""
+
+# Cancelling several executions at once (a parent's descendants), as CANCEL_EXECUTION does one.
+CANCEL_EXECUTIONS = f"""
+UPDATE zart_execution_runs
+SET status = 'cancelled', finished_at = now(), updated_at = now(),
+    error = json_build_object('type', 'Cancelled', 'message', %(reason)s::text, 'traceback', '')
+WHERE id = ANY(%(ids)s::text[]) AND status NOT IN {_TERMINAL}
+RETURNING id
+"""
+
+ABANDON_OPEN_ATTEMPTS_OF = """
+UPDATE zart_step_attempts
+SET outcome = 'abandoned', finished_at = now(), error_type = 'Cancelled',
+    error_message = 'the execution was cancelled during this attempt'
+WHERE execution_id = ANY(%(ids)s::text[]) AND outcome IS NULL
+"""
+
+# `zart show` and GET /v1/executions/{id}: an execution's children, in the order the parent made them.
+SELECT_CHILDREN = f"""
+SELECT id, workflow, {_SHOWN_STATUS}, parent_key FROM zart_execution_runs
+WHERE parent_id = %(id)s ORDER BY parent_group, parent_seq, id LIMIT %(limit)s
+"""
+
+SELECT_PARENT = "SELECT parent_id, parent_key FROM zart_execution_runs WHERE id = %(id)s"
 
 # -- events ------------------------------------------------------------------------------------------
 

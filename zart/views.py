@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .client import ExecutionInfo, StepRecord
+from .client import ChildRecord, ExecutionInfo, StepRecord
 from .queue_admin import QueueInfo
 from .scheduler import ScheduleInfo
 
@@ -58,15 +58,27 @@ def step_json(step: StepRecord) -> dict[str, Any]:
     }
 
 
-def execution_json(info: ExecutionInfo, steps: list[StepRecord]) -> dict[str, Any]:
-    """An execution with its input and steps: `GET /v1/executions/{id}` and `zart show --json`."""
+def execution_json(
+    info: ExecutionInfo, steps: list[StepRecord], children: list[ChildRecord] = ()
+) -> dict[str, Any]:
+    """An execution with its input and steps: `GET /v1/executions/{id}` and `zart show --json`; its
+    parent and children (zart.child) by id: the first `SHOWN_CHILDREN` of them, and their count."""
     data = _execution_fields(info, with_input=True)
     data["forked_from"] = info.forked_from
     data["forked_at"] = info.forked_at
     data["forks"] = list(info.forks)
     data["resumes"] = info.resumes
+    data["parent"] = None if info.parent_id is None else {"id": info.parent_id, "key": info.parent_key}
+    data["children"] = [
+        {"id": c.id, "workflow": c.workflow, "status": c.status, "key": c.key} for c in children
+    ]
+    data["children_count"] = info.children
     data["steps"] = [step_json(step) for step in steps]
     return data
+
+
+# How many children an execution's view lists (its `children_count` says how many there are).
+SHOWN_CHILDREN = 100
 
 
 def summary_json(info: ExecutionInfo) -> dict[str, Any]:

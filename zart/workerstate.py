@@ -55,6 +55,8 @@ class ClaimedTask:
     # and the moment on the database's clock (seconds since the epoch).
     seconds_to_due: float = 0.0
     due_epoch: float | None = None
+    # A child execution (zart.child): its parent's id.
+    parent_id: str | None = None
 
 
 @attrs.define

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from .. import client, operating, pools, scheduler, sql, streams, waiting
 from ..client import STATUSES
 from ..queue_admin import queue_stats
-from ..views import execution_json, queue_json, schedule_json, summary_json
+from ..views import SHOWN_CHILDREN, execution_json, queue_json, schedule_json, summary_json
 from .errors import endpoint, http_exception, invalid, json_response
 from .lanes import HEALTH_POOL_WAIT, await_in_lane, lanes, run_in_lane
 from .middleware import BearerAuth, BodyDeadline, RawPath
@@ -127,7 +127,9 @@ async def get_execution(request: Request) -> Response:
 
     def fetch(url: str) -> dict[str, Any]:
         handle = client.get(execution_id, database_url=url)
-        return execution_json(handle.info(), handle.steps())
+        info = handle.info()
+        children = handle.children(limit=SHOWN_CHILDREN) if info.children else []
+        return execution_json(info, handle.steps(), children)
 
     return json_response(await in_thread(request, "read", fetch))
 

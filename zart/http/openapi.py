@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import __version__
 from ..client import STATUSES
+from ..views import SHOWN_CHILDREN
 from .validation import (
     DEFAULT_LIST_LIMIT,
     MAX_BATCH,
@@ -589,6 +590,9 @@ def openapi_document() -> dict[str, Any]:
                         "forked_at",
                         "forks",
                         "resumes",
+                        "parent",
+                        "children",
+                        "children_count",
                         "steps",
                     ],
                     "additionalProperties": False,
@@ -625,7 +629,35 @@ def openapi_document() -> dict[str, Any]:
                             "description": "the executions forked from this one, oldest first",
                         },
                         "resumes": {"type": "integer", "description": "times it was resumed after it ended"},
+                        "parent": {
+                            "oneOf": [
+                                {"type": "null"},
+                                {
+                                    "type": "object",
+                                    "required": ["id", "key"],
+                                    "properties": {"id": {"type": "string"}, "key": {"type": "string"}},
+                                },
+                            ],
+                            "description": "a child execution's parent (zart.child), and its entry there",
+                        },
+                        "children": {
+                            "type": "array",
+                            "items": _ref("Child"),
+                            "description": f"its child executions, in the order it made them (the first "
+                            f"{SHOWN_CHILDREN})",
+                        },
+                        "children_count": {"type": "integer", "description": "how many children it has"},
                         "steps": {"type": "array", "items": _ref("Step")},
+                    },
+                },
+                "Child": {
+                    "type": "object",
+                    "required": ["id", "workflow", "status", "key"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "workflow": {"type": "string"},
+                        "status": _ref("Status"),
+                        "key": {"type": "string", "description": "its entry in the parent's history"},
                     },
                 },
                 "StoredError": {

@@ -1,0 +1,106 @@
+"""Workflows for the child-workflow tests (zart.child, zart.map over a workflow)."""
+
+from __future__ import annotations
+
+import trio
+
+import zart
+
+from .core_app import record_effect
+
+
+@zart.step("square")
+async def square(n: int) -> int:
+    await trio.to_thread.run_sync(record_effect, n)
+    return n * n
+
+
+@zart.step("slow-square")
+async def slow_square(n: int) -> int:
+    """A step slow enough (200 ms) that a SIGKILL finds children in flight."""
+    await trio.to_thread.run_sync(record_effect, n)
+    await trio.sleep(0.2)
+    return n * n
+
+
+@zart.workflow("square-child")
+async def square_child(n: int) -> int:
+    return await square(n)
+
+
+@zart.workflow("slow-square-child")
+async def slow_square_child(n: int) -> int:
+    first = await slow_square(n)
+    return first + await square(0)
+
+
+@zart.workflow("sum-of-squares")
+async def sum_of_squares(payload: dict) -> int:
+    """The acceptance parent: one child per item, at most `concurrency` at once, their sum."""
+    results = await zart.map(slow_square_child, range(payload["n"]), concurrency=payload["concurrency"])
+    return sum(results)
+
+
+@zart.step("fail-always", retry=zart.Retry.none())
+def fail_always(reason: str) -> None:
+    raise RuntimeError(reason)
+
+
+@zart.workflow("failing-child")
+async def failing_child(reason: str) -> None:
+    await fail_always(reason)
+
+
+@zart.workflow("catches-child-failure")
+async def catches_child_failure(reason: str) -> dict:
+    try:
+        await zart.child(failing_child, reason)
+    except zart.ChildFailed as failed:
+        return {
+            "caught": failed.error_type,
+            "child": failed.child_id,
+            "status": failed.child_status,
+            "message": failed.message,
+        }
+    return {"caught": None}
+
+
+@zart.workflow("one-child")
+async def one_child(n: int) -> dict:
+    before = await square(n)
+    child = await zart.child(square_child, n + 1)
+    return {"before": before, "child": child}
+
+
+@zart.workflow("mixed-parallel")
+async def mixed_parallel(n: int) -> list:
+    return await zart.parallel(square(n), zart.child(square_child, n + 1), zart.child(square_child, n + 2))
+
+
+@zart.workflow("event-waiting-child")
+async def event_waiting_child(name: str) -> object:
+    return await zart.wait_for_event(name)
+
+
+@zart.workflow("parent-of-waiters")
+async def parent_of_waiters(count: int) -> list:
+    """Children that wait for an event forever, and a grandchild under the first."""
+    return await zart.parallel(*(zart.child(waiting_tree, level) for level in range(count)))
+
+
+@zart.workflow("waiting-tree")
+async def waiting_tree(level: int) -> object:
+    if level == 0:
+        return await zart.child(event_waiting_child, "never")
+    return await zart.wait_for_event("never")
+
+
+@zart.workflow("named-child")
+async def named_child(payload: dict) -> int:
+    return await zart.child(square_child, payload["n"], id=payload["id"])
+
+
+@zart.workflow("impatient-parent", timeout="1s")
+async def impatient_parent() -> object:
+    """Times out while its child waits for an event that never comes: the child is cancelled."""
+    return await zart.child(event_waiting_child, "never")

@@ -1,0 +1,223 @@
+"""Child workflows (issue 16): zart.child, zart.map over a workflow, cancellation down the tree, and
+real SIGKILLs of `zart supervise` workers in the middle of a map of 200 children."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import pytest
+
+import zart
+
+from .apps import children_app
+from .helpers import (
+    SupervisorProcess,
+    assert_no_checkpointed_step_ran_twice,
+    child_pids,
+    query,
+    scalar,
+    wait_until,
+)
+
+
+def children_of(url: str, parent_id: str) -> list[tuple[str, str, str]]:
+    return query(
+        url,
+        "SELECT id, parent_key, status FROM zart_execution_runs WHERE parent_id = %s"
+        " ORDER BY parent_group, parent_seq",
+        (parent_id,),
+    )
+
+
+def test_a_child_runs_as_its_own_execution_and_its_result_is_checkpointed(worker, database_url):
+    handle = zart.start(children_app.one_child, 3, database_url=database_url)
+    assert handle.result(timeout=30) == {"before": 9, "child": 16}
+    child_id = f"{handle.id}/square-child#1"
+    assert children_of(database_url, handle.id) == [(child_id, "child:square-child#1", "completed")]
+    assert zart.get(child_id, database_url=database_url).result(timeout=5) == 16
+    history = query(
+        database_url,
+        "SELECT step_key, kind, status, output::text FROM zart_steps WHERE execution_id = %s ORDER BY seq",
+        (handle.id,),
+    )
+    assert history == [
+        ("square#1", "step", "completed", "9"),
+        ("child:square-child#1", "child", "completed", "16"),
+    ]
+
+
+def test_a_failed_child_raises_child_failed_which_the_parent_catches(worker, database_url):
+    handle = zart.start(children_app.catches_child_failure, "boom", database_url=database_url)
+    outcome = handle.result(timeout=30)
+    assert outcome["caught"] == "ChildFailed"
+    assert outcome["status"] == "failed"
+    assert outcome["child"] == f"{handle.id}/failing-child#1"
+    assert "RuntimeError: boom" in outcome["message"]
+    assert zart.get(outcome["child"], database_url=database_url).status() == "failed"
+
+
+def test_parallel_mixes_steps_and_children(worker, database_url):
+    handle = zart.start(children_app.mixed_parallel, 2, database_url=database_url)
+    assert handle.result(timeout=30) == [4, 9, 16]
+    assert [row[1] for row in children_of(database_url, handle.id)] == [
+        "child:square-child#1",
+        "child:square-child#2",
+    ]
+
+
+def test_map_over_a_workflow_keeps_at_most_concurrency_children_running(worker, database_url):
+    handle = zart.start(children_app.sum_of_squares, {"n": 12, "concurrency": 3}, database_url=database_url)
+    assert handle.result(timeout=60) == sum(n * n for n in range(12))
+    children = children_of(database_url, handle.id)
+    assert [row[0] for row in children] == [f"{handle.id}/slow-square-child[{n}]" for n in range(12)]
+    # The children's lifetimes, from begin to end: never more than 3 overlap.
+    spans = query(
+        database_url,
+        "SELECT started_at, finished_at FROM zart_execution_runs WHERE parent_id = %s",
+        (handle.id,),
+    )
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 3
+
+
+def test_cancelling_a_parent_cancels_its_waiting_children_and_theirs(worker, database_url):
+    handle = zart.start(children_app.parent_of_waiters, 2, database_url=database_url)
+    below = (
+        "WITH RECURSIVE t AS (SELECT id FROM zart_execution_runs WHERE parent_id = %s"
+        " UNION SELECT r.id FROM zart_execution_runs r JOIN t ON r.parent_id = t.id)"
+        " SELECT r.id, r.status FROM zart_execution_runs r JOIN t USING (id)"
+    )
+    wait_until(
+        lambda: sorted(status for _, status in query(database_url, below, (handle.id,))) == ["waiting"] * 3,
+        what="two children and a grandchild waiting for their events",
+    )
+    assert handle.cancel() is True
+    descendants = query(database_url, below, (handle.id,))
+    assert sorted(status for _, status in descendants) == ["cancelled"] * 3
+    ids = [execution_id for execution_id, _ in descendants]
+    assert scalar(database_url, "SELECT count(*) FROM zart_tasks WHERE execution_id = ANY(%s)", (ids,)) == 0
+    with pytest.raises(zart.Cancelled):
+        zart.get(ids[0], database_url=database_url).result(timeout=5)
+
+
+def test_cancelling_a_child_fails_its_parents_wait_with_child_failed(worker, database_url):
+    handle = zart.start(children_app.waiting_tree, 0, database_url=database_url)
+    child_id = f"{handle.id}/event-waiting-child#1"
+    wait_until(
+        lambda: (
+            scalar(database_url, "SELECT status FROM zart_execution_runs WHERE id = %s", (child_id,))
+            == "waiting"
+        ),
+        what="the child waiting for its event",
+    )
+    zart.cancel(child_id, reason="no longer needed", database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed) as failed:
+        handle.result(timeout=30)
+    assert failed.value.error_type == "ChildFailed"
+    assert "cancelled: Cancelled: no longer needed" in failed.value.message
+
+
+def test_a_parent_that_times_out_cancels_its_children(worker, database_url):
+    handle = zart.start(children_app.impatient_parent, database_url=database_url)
+    with pytest.raises(zart.WorkflowTimedOut):
+        handle.result(timeout=30)
+    child = zart.get(f"{handle.id}/event-waiting-child#1", database_url=database_url)
+    assert child.status() == "cancelled"
+    assert child.info().error["message"] == "its parent execution ended before it did"
+
+
+def test_a_child_id_taken_by_another_execution_is_a_child_failed(worker, database_url):
+    other = zart.start(children_app.square_child, 5, database_url=database_url)
+    handle = zart.start(children_app.named_child, {"n": 2, "id": other.id}, database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed) as failed:
+        handle.result(timeout=30)
+    assert failed.value.error_type == "ChildFailed"
+    assert f"the child execution id {other.id} is taken by another execution" in failed.value.message
+    assert other.result(timeout=30) == 25  # untouched
+
+
+def test_a_given_child_id_is_used(worker, database_url):
+    handle = zart.start(
+        children_app.named_child, {"n": 4, "id": "named-child-of-test"}, database_url=database_url
+    )
+    assert handle.result(timeout=30) == 16
+    assert children_of(database_url, handle.id) == [
+        ("named-child-of-test", "child:square-child#1", "completed")
+    ]
+
+
+@zart.workflow("child-of-unknown")
+async def child_of_unknown() -> object:
+    return await zart.child("no-such-workflow", 1)
+
+
+@zart.workflow("child-of-a-step")
+async def child_of_a_step() -> object:
+    return await zart.child(children_app.square, 1)
+
+
+@zart.workflow("map-with-bad-concurrency")
+async def map_with_bad_concurrency() -> object:
+    return await zart.map(children_app.square_child, [1, 2], concurrency=0)
+
+
+@pytest.mark.parametrize(
+    ("workflow", "error_type", "message"),
+    [
+        (child_of_unknown, "UnknownWorkflow", "unknown workflow 'no-such-workflow'"),
+        (child_of_a_step, "TypeError", "zart.child() takes a @zart.workflow function or its name"),
+        (map_with_bad_concurrency, "ValueError", "concurrency must be a whole number >= 1"),
+    ],
+    ids=["unknown-workflow", "a-step", "bad-concurrency"],
+)
+def test_a_bad_child_call_fails_the_parent_with_a_clear_error(
+    worker, database_url, workflow, error_type, message
+):
+    handle = zart.start(workflow, database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed) as failed:
+        handle.result(timeout=30)
+    assert failed.value.error_type == error_type
+    assert message in failed.value.message
+    assert children_of(database_url, handle.id) == []
+
+
+def test_zart_child_outside_a_workflow_says_so():
+    with pytest.raises(zart.ZartError, match=r"zart.child\(\) can only be called inside a workflow"):
+        zart.child(children_app.square_child, 1)
+
+
+def test_a_map_of_200_children_survives_three_sigkills(fresh_database_url, subprocess_env):
+    """The acceptance run: 200 children, 50 at a time, under `zart supervise --procs 2`; three workers
+    SIGKILLed while children run. The sum is right, exactly 200 children exist, and no checkpointed
+    step ran again (only the steps in flight at a kill)."""
+    url = fresh_database_url
+    supervisor = SupervisorProcess(
+        dict(subprocess_env, ZART_DATABASE_URL=url), "--procs", "2", app="tests.apps.children_app"
+    )
+    try:
+        supervisor.wait_workers(2)
+        handle = zart.start(children_app.sum_of_squares, {"n": 200, "concurrency": 50}, database_url=url)
+        done = "SELECT count(*) FROM zart_execution_runs WHERE parent_id = %s AND status = 'completed'"
+        for threshold in (30, 80, 130):
+            wait_until(
+                lambda threshold=threshold: scalar(url, done, (handle.id,)) >= threshold,
+                what=f"{threshold} children done",
+            )
+            assert handle.status() != "completed"
+            os.kill(random.choice(child_pids(supervisor.process.pid)), signal.SIGKILL)
+        assert handle.result(timeout=120) == sum(n * n for n in range(200))
+    finally:
+        assert supervisor.stop() == 0
+    assert supervisor.log().count("status='killed by SIGKILL'") == 3
+    assert scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE parent_id = %s", (handle.id,)) == 200
+    assert scalar(url, "SELECT count(*) FROM zart_execution_runs") == 201
+    assert scalar(url, "SELECT count(*) FROM zart_steps WHERE execution_id = %s", (handle.id,)) == 200
+    assert_no_checkpointed_step_ran_twice(url)
+    # The kills cut children's steps short: those attempts, and only those, ran again.
+    assert scalar(url, "SELECT count(*) FROM zart_step_attempts WHERE outcome = 'abandoned'") >= 1
