@@ -41,7 +41,9 @@ def run_case(name: str, workflow: Any, workflows: int, calls: int, procs: int, a
                 meter = CpuMeter(conn, supervisor.pid)
                 meter.start()
                 zart.start_many(workflow, [calls] * workflows, database_url=url)
-                wait_for_completed(url, workflows, supervisor, timeout=600)
+                # every child is an execution too
+                executions = workflows * (calls + 1 if workflow is apps.bench_children else 1)
+                wait_for_completed(url, executions, supervisor, timeout=600)
                 worker_cpu, _ = meter.stop()
                 first, last = conn.execute(
                     "SELECT min(created_at), max(finished_at) FROM zart_execution_runs"

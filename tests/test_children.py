@@ -14,6 +14,7 @@ import zart
 from .apps import children_app
 from .helpers import (
     SupervisorProcess,
+    WorkerProcess,
     assert_no_checkpointed_step_ran_twice,
     child_pids,
     query,
@@ -190,6 +191,63 @@ def test_a_bad_child_call_fails_the_parent_with_a_clear_error(
 def test_zart_child_outside_a_workflow_says_so():
     with pytest.raises(zart.ZartError, match=r"zart.child\(\) can only be called inside a workflow"):
         zart.child(children_app.square_child, 1)
+
+
+def test_children_run_at_once_by_a_worker_that_is_sigkilled_finish_on_another(
+    database_url, subprocess_env, tmp_path
+):
+    """Children the parent's worker claimed in its commit and ran at once: SIGKILL that worker while
+    their steps are in flight. Another worker takes the parent and the children over; the parent
+    ends with every child's result, and only the steps in flight at the kill ran again."""
+    gate = tmp_path / "gate"
+    first = WorkerProcess(subprocess_env, app="tests.apps.children_app")
+    try:
+        first.wait_started()
+        handle = zart.start(children_app.three_gated_children, str(gate), database_url=database_url)
+        ids = [f"{handle.id}/gated-child#{n}" for n in (1, 2, 3)]
+        in_gate = (
+            "SELECT count(*) FROM zart_step_attempts"
+            " WHERE step_key = 'child-gate#1' AND outcome IS NULL AND execution_id = ANY(%s)"
+        )
+        wait_until(lambda: scalar(database_url, in_gate, (ids,)) == 3, what="three children at their gates")
+        # claimed in the parent's commit by the parent's own worker: no claim of theirs
+        assert (
+            scalar(
+                database_url,
+                "SELECT count(DISTINCT claimed_by) FROM zart_tasks WHERE execution_id = ANY(%s)",
+                ([handle.id, *ids],),
+            )
+            == 1
+        )
+        first.kill()
+    finally:
+        first.stop()
+    gate.touch()
+    second = WorkerProcess(subprocess_env, app="tests.apps.children_app")
+    try:
+        second.wait_started()
+        assert handle.result(timeout=60) == [0, 2, 6]  # n*n + n
+    finally:
+        second.stop()
+    assert [row[2] for row in children_of(database_url, handle.id)] == ["completed"] * 3
+    effects = dict(
+        query(
+            database_url,
+            "SELECT execution_id || ' ' || step_key, count(*) FROM test_effects"
+            " WHERE execution_id = ANY(%s) GROUP BY 1",
+            (ids,),
+        )
+    )
+    for child_id in ids:
+        assert effects[f"{child_id} square#1"] == 1  # checkpointed before the kill: not run again
+        assert effects[f"{child_id} child-gate#1"] == 2  # in flight at the kill: ran again
+    abandoned = query(
+        database_url,
+        "SELECT execution_id, outcome FROM zart_step_attempts WHERE step_key = 'child-gate#1'"
+        " AND attempt = 1 AND execution_id = ANY(%s)",
+        (ids,),
+    )
+    assert sorted(outcome for _, outcome in abandoned) == ["abandoned"] * 3
 
 
 def test_a_map_of_200_children_survives_three_sigkills(fresh_database_url, subprocess_env):

@@ -32,10 +32,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import attrs
 import orjson
 import trio
 
-from .completer import CommitAbandoned, FragmentRejected
+from . import serde
+from .completer import CommitAbandoned, Fragment, FragmentRejected
 from .current import require_execution
 from .errors import StepFailed
 from .history import Checkpoint, recorded_value
@@ -58,6 +60,16 @@ class StepDefinition(Protocol):
     is_async: bool
     timeout: float | None
     retry: Any
+
+
+@attrs.define
+class ChildRun:
+    """A child this worker claimed in its parent's commit and runs at once (Services.start_child):
+    set `done` when its runner ends, with `outcome` = (status, result, error) if it ended there
+    (None: it parked, was lost or stopped, and its end will reach the parent through the database)."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    outcome: tuple[str, str | None, str | None] | None = None
 
 
 class ChildCall:
@@ -169,9 +181,20 @@ async def fan_out(
         checkpoint is not None and checkpoint.kind == "child" and checkpoint.status == "waiting"
         for checkpoint in recorded
     )
+    runs: list[tuple[int, ChildCall, ChildRun]] = []
     if new_children:
         await execution.until_due()
-        _start_children(execution, first, new_children, concurrency)
+        lease = _inline_lease(execution, new_children, concurrency)
+        fragment = _start_children(execution, first, new_children, concurrency, lease)
+        if lease is not None:  # the children exist, claimed by this worker, from this commit on
+            journal.mark_running()
+            await journal.flush()
+            claimed = fragment.claimed_children or {}
+            runs = _run_claimed(execution, claimed, new_children)
+            left = [(offset, call) for offset, call in new_children if call.child_id not in claimed]
+            if left:  # taken ids, or queues with limits the database knows: START_CHILDREN decides
+                _start_children(execution, first, left, None, None, record=False)
+                await journal.flush()
     if new_children or children_waiting:
         journal.may_have_children = True
     window = len(unfinished) if concurrency is None else min(concurrency, len(unfinished))
@@ -188,7 +211,12 @@ async def fan_out(
         journal.mark_running()
         journal.pending.wake_when_branches_done = True
         await journal.suspend(math.inf)
-    if new_children or children_waiting:
+    if runs:
+        await _await_children(execution, first, runs, recorded)
+    if any(
+        isinstance(call, ChildCall) and (recorded[offset] is None or recorded[offset].status == "waiting")
+        for offset, call in enumerate(calls)
+    ):
         # parked until no child (and no branch task) is left: the last child's end wakes it
         journal.set_status("waiting")
         journal.pending.wake_when_branches_done = True
@@ -217,20 +245,107 @@ async def fan_out(
     return [outcome["result"] for outcome in outcomes]
 
 
-def _start_children(
-    execution: ExecutionContext, first: int, new: list[tuple[int, ChildCall]], concurrency: int | None
+def _inline_lease(
+    execution: ExecutionContext, new: list[tuple[int, ChildCall]], concurrency: int | None
+) -> float | None:
+    """The lease to claim the children with for this worker, which runs them at once, or None: they
+    go through the claim. At once when the worker can (not draining), the fan-out is narrow (at most
+    `inline_fanout`, and no `concurrency` window) and no child's queue has limits (their admission is
+    the claim's; START_CHILDREN also checks the queues the database knows)."""
+    services = execution.services
+    if (
+        services.child_lease is None
+        or services.start_child is None
+        or len(new) > services.inline_fanout
+        or (concurrency is not None and concurrency < len(new))
+        or not services.may_inline()
+    ):
+        return None
+    for _, call in new:
+        declared = call.queue_declaration
+        if declared is not None and any(limit is not None for limit in declared[1:]):
+            return None
+    return services.child_lease
+
+
+def _run_claimed(
+    execution: ExecutionContext, claimed: dict[str, int], new: list[tuple[int, ChildCall]]
+) -> list[tuple[int, ChildCall, ChildRun]]:
+    """Start a runner for each child claimed for this worker; the parent's id is the child's parent."""
+    start_child = execution.services.start_child
+    assert start_child is not None
+    runs = []
+    for offset, call in new:
+        task_id = claimed.get(call.child_id)
+        if task_id is not None:
+            child_id, workflow, input_json, timeout = call.start[:4]
+            run = start_child(child_id, workflow, task_id, input_json, timeout, execution.execution_id)
+            runs.append((offset, call, run))
+    return runs
+
+
+async def _await_children(
+    execution: ExecutionContext,
+    first: int,
+    runs: list[tuple[int, ChildCall, ChildRun]],
+    recorded: list[Checkpoint | None],
 ) -> None:
-    """Record the children's `waiting` entries and their starts, for the next commit: the first
-    `concurrency` of them ready, the others parked until a sibling ends (sql.START_CHILDREN)."""
+    """Wait in memory, up to `child_wait`, for the children this worker runs; the outcome of each
+    that ended is its entry, as its final commit recorded it in the database (sql.FINISH_CHILDREN)."""
+    with trio.move_on_after(execution.services.child_wait):
+        for _, _, run in runs:
+            await run.done.wait()
+    for offset, call, run in runs:
+        if run.done.is_set() and run.outcome is not None:
+            recorded[offset] = _child_checkpoint(call, first + offset, *run.outcome)
+
+
+def _child_checkpoint(
+    call: ChildCall, position: int, status: str, result: str | None, error: str | None
+) -> Checkpoint:
+    """The parent's entry for a child that ended: what sql.FINISH_CHILDREN writes (_CHILD_FAILURE)."""
+    if status == "completed":
+        return Checkpoint(call.key, position, "completed", result, None, "child")
+    child_error = serde.loads(error)
+    message = f"child execution {call.child_id} {status.replace('_', ' ')}"
+    if child_error and child_error.get("type") is not None and child_error.get("message") is not None:
+        message += f": {child_error['type']}: {child_error['message']}"
+    record = {
+        "type": "ChildFailed",
+        "message": message,
+        "traceback": (child_error or {}).get("traceback") or "",
+        "child_id": call.child_id,
+        "child_status": status,
+        "child_error": child_error,
+    }
+    return Checkpoint(call.key, position, "failed", None, orjson.dumps(record).decode(), "child")
+
+
+def _start_children(
+    execution: ExecutionContext,
+    first: int,
+    new: list[tuple[int, ChildCall]],
+    concurrency: int | None,
+    lease: float | None,
+    record: bool = True,
+) -> Fragment:
+    """Record the children's `waiting` entries and their starts, for the next commit (the fragment
+    returned): the first `concurrency` of them ready, the others parked until a sibling ends, or
+    all claimed for this worker with `lease` (sql.START_CHILDREN)."""
     pending = execution.journal.pending
+    pending.child_lease = lease
+    starts = pending.child_starts = list(pending.child_starts)
+    queues = pending.child_queues = list(pending.child_queues)
     window = len(new) if concurrency is None else min(concurrency, len(new))
     now = utcnow()
     for offset, call in new:
         position = first + offset
-        pending.steps.append((call.key, position, "child", "waiting", None, None, 0, now, None, None))
-        pending.child_starts.append((*call.start, call.key, first, position, window))
+        if record:  # (their entries are recorded once, with the first attempt to start them)
+            pending.steps.append((call.key, position, "child", "waiting", None, None, 0, now, None, None))
+        starts.append((*call.start, call.key, first, position, window))
         if call.queue_declaration is not None:
-            pending.child_queues.append(call.queue_declaration)
+            queues.append(call.queue_declaration)
+    return pending
 
 
 async def _run_inline(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -83,14 +84,22 @@ class Fragment:
     stream_values: list[tuple[str, int, str]] = attrs.field(factory=list)
     # Children to start (zart.child), with their 'waiting' entries in `steps`: (id, workflow, input,
     # timeout, queue, queue key, priority, parent key, fan-out, position, window).
-    child_starts: list[tuple[Any, ...]] = attrs.field(factory=list)
+    # (Rare fields default to an empty tuple, made a list by the first writer: a fragment is made
+    # for every commit, and each list of its own costs that commit an allocation.)
+    child_starts: list[tuple[Any, ...]] | tuple[()] = ()
     # Queues those children may have to create: (name, concurrency, per_key, rate limit, rate period).
-    child_queues: list[tuple[Any, ...]] = attrs.field(factory=list)
+    child_queues: list[tuple[Any, ...]] | tuple[()] = ()
     # This execution is a child of that one: its end records its outcome in the parent (with
-    # `finish_execution`), in the same transaction.
+    # `finish_execution`), in the same transaction...
     parent_id: str | None = None
+    # ... in WRITE_BATCH_WITH_CHILDREN itself: a child its parent's worker started and runs at once.
+    parent_inline: bool = False
     # It ends while children of it may still run (a timeout, an engine fault): cancel them all.
     cancel_children: bool = False
+    # Seconds of lease for the children its worker runs at once (None: none; zart.branches), and,
+    # once committed, those START_CHILDREN claimed for it: child id -> task id (claims 1).
+    child_lease: float | None = None
+    claimed_children: dict[str, int] | None = None
     # (status, result, error, started_at, finished_at)
     execution: tuple[Any, ...] | None = None
     # This task is done: delete it (a branch that finished).
@@ -305,9 +314,13 @@ class Completer:
     async def _write_plain(self, connection: TrioConnection, fragments: list[Fragment]) -> Written:
         """A batch of plain fragments: WRITE_BATCH alone, from the trio loop (zart.trio_pg)."""
         fragments = sorted(fragments, key=lambda f: f.task_id)  # lock order: no deadlocks
-        rows = await connection.query(sql.WRITE_BATCH, self._batch_params(fragments, end_in_batch=True))
+        children = any(_runs_children_at_once(f) for f in fragments)
+        statement = sql.WRITE_BATCH_WITH_CHILDREN if children else sql.WRITE_BATCH
+        rows = await connection.query(statement, self._batch_params(fragments, True, children))
         if not rows:
             return Written(set(), set())
+        if children:
+            _claimed_at_once(rows[0][4], fragments)
         return Written(set(parse_int_array(rows[0][0])), set(parse_int_array(rows[0][3])))
 
     def _write(self, fragments: list[Fragment]) -> Written:
@@ -318,10 +331,19 @@ class Completer:
         with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn:
             if all(_is_plain(f) for f in fragments):
                 return self.write_batch(conn, fragments)
+            answers: list[Callable[[], None]] = []
             with conn.pipeline(), conn.transaction():
-                return self.write_batch(conn, fragments)
+                written = self.write_batch(conn, fragments, answers)
+            for read in answers:  # after the COMMIT: reading them in the pipeline would cost a sync
+                read()
+            return written
 
-    def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> Written:
+    def write_batch(
+        self,
+        conn: psycopg.Connection,
+        fragments: list[Fragment],
+        answers: list[Callable[[], None]] | None = None,
+    ) -> Written:
         """The batch's statements (inside the caller's transaction unless every fragment is plain;
         in pipeline mode the writes after the first are sent together: nothing of theirs is read
         back); the task ids still held."""
@@ -330,7 +352,7 @@ class Completer:
         # parents of the children it ends (FINISH_CHILDREN).
         fan_in = sorted(
             {f.execution_id for f in fragments if f.fan_in_group is not None}
-            | {f.parent_id for f in fragments if f.finish_execution and f.parent_id is not None}
+            | {f.parent_id for f in fragments if _ends_child_generally(f) and f.parent_id is not None}
         )
         if fan_in:
             conn.execute(
@@ -340,26 +362,41 @@ class Completer:
         # Attempts closed at an execution's end must see its tasks' deletion, which may wait for a
         # batch that holds one of them: then the deletion is a later statement (see _apply).
         closing = any(f.close_attempts for f in fragments)
-        row = conn.execute(
-            sql.WRITE_BATCH, self._batch_params(fragments, end_in_batch=not closing)
-        ).fetchone()
+        children = any(_runs_children_at_once(f) for f in fragments)
+        statement = sql.WRITE_BATCH_WITH_CHILDREN if children else sql.WRITE_BATCH
+        row = conn.execute(statement, self._batch_params(fragments, not closing, children)).fetchone()
+        if row and children:
+            _claimed_at_once(row[4], fragments)
         valid = set(row[0]) if row else set()
         written = Written(valid, set(row[3]) if row else set())
         kept = [f for f in fragments if f.task_id in valid]
         if kept and not all(_is_plain(f) for f in kept):
-            self._apply(conn, kept, end_executions=closing)
+            self._apply(conn, kept, closing, answers)
         return written
 
-    def _batch_params(self, fragments: list[Fragment], end_in_batch: bool) -> dict[str, Any]:
-        """WRITE_BATCH's parameters for `fragments` (in task id order)."""
-        return {
+    def _batch_params(
+        self, fragments: list[Fragment], end_in_batch: bool, children: bool = False
+    ) -> dict[str, Any]:
+        """WRITE_BATCH's parameters for `fragments` (in task id order); WRITE_BATCH_WITH_CHILDREN's
+        with `children`: the queues its children may have to create as well."""
+        params: dict[str, Any] = {
             "ids": [f.task_id for f in fragments],
             "claims": [f.claims for f in fragments],
             "worker": self._worker_id,
-            "fragments": _fragments(fragments, end_in_batch),
+            "fragments": _fragments(fragments, end_in_batch, children),
         }
+        if children:
+            declare = {q[0]: q for f in fragments if f.child_lease is not None for q in f.child_queues}
+            params["declare"] = orjson.dumps(list(declare.values())).decode()
+        return params
 
-    def _apply(self, conn: psycopg.Connection, fragments: list[Fragment], end_executions: bool) -> None:
+    def _apply(
+        self,
+        conn: psycopg.Connection,
+        fragments: list[Fragment],
+        end_executions: bool,
+        answers: list[Callable[[], None]] | None,
+    ) -> None:
         """Queue the writes WRITE_BATCH does not make; none is read back, so in pipeline mode they go
         to the server with the COMMIT. A task that becomes ready now (a release to run at once, a
         fan-in, the next item of a map's window, the slot of a limited queue freed) wakes the
@@ -370,12 +407,20 @@ class Completer:
         emitted = [(f.execution_id, *value) for f in fragments for value in f.stream_values]
         if emitted:  # its NOTIFY wakes the stream readers with the COMMIT
             conn.execute(sql.INSERT_STREAM_VALUES, _columns(emitted, _STREAM_COLUMNS))
-        children = [(*row, f.execution_id) for f in fragments for row in f.child_starts]
+        starting = [f for f in fragments if f.child_starts and f.child_lease is None]
+        children = [(*row, f.execution_id) for f in starting for row in f.child_starts]
         if children:  # before RELEASE_TASKS, which looks for children left to wait for
-            declare = {q[0]: q for f in fragments for q in f.child_queues}
+            declare = {q[0]: q for f in starting for q in f.child_queues}
             params = _columns(children, _CHILD_COLUMNS)
             params["declare"] = orjson.dumps(list(declare.values())).decode()
-            conn.execute(sql.START_CHILDREN, params)
+            params["leases"] = [None] * len(children)
+            params["worker"] = self._worker_id
+            started = conn.execute(sql.START_CHILDREN, params)
+            read = partial(_claimed_children, started, starting)
+            if answers is None:
+                read()
+            else:
+                answers.append(read)
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
@@ -391,7 +436,7 @@ class Completer:
         ended = [f for f in fragments if f.finish_execution]
         if any(f.cancel_children for f in ended):
             cancel_descendants(conn, [f.execution_id for f in ended if f.cancel_children], _PARENT_ENDED)
-        children_ended = [f.execution_id for f in ended if f.parent_id is not None]
+        children_ended = [f.execution_id for f in ended if _ends_child_generally(f)]
         if children_ended:
             conn.execute(sql.FINISH_CHILDREN, {"ids": children_ended})
         # After the tasks' deletion, which waited for any batch still holding one of them: a
@@ -448,6 +493,47 @@ _CHILD_COLUMNS = (
 _PARENT_ENDED = "its parent execution ended before it did"
 
 
+def _runs_children_at_once(fragment: Fragment) -> bool:
+    """Whether the fragment starts children its worker runs at once, or ends one: its batch is
+    WRITE_BATCH_WITH_CHILDREN (still one statement, plain)."""
+    return bool(fragment.child_starts and fragment.child_lease is not None) or (
+        fragment.finish_execution and fragment.parent_inline and fragment.parent_id is not None
+    )
+
+
+def _ends_child_generally(fragment: Fragment) -> bool:
+    """Whether the fragment ends a child whose end goes through FINISH_CHILDREN (after the parents'
+    tasks are locked): every child but those its parent's worker started and ran at once."""
+    return fragment.finish_execution and fragment.parent_id is not None and not fragment.parent_inline
+
+
+def _claimed_at_once(answer: bytes | str | None, fragments: list[Fragment]) -> None:
+    """WRITE_BATCH_WITH_CHILDREN's fifth column: the children it created and claimed for this worker
+    ([[child id, task id], ...] as JSON text), filed under their parents' fragments."""
+    if not answer:
+        return
+    claimed = {child_id: task_id for child_id, task_id in orjson.loads(answer)}
+    for fragment in fragments:
+        if fragment.child_lease is None:
+            continue
+        _file_claimed(fragment, claimed)
+
+
+def _file_claimed(fragment: Fragment, claimed: dict[str, int]) -> None:
+    found = {start[0]: claimed[start[0]] for start in fragment.child_starts if start[0] in claimed}
+    fragment.claimed_children = {**(fragment.claimed_children or {}), **found}
+
+
+def _claimed_children(cursor: psycopg.Cursor[Any], fragments: list[Fragment]) -> None:
+    """START_CHILDREN's answer: the children claimed for this worker, filed under their parents."""
+    row = cursor.fetchone()
+    if row is None:
+        return
+    claimed = dict(zip(row[0], row[1], strict=True))
+    for fragment in fragments:
+        _file_claimed(fragment, claimed)
+
+
 def cancel_descendants(conn: psycopg.Connection, ids: list[str], reason: str) -> list[str]:
     """Cancel every unfinished execution below `ids` (children, theirs...), in the caller's
     transaction: their tasks go, their open attempts are closed, their waiters told. Their entries in
@@ -476,8 +562,9 @@ def _is_plain(fragment: Fragment) -> bool:
     return not (
         fragment.consumed_events
         or fragment.stream_values
-        or fragment.child_starts
-        or (fragment.finish_execution and (fragment.parent_id is not None or fragment.cancel_children))
+        or (fragment.child_starts and fragment.child_lease is None)
+        or _ends_child_generally(fragment)
+        or (fragment.finish_execution and fragment.cancel_children)
         or fragment.branch_tasks
         or fragment.finish_task
         or fragment.fan_in_group is not None
@@ -486,12 +573,29 @@ def _is_plain(fragment: Fragment) -> bool:
     )
 
 
-def _fragments(fragments: list[Fragment], end_in_batch: bool) -> str:
+def _fragments(fragments: list[Fragment], end_in_batch: bool, children: bool = False) -> str:
     """The fragments as WRITE_BATCH's one JSON parameter.
 
     These writes run for every step: psycopg adapts a list parameter element by element in Python,
     which cost about 15% of a worker's CPU; orjson writes all of it in one call (the values are text
     Zart made storable, numbers and timestamps, as RFC 3339 text)."""
+    if children:  # WRITE_BATCH_WITH_CHILDREN: the parent of a child run at once, and the ones it starts
+        return orjson.dumps(
+            [
+                (
+                    f.task_id,
+                    f.execution_id,
+                    f.attempt_ends,
+                    f.attempt_starts,
+                    f.steps,
+                    f.execution,
+                    f.finish_execution and end_in_batch,
+                    f.parent_id if f.finish_execution and f.parent_inline else None,
+                    [(*start, f.child_lease) for start in f.child_starts if f.child_lease is not None],
+                )
+                for f in fragments
+            ]
+        ).decode()
     return orjson.dumps(
         [
             (

@@ -100,11 +100,13 @@ class Journal:
         "_task_id",
         "_wake_claimer",
         "deadline",
+        "ended",
         "execution_id",
         "in_flight",
         "inline_branches",
         "may_have_children",
         "parent_id",
+        "parent_inline",
         "pending",
         "started_at",
     )
@@ -120,9 +122,11 @@ class Journal:
         status: str,
         deadline: float | None,
         parent_id: str | None = None,
+        parent_inline: bool = False,
     ) -> None:
         self.execution_id = execution_id
         self.parent_id = parent_id  # a child execution (zart.child): its end records its outcome there
+        self.parent_inline = parent_inline  # ... started by its parent's worker to run at once
         self._task_id = task_id
         self._claims = claims  # the fencing token every fragment carries
         self._completer = completer
@@ -142,6 +146,8 @@ class Journal:
         # Children of this execution may still run (zart.children): an end other than `completed`
         # cancels them in its commit.
         self.may_have_children = False
+        # How the execution ended in this run, once committed: (status, result, error) as JSON text.
+        self.ended: tuple[str, str | None, str | None] | None = None
 
     def _new_fragment(self) -> Fragment:
         return Fragment(self.execution_id, self._task_id, self._claims)
@@ -251,8 +257,10 @@ class Journal:
         pending.execution = (status, result, error, self.started_at, utcnow())
         pending.finish_execution = True
         pending.parent_id = self.parent_id
+        pending.parent_inline = self.parent_inline
         pending.cancel_children = self.may_have_children and status != "completed"
         await self.flush()
+        self.ended = (status, result, error)
 
     async def fail(self, error: BaseException) -> NoReturn:
         """End the execution `failed` with `error` from wherever it runs (a branch included), and stop."""

@@ -31,7 +31,7 @@ import attrs
 import trio
 
 from . import serde
-from .branches import map, parallel, run_branch
+from .branches import ChildRun, map, parallel, run_branch
 from .completer import Completer
 from .current import Context, context, context_var, current_execution, execution_var
 from .emitting import emit
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Checkpoint",
+    "ChildRun",
     "Context",
     "ExecutionContext",
     "LastAttempt",
@@ -87,6 +88,12 @@ class Services:
     # become branch tasks that any worker may claim (zart.branches). 0: always tasks.
     inline_fanout: int = 32
     may_inline: Callable[[], bool] = lambda: True
+    # Children run at once by this worker (zart.children): their lease, and what starts one (the
+    # runner's); None: children always go through the claim. A parent waits for them in memory, its
+    # slot held, for at most `child_wait` seconds, then parks.
+    child_lease: float | None = None
+    start_child: Callable[..., ChildRun] | None = None
+    child_wait: float = 1.0
 
 
 class ExecutionContext:
@@ -114,6 +121,7 @@ class ExecutionContext:
         claimed_at: float | None = None,
         due_at: float | None = None,
         parent_id: str | None = None,
+        parent_inline: bool = False,
     ) -> None:
         self.execution_id = execution_id
         self.workflow_name = workflow_name
@@ -135,6 +143,7 @@ class ExecutionContext:
             status=status,
             deadline=deadline,
             parent_id=parent_id,
+            parent_inline=parent_inline,
         )
 
     @property

@@ -22,7 +22,16 @@ from .completer import CommitAbandoned, Fragment, FragmentRejected
 from .db import is_transient
 from .errors import CheckpointRejected
 from .logs import log_event
-from .replay import ExecutionContext, LeaseLost, Services, StepCall, error_json, run_branch, utcnow
+from .replay import (
+    ChildRun,
+    ExecutionContext,
+    LeaseLost,
+    Services,
+    StepCall,
+    error_json,
+    run_branch,
+    utcnow,
+)
 from .workerstate import ClaimedTask, Held, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -46,6 +55,49 @@ class Runner:
         self._completer = services.completer
         self._concurrency = concurrency
         self._poll_interval = poll_interval
+        # Where the children a parent's commit claimed for this worker run (zart.children): the
+        # runners' nursery, set by the worker once it is open.
+        self.nursery: trio.Nursery | None = None
+
+    def start_child(
+        self,
+        child_id: str,
+        workflow: str,
+        task_id: int,
+        input_json: str,
+        timeout: float | None,
+        parent_id: str,
+    ) -> ChildRun:
+        """Run a child its parent's commit created begun and claimed for this worker (fencing token 1,
+        no history yet), as a claimed task is run: held, its lease renewed, handed back at a stop."""
+        assert self.nursery is not None
+        task = ClaimedTask(
+            id=task_id,
+            claims=1,
+            execution_id=child_id,
+            kind="workflow",
+            workflow=workflow,
+            status="running",
+            input_json=input_json,
+            seconds_to_deadline=timeout,
+            history=[],
+            last_attempts={},
+            events=[],
+            parent_id=parent_id,
+            inline_parent=True,
+        )
+        entry = self._state.held[task_id] = Held(task, trio.CancelScope(), trio.current_time())
+        run = ChildRun()
+        self.nursery.start_soon(self._run_child, entry, run)
+        return run
+
+    async def _run_child(self, entry: Held, run: ChildRun) -> None:
+        try:
+            await self.run_task(entry)
+        finally:
+            if entry.execution is not None:
+                run.outcome = entry.execution.journal.ended
+            run.done.set()
 
     async def run_task(self, entry: Held) -> None:
         """Run one claimed task; whatever happens to it, the worker and its other tasks go on."""
@@ -125,6 +177,7 @@ class Runner:
             # depends on the clock or has an effect waits for the moment (ExecutionContext.until_due).
             due_at=entry.due_at,
             parent_id=task.parent_id,
+            parent_inline=task.inline_parent,
         )
         entry.execution = execution
         if branch is not None:

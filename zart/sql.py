@@ -818,7 +818,7 @@ LIMIT 1"""
 # slot: the claimers are woken when that slot was a limited queue's (_END_TASKS, _FREED_SLOT_NOTIFY).
 # Returns the ids of the tasks still held, and (fourth) those of them whose execution is paused: their
 # runners stop after this commit (zart.journal), the step in flight checkpointed, nothing more run.
-WRITE_BATCH = f"""
+_WRITE_BATCH_WRITES = f"""
 WITH held AS MATERIALIZED (
     SELECT t.id, t.paused FROM zart_tasks t
     JOIN unnest(%(ids)s::bigint[], %(claims)s::int[]) AS h(id, claims) ON h.id = t.id
@@ -827,7 +827,7 @@ WITH held AS MATERIALIZED (
     FOR UPDATE OF t
 ), kept AS MATERIALIZED (
     SELECT f->>1 AS execution_id, f->2 AS ends, f->3 AS starts, f->4 AS steps, f->5 AS run,
-           (f->>6)::bool AS over
+           (f->>6)::bool AS over, f->>7 AS parent, f->8 AS children
     FROM jsonb_array_elements(%(fragments)s::jsonb) AS f
     WHERE (f->>0)::bigint IN (SELECT id FROM held)
 ), attempts_ended AS (
@@ -871,15 +871,18 @@ WITH held AS MATERIALIZED (
                  (k.run->>4)::timestamptz AS finished_at
           FROM kept k WHERE jsonb_typeof(k.run) = 'array') x
     WHERE r.id = x.id
-), {_END_TASKS.format(ids="ARRAY(SELECT execution_id FROM kept WHERE over)")}
+), {_END_TASKS.format(ids="ARRAY(SELECT execution_id FROM kept WHERE over)")}"""
+
+_WRITE_BATCH_ANSWER = f"""
 SELECT array(SELECT id FROM held),
        (SELECT count(*) FROM (SELECT pg_notify('{DONE_CHANNEL}', {
     _DONE_PAYLOAD.format(id="k.execution_id", status="k.run->>0", result="k.run->>1", error="k.run->>2")
 })
                               FROM kept k WHERE k.over) n),
        (SELECT count(*) FROM ({_FREED_SLOT_NOTIFY}) m),
-       array(SELECT id FROM held WHERE paused)
-"""
+       array(SELECT id FROM held WHERE paused)"""
+
+WRITE_BATCH = _WRITE_BATCH_WRITES + _WRITE_BATCH_ANSWER + "\n"
 
 # -- streams (zart.emit, zart.streams) ---------------------------------------------------------------
 
@@ -1034,20 +1037,34 @@ _CHILD_FAILURE = """json_build_object(
 # An id held by an execution that is not this very child (`id=` given twice, or taken by a start)
 # fails the parent's entry at once with ChildFailed; the same child found already ended (the parent
 # was resumed and reached it again) gives its outcome at once. Runs before RELEASE_TASKS, which then
-# sees whether any child is left to wait for.
+# sees whether any child is left to wait for. A child the parent's worker may run at once (`leases`
+# given: zart.branches) is created begun and claimed by that worker, so no claim and no wake-up
+# stands between the parent's commit and the child's first step.
 START_CHILDREN = f"""
 WITH c AS (
     SELECT * FROM unnest(%(ids)s::text[], %(workflows)s::text[], %(inputs)s::text[],
                          %(timeouts)s::float8[], %(queues)s::text[], %(keys)s::text[],
                          %(priorities)s::int[], %(parent_ids)s::text[], %(parent_keys)s::text[],
-                         %(parent_groups)s::int[], %(parent_seqs)s::int[], %(windows)s::int[])
+                         %(parent_groups)s::int[], %(parent_seqs)s::int[], %(windows)s::int[],
+                         %(leases)s::float8[])
         AS c(id, workflow, input, timeout, queue, key, priority, parent_id, parent_key, parent_group,
-             parent_seq, win)
+             parent_seq, win, lease)
+), mine AS MATERIALIZED (
+    -- the children the parent's worker runs at once (`lease` given): in its window, and in a queue
+    -- without limits (a limited queue's admission is the claim's: CLAIM_TASKS)
+    SELECT c.id FROM c
+    WHERE c.lease IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM zart_queues q WHERE q.name = c.queue AND q.limited)
 ), created AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
-                                     parent_id, parent_key, parent_group, parent_seq)
+                                     parent_id, parent_key, parent_group, parent_seq, status,
+                                     started_at, deadline_at)
     SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
-           parent_group, parent_seq
+           parent_group, parent_seq,
+           CASE WHEN id IN (SELECT id FROM mine) THEN 'running' ELSE 'pending' END,
+           CASE WHEN id IN (SELECT id FROM mine) THEN statement_timestamp() END,
+           CASE WHEN id IN (SELECT id FROM mine)
+                THEN statement_timestamp() + make_interval(secs => timeout) END
     FROM c ORDER BY parent_id, parent_seq
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -1060,10 +1077,15 @@ WITH c AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.parent_id, c.parent_group ORDER BY c.parent_seq) AS place
     FROM c WHERE c.id IN (SELECT id FROM created)
 ), tasks AS (
-    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
-    SELECT id, 'workflow', queue, coalesce(key, ''), priority, false,
-           CASE WHEN place <= win THEN now() ELSE 'infinity'::timestamptz END
-    FROM placed
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at,
+                            claimed_by, claims)
+    SELECT p.id, 'workflow', p.queue, coalesce(p.key, ''), p.priority, m.id IS NOT NULL,
+           CASE WHEN m.id IS NOT NULL THEN now() + make_interval(secs => p.lease)
+                WHEN p.place <= p.win THEN now() ELSE 'infinity'::timestamptz END,
+           CASE WHEN m.id IS NOT NULL THEN %(worker)s END,
+           CASE WHEN m.id IS NOT NULL THEN 1 ELSE 0 END
+    FROM placed p LEFT JOIN mine m ON m.id = p.id AND p.place <= p.win
+    RETURNING execution_id, id, claimed_by IS NOT NULL AS claimed
 ), found AS (
     -- the ids this statement did not create: whose they are, and how they ended if they did
     SELECT c.id, c.parent_id, c.parent_key, r.status, r.result, r.error,
@@ -1088,7 +1110,11 @@ WITH c AS (
     WHERE s.execution_id = f.parent_id AND s.step_key = f.parent_key AND s.status = 'waiting'
       AND (NOT f.ours OR f.status IN {_TERMINAL})
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created)
+-- The children claimed for the parent's worker (it runs them at once), and a wake-up of the
+-- claimers for the others.
+SELECT array(SELECT execution_id FROM tasks WHERE claimed), array(SELECT id FROM tasks WHERE claimed),
+       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '')
+                              WHERE EXISTS (SELECT 1 FROM tasks WHERE NOT claimed)) n)
 """
 
 # Executions that just ended (their rows' final update is in), in the same transaction: each that is
@@ -1142,6 +1168,77 @@ WITH ended AS MATERIALIZED (
 SELECT pg_notify('{TASKS_CHANNEL}', '')
 WHERE EXISTS (SELECT 1 FROM readied) OR EXISTS (SELECT 1 FROM woken)
 """
+
+# WRITE_BATCH for a batch that starts or ends children run at once by their parent's worker
+# (zart.branches: the parent waits for them in memory), still one statement and one round trip, on
+# the completer's trio connection like any plain batch. Each fragment adds [7] the parent of the
+# execution it ends, if that child was started so, and [8] the children it starts so: [id, workflow,
+# input, timeout, queue, key, priority, parent key, fan-out, position, window, lease].
+#
+# Such a child is created begun and claimed by the parent's worker (no claim, no wake-up between the
+# parent's commit and the child's first step), unless it is taken or its queue has limits in the
+# database: then it is left out, and the answer's fifth column (the children created, with their
+# task ids) tells the parent to start it the general way (START_CHILDREN). Its end records its
+# outcome in the parent's entry and wakes the parent if it is parked (not held in memory by its
+# worker any more: a lost lease, a stop): unconditionally, as one statement cannot see a sibling
+# that ends at the same moment in another process; a parent woken early replays and parks again.
+WRITE_BATCH_WITH_CHILDREN = (
+    _WRITE_BATCH_WRITES
+    + f""", child_ends AS MATERIALIZED (
+    SELECT k.execution_id AS id, k.parent AS parent_id, r.parent_key, k.run->>0 AS status,
+           (k.run->>1)::json AS result, (k.run->>2)::json AS error
+    FROM kept k JOIN zart_execution_runs r ON r.id = k.execution_id
+    WHERE k.over AND k.parent IS NOT NULL AND jsonb_typeof(k.run) = 'array'
+), child_recorded AS (
+    UPDATE zart_steps s
+    SET status = CASE WHEN e.status = 'completed' THEN 'completed' ELSE 'failed' END,
+        output = CASE WHEN e.status = 'completed' THEN e.result END,
+        error = CASE WHEN e.status <> 'completed' THEN {_CHILD_FAILURE.format(e="e")} END,
+        finished_at = now()
+    FROM child_ends e
+    WHERE s.execution_id = e.parent_id AND s.step_key = e.parent_key AND s.status = 'waiting'
+    RETURNING s.execution_id
+), parent_woken AS (
+    UPDATE zart_tasks w SET run_at = now()
+    WHERE w.kind = 'workflow' AND w.execution_id IN (SELECT execution_id FROM child_recorded)
+      AND w.claimed_by IS NULL AND w.run_at > now()
+    RETURNING w.id
+), child_starts AS MATERIALIZED (
+    SELECT k.execution_id AS parent_id, r->>0 AS id, r->>1 AS workflow, r->>2 AS input,
+           (r->>3)::float8 AS timeout, r->>4 AS queue, r->>5 AS key, (r->>6)::int AS priority,
+           r->>7 AS parent_key, (r->>8)::int AS parent_group, (r->>9)::int AS parent_seq,
+           (r->>11)::float8 AS lease
+    FROM kept k, jsonb_array_elements(k.children) AS r
+    WHERE NOT EXISTS (SELECT 1 FROM zart_queues q WHERE q.name = r->>4 AND q.limited)
+), children_created AS (
+    INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
+                                     parent_id, parent_key, parent_group, parent_seq, status,
+                                     started_at, deadline_at)
+    SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
+           parent_group, parent_seq, 'running', statement_timestamp(),
+           statement_timestamp() + make_interval(secs => timeout)
+    FROM child_starts ORDER BY parent_id, parent_seq
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), children_claimed AS (
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at,
+                            claimed_by, claims)
+    SELECT c.id, 'workflow', c.queue, coalesce(c.key, ''), c.priority, true,
+           now() + make_interval(secs => c.lease), %(worker)s, 1
+    FROM child_starts c WHERE c.id IN (SELECT id FROM children_created)
+    RETURNING execution_id, id
+), children_queues AS (
+    INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
+    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
+    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
+    ON CONFLICT (name) DO NOTHING
+)"""
+    + _WRITE_BATCH_ANSWER
+    + f""",
+       (SELECT json_agg(json_build_array(execution_id, id)) FROM children_claimed)::text,
+       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM parent_woken LIMIT 1) n)
+"""
+)
 
 # The unfinished executions below these ones, to any depth (a child that ended has cancelled its own).
 SELECT_DESCENDANTS = f"""

@@ -47,7 +47,7 @@ from .errors import WorkerCrashed
 from .leases import Leases
 from .listener import Listener
 from .logs import log_event
-from .replay import Services
+from .replay import ChildRun, Services
 from .runner import Runner
 from .scheduler import Scheduler, declared_entries, register
 from .schema import ensure_migrated
@@ -318,6 +318,10 @@ class Worker:
         """The listener, heartbeat, claimer and runners, until a stop cancels them."""
         assert self._completer is not None and self.database_url is not None
         state = self._state
+
+        def start_child(*args: Any) -> ChildRun:
+            return runner.start_child(*args)
+
         services = Services(
             self._completer,
             trio.CapacityLimiter(self.concurrency),
@@ -326,6 +330,8 @@ class Worker:
             self.max_abandoned,
             inline_fanout=self.inline_fanout,
             may_inline=self._may_inline,
+            child_lease=self.lease,
+            start_child=start_child,
         )
         runner = Runner(state, services, concurrency=self.concurrency, poll_interval=self.poll_interval)
         claimer = Claimer(
@@ -345,6 +351,7 @@ class Worker:
             if state.stopping:  # stop() came while we were connecting
                 self._cancel_scope.cancel()
             async with trio.open_nursery() as nursery:
+                runner.nursery = nursery
                 if handle_signals:
                     nursery.start_soon(self._essential, "handle_signals", self._handle_signals, nursery)
                 claims = self._claims

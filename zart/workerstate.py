@@ -55,8 +55,10 @@ class ClaimedTask:
     # and the moment on the database's clock (seconds since the epoch).
     seconds_to_due: float = 0.0
     due_epoch: float | None = None
-    # A child execution (zart.child): its parent's id.
+    # A child execution (zart.child): its parent's id, and whether its parent's worker started it
+    # to run at once (Runner.start_child): its end goes with WRITE_BATCH_WITH_CHILDREN.
     parent_id: str | None = None
+    inline_parent: bool = False
 
 
 @attrs.define

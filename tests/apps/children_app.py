@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import trio
 
 import zart
@@ -104,3 +106,24 @@ async def named_child(payload: dict) -> int:
 async def impatient_parent() -> object:
     """Times out while its child waits for an event that never comes: the child is cancelled."""
     return await zart.child(event_waiting_child, "never")
+
+
+@zart.step("child-gate")
+async def child_gate(payload: dict) -> int:
+    """Records its attempt, then waits for the gate file: a SIGKILL finds it in flight."""
+    await trio.to_thread.run_sync(record_effect, payload["n"])
+    while not Path(payload["gate"]).exists():
+        await trio.sleep(0.01)
+    return payload["n"]
+
+
+@zart.workflow("gated-child")
+async def gated_child(payload: dict) -> int:
+    squared = await square(payload["n"])
+    return squared + await child_gate(payload)
+
+
+@zart.workflow("three-gated-children")
+async def three_gated_children(gate: str) -> list:
+    """Three children its worker runs at once (no window, default queue), each stopped at a gate."""
+    return await zart.parallel(*(zart.child(gated_child, {"n": n, "gate": gate}) for n in range(3)))
