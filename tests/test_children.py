@@ -44,7 +44,7 @@ def test_a_child_runs_as_its_own_execution_and_its_result_is_checkpointed(worker
         (handle.id,),
     )
     assert history == [
-        ("square#1", "step", "completed", "9"),
+        ("child-square#1", "step", "completed", "9"),
         ("child:square-child#1", "child", "completed", "16"),
     ]
 
@@ -239,7 +239,7 @@ def test_children_run_at_once_by_a_worker_that_is_sigkilled_finish_on_another(
         )
     )
     for child_id in ids:
-        assert effects[f"{child_id} square#1"] == 1  # checkpointed before the kill: not run again
+        assert effects[f"{child_id} child-square#1"] == 1  # checkpointed before the kill: not run again
         assert effects[f"{child_id} child-gate#1"] == 2  # in flight at the kill: ran again
     abandoned = query(
         database_url,

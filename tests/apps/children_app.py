@@ -11,13 +11,13 @@ import zart
 from .core_app import record_effect
 
 
-@zart.step("square")
+@zart.step("child-square")
 async def square(n: int) -> int:
     await trio.to_thread.run_sync(record_effect, n)
     return n * n
 
 
-@zart.step("slow-square")
+@zart.step("child-slow-square")
 async def slow_square(n: int) -> int:
     """A step slow enough (200 ms) that a SIGKILL finds children in flight."""
     await trio.to_thread.run_sync(record_effect, n)
@@ -43,7 +43,7 @@ async def sum_of_squares(payload: dict) -> int:
     return sum(results)
 
 
-@zart.step("fail-always", retry=zart.Retry.none())
+@zart.step("child-fail-always", retry=zart.Retry.none())
 def fail_always(reason: str) -> None:
     raise RuntimeError(reason)
 
