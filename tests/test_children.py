@@ -3,10 +3,13 @@ real SIGKILLs of `zart supervise` workers in the middle of a map of 200 children
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+from urllib.parse import quote
 
+import httpx
 import pytest
 
 import zart
@@ -18,9 +21,11 @@ from .helpers import (
     assert_no_checkpointed_step_ran_twice,
     child_pids,
     query,
+    run_cli,
     scalar,
     wait_until,
 )
+from .test_http import check, server_env, serving
 
 
 def children_of(url: str, parent_id: str) -> list[tuple[str, str, str]]:
@@ -47,6 +52,33 @@ def test_a_child_runs_as_its_own_execution_and_its_result_is_checkpointed(worker
         ("child-square#1", "step", "completed", "9"),
         ("child:square-child#1", "child", "completed", "16"),
     ]
+
+
+def test_zart_show_and_the_http_api_show_parent_and_children(worker, database_url):
+    handle = zart.start(children_app.mixed_parallel, 1, database_url=database_url)
+    assert handle.result(timeout=30) == [1, 4, 9]
+    first_child = f"{handle.id}/square-child#1"
+    env = server_env(database_url)
+    shown = run_cli("show", handle.id, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "children   2: 2 completed" in shown.stdout
+    assert first_child in shown.stdout and "child:square-child#2" in shown.stdout
+    child_shown = run_cli("show", first_child, env=env)
+    assert f"parent     {handle.id} (child:square-child#1)" in child_shown.stdout
+    as_json = json.loads(run_cli("show", handle.id, "--json", env=env).stdout)
+    assert as_json["parent"] is None and as_json["children_count"] == 2
+    assert as_json["children"][0] == {
+        "id": first_child,
+        "workflow": "square-child",
+        "status": "completed",
+        "key": "child:square-child#1",
+    }
+    with serving(database_url, "tests.apps.children_app") as base, httpx.Client(base_url=base) as api:
+        parent = check(api.get(f"/v1/executions/{quote(handle.id, safe='')}"), 200)
+        assert parent["children"] == as_json["children"] and parent["children_count"] == 2
+        child = check(api.get(f"/v1/executions/{quote(first_child, safe='')}"), 200)
+        assert child["parent"] == {"id": handle.id, "key": "child:square-child#1"}
+        assert child["children"] == [] and child["children_count"] == 0
 
 
 def test_a_failed_child_raises_child_failed_which_the_parent_catches(worker, database_url):

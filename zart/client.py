@@ -89,7 +89,7 @@ class StepRecord:
 
     key: str
     position: int
-    kind: str  # step | sleep | event | patch
+    kind: str  # step | sleep | event | patch | emit | child
     status: str  # completed | failed | waiting
     result: Any
     error: dict[str, Any] | None

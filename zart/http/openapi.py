@@ -687,7 +687,10 @@ def openapi_document() -> dict[str, Any]:
                     "properties": {
                         "key": {"type": "string", "description": "checkpoint key, e.g. charge-card#1"},
                         "position": {"type": "integer"},
-                        "kind": {"type": "string", "enum": ["step", "sleep", "event", "patch"]},
+                        "kind": {
+                            "type": "string",
+                            "enum": ["step", "sleep", "event", "patch", "emit", "child"],
+                        },
                         "status": {"type": "string", "enum": ["completed", "failed", "waiting"]},
                         "result": _ANY,
                         "error": {"oneOf": [{"type": "null"}, _ref("StoredError")]},
