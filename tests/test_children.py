@@ -165,6 +165,24 @@ def test_a_parent_that_times_out_cancels_its_children(worker, database_url):
     assert child.info().error["message"] == "its parent execution ended before it did"
 
 
+def test_resuming_a_failed_child_then_its_parent_repairs_the_tree(worker, database_url, tmp_path):
+    """The documented repair: the child failed, so did its parent (ChildFailed, not caught). Resume
+    the child once fixed, then the parent: it reaches the call again and takes the child's result,
+    without starting another child."""
+    path = tmp_path / "input.txt"
+    handle = zart.start(children_app.parent_of_a_file_reader, str(path), database_url=database_url)
+    with pytest.raises(zart.WorkflowFailed) as failed:
+        handle.result(timeout=30)
+    assert failed.value.error_type == "ChildFailed"
+    child = zart.get(f"{handle.id}/file-reading-child#1", database_url=database_url)
+    path.write_text("fixed")
+    zart.resume(child.id, database_url=database_url)
+    assert child.result(timeout=30) == "fixed"
+    zart.resume(handle.id, database_url=database_url)
+    assert handle.result(timeout=30) == "read: fixed"
+    assert [row[0] for row in children_of(database_url, handle.id)] == [child.id]
+
+
 def test_a_child_id_taken_by_another_execution_is_a_child_failed(worker, database_url):
     other = zart.start(children_app.square_child, 5, database_url=database_url)
     handle = zart.start(children_app.named_child, {"n": 2, "id": other.id}, database_url=database_url)

@@ -127,3 +127,21 @@ async def gated_child(payload: dict) -> int:
 async def three_gated_children(gate: str) -> list:
     """Three children its worker runs at once (no window, default queue), each stopped at a gate."""
     return await zart.parallel(*(zart.child(gated_child, {"n": n, "gate": gate}) for n in range(3)))
+
+
+@zart.step("child-needs-file", retry=zart.Retry.none())
+def needs_file(path: str) -> str:
+    """Fails until the file exists: a bug fixed by creating it, then `zart resume`."""
+    if not Path(path).exists():
+        raise FileNotFoundError(path)
+    return Path(path).read_text()
+
+
+@zart.workflow("file-reading-child")
+async def file_reading_child(path: str) -> str:
+    return await needs_file(path)
+
+
+@zart.workflow("parent-of-a-file-reader")
+async def parent_of_a_file_reader(path: str) -> str:
+    return "read: " + await zart.child(file_reading_child, path)
