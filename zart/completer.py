@@ -579,37 +579,28 @@ def _fragments(fragments: list[Fragment], end_in_batch: bool, children: bool = F
     These writes run for every step: psycopg adapts a list parameter element by element in Python,
     which cost about 15% of a worker's CPU; orjson writes all of it in one call (the values are text
     Zart made storable, numbers and timestamps, as RFC 3339 text)."""
+    rows: list[tuple[Any, ...]] = [
+        (
+            f.task_id,
+            f.execution_id,
+            f.attempt_ends,
+            f.attempt_starts,
+            f.steps,
+            f.execution,
+            f.finish_execution and end_in_batch,
+        )
+        for f in fragments
+    ]
     if children:  # WRITE_BATCH_WITH_CHILDREN: the parent of a child run at once, and the ones it starts
-        return orjson.dumps(
-            [
-                (
-                    f.task_id,
-                    f.execution_id,
-                    f.attempt_ends,
-                    f.attempt_starts,
-                    f.steps,
-                    f.execution,
-                    f.finish_execution and end_in_batch,
-                    f.parent_id if f.finish_execution and f.parent_inline else None,
-                    [(*start, f.child_lease) for start in f.child_starts if f.child_lease is not None],
-                )
-                for f in fragments
-            ]
-        ).decode()
-    return orjson.dumps(
-        [
+        rows = [
             (
-                f.task_id,
-                f.execution_id,
-                f.attempt_ends,
-                f.attempt_starts,
-                f.steps,
-                f.execution,
-                f.finish_execution and end_in_batch,
+                *row,
+                f.parent_id if f.finish_execution and f.parent_inline else None,
+                [(*start, f.child_lease) for start in f.child_starts if f.child_lease is not None],
             )
-            for f in fragments
+            for row, f in zip(rows, fragments, strict=True)
         ]
-    ).decode()
+    return orjson.dumps(rows).decode()
 
 
 def _columns(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, list[Any]]:

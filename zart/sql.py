@@ -16,6 +16,13 @@ STREAM_CHANNEL = "zart_stream"
 
 # -- starting and reading executions ---------------------------------------------------------------
 
+# The queues a start may have to create (`declare`, JSON: [name, concurrency, per_key, rate limit, rate
+# period] each), with their limits, if no worker created them yet.
+_DECLARE_QUEUES = """INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
+    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
+    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
+    ON CONFLICT (name) DO NOTHING"""
+
 # One statement starts any number of executions, of one workflow (`start_many`) or of many (the
 # starts of concurrent callers, grouped into one commit by zart.group_start): the ids and inputs as
 # two arrays, and each call's options once (`plans`, JSON: a few bytes per call, where an array per
@@ -44,10 +51,7 @@ WITH p AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), declared AS (
-    INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
-    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
-    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
-    ON CONFLICT (name) DO NOTHING
+    {_DECLARE_QUEUES}
 ), tasks AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
     SELECT f.id, 'workflow', f.queue, coalesce(f.key, ''), f.priority, false,
@@ -1069,10 +1073,7 @@ WITH c AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), declared AS (
-    INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
-    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
-    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
-    ON CONFLICT (name) DO NOTHING
+    {_DECLARE_QUEUES}
 ), placed AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.parent_id, c.parent_group ORDER BY c.parent_seq) AS place
     FROM c WHERE c.id IN (SELECT id FROM created)
@@ -1228,10 +1229,7 @@ WRITE_BATCH_WITH_CHILDREN = (
     FROM child_starts c WHERE c.id IN (SELECT id FROM children_created)
     RETURNING execution_id, id
 ), children_queues AS (
-    INSERT INTO zart_queues (name, concurrency, per_key, rate_limit, rate_period)
-    SELECT x->>0, (x->>1)::int, (x->>2)::int, (x->>3)::int, (x->>4)::float8
-    FROM jsonb_array_elements(%(declare)s::jsonb) AS x
-    ON CONFLICT (name) DO NOTHING
+    {_DECLARE_QUEUES}
 )"""
     + _WRITE_BATCH_ANSWER
     + f""",
