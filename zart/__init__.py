@@ -50,7 +50,7 @@ from .errors import (
 )
 from .operating import afork, apause, aresume, aunpause, fork, pause, resume, unpause
 from .queues import Queue
-from .registry import Step, Workflow, step, workflow
+from .registry import Step, Workflow, step, transaction, workflow
 from .replay import (
     Context,
     context,
@@ -145,6 +145,7 @@ __all__ = [
     "start",
     "start_many",
     "step",
+    "transaction",
     "unpause",
     "unschedule",
     "wait_for_event",

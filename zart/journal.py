@@ -149,6 +149,15 @@ class Journal:
         # How the execution ended in this run, once committed: (status, result, error) as JSON text.
         self.ended: tuple[str, str | None, str | None] | None = None
 
+    @property
+    def task_id(self) -> int:
+        return self._task_id
+
+    @property
+    def claims(self) -> int:
+        """The fencing token of the task this run holds."""
+        return self._claims
+
     def _new_fragment(self) -> Fragment:
         return Fragment(self.execution_id, self._task_id, self._claims)
 

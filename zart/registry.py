@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
 
-from . import cron, queues, replay
+from . import cron, pools, queues, replay, transactional
+from .db import resolve_url
 from .durations import parse_duration
 from .retry import Retry
 
@@ -60,10 +62,15 @@ class Step:
     is_async: bool
     timeout: float | None = None
     retry: Retry = attrs.field(factory=Retry)
+    # A transactional step's isolation level (`@zart.transaction`: zart.transactional); None: plain.
+    isolation: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         execution = replay.current_execution()
         if execution is None:
+            if self.isolation is not None:  # its own transaction, on the database of ZART_DATABASE_URL
+                begin = partial(pools.transaction, resolve_url(None))
+                return transactional.run_alone(begin, self.isolation, self.fn, args, kwargs)
             return self.fn(*args, **kwargs)
         return execution.call_step(self, args, kwargs)
 
@@ -137,14 +144,56 @@ def step(name: str, *, timeout: Any = None, retry: Any = None) -> Callable[[Call
     def decorate(fn: Callable[..., Any]) -> Step:
         if not callable(fn):
             raise TypeError(f"step {name!r} must decorate a function, got {fn!r}")
-        existing = _steps.get(name)
-        if existing is not None and _origin(existing.fn) != _origin(fn):
-            raise ValueError(f"step name {name!r} is already registered by {_origin(existing.fn)}")
-        registered = Step(name, fn, inspect.iscoroutinefunction(fn), seconds, policy)
-        _steps[name] = registered
-        return registered
+        return _register_step(Step(name, fn, inspect.iscoroutinefunction(fn), seconds, policy))
 
     return decorate
+
+
+def transaction(
+    name: str, *, timeout: Any = None, retry: Any = None, isolation: Any = "read committed"
+) -> Callable[[Callable[..., Any]], Step]:
+    """Register a plain `def` as a transactional step: called with a psycopg connection (first
+    argument, which callers do not pass) inside a transaction on Zart's database, in which its
+    checkpoint is committed too. Its writes on that connection happen exactly once.
+
+    `isolation` is 'read committed' (the default), 'repeatable read' or 'serializable'; a
+    serialization failure or a deadlock runs the transaction again and is not an attempt of `retry`.
+    """
+    _check_name("step", name)
+    seconds = None if timeout is None else parse_duration(timeout, f"timeout of step {name!r}")
+    level = transactional.check_isolation(isolation, f"transactional step {name!r}")
+    try:
+        policy = Retry.parse(retry)
+    except ValueError as exc:
+        raise ValueError(f"step {name!r}: {exc}") from None
+
+    def decorate(fn: Callable[..., Any]) -> Step:
+        if inspect.iscoroutinefunction(fn) or not callable(fn):
+            raise TypeError(
+                f"transactional step {name!r} must decorate a plain 'def' (its body runs in a thread, "
+                f"on a psycopg connection), got {fn!r}"
+            )
+        positional = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        if not positional:
+            raise TypeError(
+                f"transactional step {name!r} must take the connection as its first parameter, "
+                "e.g. def debit(conn, account, amount)"
+            )
+        return _register_step(Step(name, fn, False, seconds, policy, level))
+
+    return decorate
+
+
+def _register_step(registered: Step) -> Step:
+    existing = _steps.get(registered.name)
+    if existing is not None and _origin(existing.fn) != _origin(registered.fn):
+        raise ValueError(f"step name {registered.name!r} is already registered by {_origin(existing.fn)}")
+    _steps[registered.name] = registered
+    return registered
 
 
 def get_workflow(name: str) -> Workflow | None:

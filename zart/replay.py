@@ -94,6 +94,8 @@ class Services:
     child_lease: float | None = None
     start_child: Callable[..., ChildRun] | None = None
     child_wait: float = 1.0
+    # Transactional steps' connections (zart.transactional.TransactionRunner); None: not in a worker.
+    transactions: Any = None
 
 
 class ExecutionContext:

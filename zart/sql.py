@@ -828,7 +828,7 @@ WITH held AS MATERIALIZED (
     JOIN unnest(%(ids)s::bigint[], %(claims)s::int[]) AS h(id, claims) ON h.id = t.id
     WHERE t.claims = h.claims AND t.claimed_by = %(worker)s
     ORDER BY t.id
-    FOR UPDATE OF t
+    FOR NO KEY UPDATE OF t
 ), kept AS MATERIALIZED (
     SELECT f->>1 AS execution_id, f->2 AS ends, f->3 AS starts, f->4 AS steps, f->5 AS run,
            (f->>6)::bool AS over, f->>7 AS parent, f->8 AS children
@@ -1317,6 +1317,40 @@ WHERE execution_id = %(id)s AND kind = 'workflow' AND claimed_by IS NULL AND run
               WHERE s.execution_id = %(id)s AND s.kind = 'event' AND s.status = 'waiting'
                 AND left(s.step_key, length(%(key_prefix)s)) = %(key_prefix)s)
 RETURNING id
+"""
+
+# -- transactional steps (@zart.transaction; zart.transactional) --------------------------------------
+
+# The transaction's own limits: a worker stopped mid-body must not hold its locks past its lease, and
+# the step's timeout (NULL: none) bounds every statement of the body.
+TRANSACTION_SETTINGS = """
+SELECT set_config('idle_in_transaction_session_timeout', %(idle)s, true),
+       set_config('statement_timeout', coalesce(%(statement)s, current_setting('statement_timeout')), true)
+"""
+
+# The fencing check of a transactional step, first in its transaction: this worker still holds the
+# task (its token unchanged), and from here on no claim can take the task over (a claim locks `FOR
+# UPDATE SKIP LOCKED`, which skips a row locked `FOR KEY SHARE`), while the heartbeat (an UPDATE)
+# and the completer (`FOR NO KEY UPDATE`, WRITE_BATCH) go on.
+LOCK_TASK_FOR_TRANSACTION = """
+SELECT 1 FROM zart_tasks
+WHERE id = %(id)s AND claims = %(claims)s AND claimed_by = %(worker)s
+FOR KEY SHARE
+"""
+
+# The checkpoint and the (succeeded) attempt of a transactional step, in the body's transaction.
+RECORD_TRANSACTIONAL_STEP = """
+WITH step AS (
+    INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, attempts, started_at,
+                            finished_at)
+    VALUES (%(execution_id)s, %(step_key)s, %(seq)s, 'step', 'completed', %(output)s::json, %(attempt)s,
+            %(started_at)s, clock_timestamp())
+)
+INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at, finished_at, outcome)
+VALUES (%(execution_id)s, %(step_key)s, %(attempt)s, %(worker)s, %(started_at)s, clock_timestamp(),
+        'succeeded')
+ON CONFLICT (execution_id, step_key, attempt) DO UPDATE
+SET finished_at = excluded.finished_at, outcome = 'succeeded', worker_id = excluded.worker_id
 """
 
 # -- retention (zart prune) ----------------------------------------------------------------------------

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from . import serde
-from .completer import Fragment
+from . import serde, transactional
+from .completer import CommitAbandoned, Fragment
 from .current import Context, context_var, execution_var
-from .errors import SerializationError, StepAbandoned, StepTimeout
+from .db import is_transient
+from .errors import SerializationError, StepAbandoned, StepTimeout, ZartError
 from .history import Checkpoint, recorded_value
-from .journal import error_record, utcnow
+from .journal import LeaseLost, error_record, utcnow
 
 if TYPE_CHECKING:
     from .registry import Step
@@ -138,6 +139,8 @@ async def attempt_step(
                 )
             )
     started = utcnow()
+    if call.step.isolation is not None:
+        return await _attempt_transaction(execution, call, position, attempt, failures, started, inline)
     pending.attempt_starts.append((key, attempt, started))
     journal.mark_running()
     # In flight from its commit on: a stop that comes right after it closes this attempt.
@@ -150,16 +153,7 @@ async def attempt_step(
         data = serde.dumps(result, f"the result of step {key!r}")
     except Exception as exc:
         del journal.in_flight[key]
-        failures += 1
-        policy = call.step.retry
-        _record_attempt_end(journal.pending, key, attempt, exc)
-        # An unserialisable result fails the same way every time: no point retrying it.
-        if not isinstance(exc, SerializationError) and policy.should_retry(failures, exc):
-            delay = policy.delay_before_retry(failures)
-            if inline:
-                raise RetryLater(delay) from None
-            await journal.suspend(delay)  # ends this run here
-        return _record_failure(journal.pending, key, position, attempt, started, exc)
+        return await _failed(execution, call, position, attempt, failures + 1, started, exc, inline)
     del journal.in_flight[key]
     finished = utcnow()
     output = data.decode()
@@ -167,6 +161,89 @@ async def attempt_step(
     pending.attempt_ends.append((key, attempt, finished, "succeeded", None, None, None))
     pending.steps.append((key, position, "step", "completed", output, None, attempt, started, finished, None))
     return Checkpoint(key, position, "completed", output, None)
+
+
+async def _failed(
+    execution: ExecutionContext,
+    call: StepCall,
+    position: int,
+    attempt: int,
+    failures: int,
+    started: datetime,
+    exc: Exception,
+    inline: bool,
+) -> Checkpoint:
+    """A failed attempt (its end recorded): the step's retry back-off, or its failed checkpoint."""
+    journal = execution.journal
+    policy = call.step.retry
+    _record_attempt_end(journal.pending, call.key, attempt, exc)
+    # An unserialisable result fails the same way every time: no point retrying it.
+    if not isinstance(exc, SerializationError) and policy.should_retry(failures, exc):
+        delay = policy.delay_before_retry(failures)
+        if inline:
+            raise RetryLater(delay) from None
+        await journal.suspend(delay)  # ends this run here
+    return _record_failure(journal.pending, call.key, position, attempt, started, exc)
+
+
+async def _attempt_transaction(
+    execution: ExecutionContext,
+    call: StepCall,
+    position: int,
+    attempt: int,
+    failures: int,
+    started: datetime,
+    inline: bool,
+) -> Checkpoint:
+    """An attempt of a transactional step (zart.transactional): its body, checkpoint and attempt
+    record committed in one transaction, or none of them. What was pending (the previous step's
+    checkpoint) is committed first, so the history stays in the order the workflow ran it."""
+    journal = execution.journal
+    runner = execution.services.transactions
+    if runner is None:
+        raise ZartError(f"step {call.key!r} is transactional: it runs only in a worker")
+    journal.mark_running()
+    await journal.flush()
+    step = call.step
+    fence = transactional.Fence(
+        execution.execution_id,
+        journal.task_id,
+        journal.claims,
+        execution.services.worker_id,
+        call.key,
+        position,
+        attempt,
+        started,
+    )
+    info = Context(execution.execution_id, execution.workflow_name, call.key, attempt)
+    body = partial(_in_context, info, step.fn)
+    try:
+        output = await runner.attempt(fence, step.isolation, step.timeout, body, call.args, call.kwargs)
+    except transactional.LeaseGone as exc:
+        raise LeaseLost(str(exc)) from None
+    except Exception as exc:
+        if is_transient(exc):  # the commit's outcome is unknown: the next holder of the task sees it
+            raise CommitAbandoned(f"a transactional step's commit was cut off: {exc}") from exc
+        if isinstance(exc, transactional.TimeUp):
+            exc = StepTimeout(
+                f"attempt {attempt} of step {call.key!r} exceeded the step's timeout of {step.timeout:g} s"
+            )
+        # The attempt left nothing in the database: its record is written apart, started then ended.
+        journal.pending.attempt_starts.append((call.key, attempt, started))
+        await journal.flush()
+        return await _failed(execution, call, position, attempt, failures + 1, started, exc, inline)
+    return Checkpoint(call.key, position, "completed", output, None)
+
+
+def _in_context(info: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A transactional body, run in a thread with `zart.context()` set to its step and attempt."""
+    token = context_var.set(info)
+    execution_token = execution_var.set(None)  # a step called inside a step is plain
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        execution_var.reset(execution_token)
+        context_var.reset(token)
 
 
 async def _invoke(call: StepCall, info: Context, limiter: trio.CapacityLimiter) -> Any:

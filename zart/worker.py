@@ -52,6 +52,7 @@ from .runner import Runner
 from .scheduler import Scheduler, declared_entries, register
 from .schema import ensure_migrated
 from .shared_claims import SharedClaims
+from .transactional import TransactionRunner
 from .trio_pg import TrioConnection
 from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
 
@@ -61,6 +62,8 @@ log = logging.getLogger("zart.worker")
 # one connection at a time, plus one spare: 4 per process (and its listener), so that `--procs 16`
 # holds at most 80 of a server's default 100 connections.
 _POOL_SIZE = 4
+# Connections for transactional steps (zart.transactional), and how many of their bodies run at once.
+_TRANSACTION_POOL_SIZE = 8
 # At stop, how long the completer keeps trying to commit what runners handed it before it gives up
 # (the outcome is then unknown, which the fencing token makes safe); and how long the hand-back of
 # the held tasks may wait for a connection. Together they bound a stop to the grace plus seconds.
@@ -149,6 +152,7 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._state = WorkerState(self.worker_id)
         self._pool: ConnectionPool | None = None
+        self._transactions: TransactionRunner | None = None
         self._completer: Completer | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -283,6 +287,19 @@ class Worker:
         pool = self._pool
         assert pool is not None
         db = WorkerDb(pool, trio.CapacityLimiter(_POOL_SIZE), self.worker_id)
+        url = self.database_url
+        self._transactions = TransactionRunner(
+            partial(
+                open_pool,
+                url,
+                min_size=0,
+                max_size=_TRANSACTION_POOL_SIZE,
+                name="zart-transactions",
+                keep_reconnecting=True,
+            ),
+            self.lease,
+            trio.CapacityLimiter(_TRANSACTION_POOL_SIZE),
+        )
         leases = Leases(
             self._state,
             db,
@@ -305,6 +322,7 @@ class Worker:
             with trio.CancelScope(shield=True):
                 released = await leases.release_held(_STOP_CHECKOUT_SECONDS)
                 await trio.to_thread.run_sync(partial(pool.close, timeout=_STOP_CHECKOUT_SECONDS))
+                await trio.to_thread.run_sync(self._transactions.close)
             log_event(
                 log,
                 "worker.stopped",
@@ -332,6 +350,7 @@ class Worker:
             may_inline=self._may_inline,
             child_lease=self.lease,
             start_child=start_child,
+            transactions=self._transactions,
         )
         runner = Runner(state, services, concurrency=self.concurrency, poll_interval=self.poll_interval)
         claimer = Claimer(
