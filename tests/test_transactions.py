@@ -74,6 +74,25 @@ def test_a_raising_transactional_step_leaves_none_of_its_writes(worker, bank):
     assert entries(bank, handle.id) == []
 
 
+@pytest.mark.parametrize("fanout", [32, 0], ids=["inline", "as-tasks"])
+def test_parallel_and_map_branches_each_commit_their_own_transaction(bank, fanout):
+    accounts = [31, 32, 33, 34] if fanout else [35, 36, 37, 38]
+    before = dict(query(bank, "SELECT id, balance FROM bank_accounts WHERE id = ANY(%s)", (accounts,)))
+    with zart.Worker(bank, lease="2s", poll_interval="0.5s", inline_fanout=fanout):
+        handle = zart.start(bank_app.deposits, {"accounts": accounts}, database_url=bank)
+        outcome = handle.result(timeout=30)
+    a, b, c, d = accounts
+    assert outcome["parallel"] == [before[a] + 1, before[b] + 1]
+    assert outcome["map"] == [before[a] + 3, before[b] + 3, before[c] + 2, before[d] + 2]
+    assert len(entries(bank, handle.id)) == 2 and len(entries(bank, f"{handle.id}/map")) == 4
+    keys = query(bank, "SELECT step_key FROM zart_steps WHERE execution_id = %s ORDER BY seq", (handle.id,))
+    assert [key for (key,) in keys] == [
+        "bank-deposit#1",
+        "bank-deposit#2",
+        *(f"bank-deposit[{i}]" for i in range(4)),
+    ]
+
+
 def test_serialization_failures_on_a_hot_row_are_run_again_not_counted(worker, bank):
     """50 executions bump one row at `serializable` at once: every bump lands, and no attempt failed
     (each conflict ran its transaction again)."""

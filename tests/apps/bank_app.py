@@ -115,3 +115,31 @@ def gated_write(conn: psycopg.Connection, request: dict) -> int:
 @zart.workflow("bank-gated")
 async def gated(request: dict) -> int:
     return await gated_write({**request, "id": zart.context().execution_id})
+
+
+@zart.transaction("bank-deposit")
+def deposit(conn: psycopg.Connection, entry: dict) -> int:
+    conn.execute(
+        "INSERT INTO bank_entries VALUES (%s, %s, %s, %s)",
+        (entry["transfer"], entry["account"], entry["amount"], zart.context().attempt),
+    )
+    (balance,) = conn.execute(
+        "UPDATE bank_accounts SET balance = balance + %s WHERE id = %s RETURNING balance",
+        (entry["amount"], entry["account"]),
+    ).fetchone()
+    return balance
+
+
+@zart.workflow("bank-deposits")
+async def deposits(request: dict) -> dict:
+    """Deposits in parallel (each branch its own transaction), then one per account with zart.map."""
+    transfer = zart.context().execution_id
+    pair = await zart.parallel(
+        deposit({"transfer": transfer, "account": request["accounts"][0], "amount": 1}),
+        deposit({"transfer": transfer, "account": request["accounts"][1], "amount": 1}),
+    )
+    mapped = await zart.map(
+        deposit,
+        [{"transfer": f"{transfer}/map", "account": account, "amount": 2} for account in request["accounts"]],
+    )
+    return {"parallel": pair, "map": mapped}
