@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import psycopg
 import trio
 
 import zart
@@ -71,4 +72,26 @@ async def bench_children(children: int) -> int:
     total = 0
     for i in range(children):
         total += await zart.child(bench_child, i)
+    return total
+
+
+# Transactional steps (bench.transactions): one UPDATE each, of a row spread by the execution's id
+# over 10,000 counters (bench.transactions creates them), in the step's own transaction.
+COUNTERS = 10_000
+
+
+@zart.transaction("bench-tx-update")
+def tx_update(conn: psycopg.Connection, i: int) -> int:
+    conn.execute(
+        "UPDATE bench_counters SET n = n + 1 WHERE id = (abs(hashtext(%s)) + %s) %% 10000",
+        (zart.context().execution_id, i),
+    )
+    return i
+
+
+@zart.workflow("bench-tx-steps")
+async def bench_tx_steps(steps: int) -> int:
+    total = 0
+    for i in range(steps):
+        total += await tx_update(i)
     return total

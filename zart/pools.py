@@ -38,10 +38,15 @@ def shared_pool(url: str) -> ConnectionPool:
 
 
 @contextmanager
-def transaction(url: str) -> Iterator[psycopg.Connection]:
-    """A pooled connection inside one transaction."""
-    with shared_pool(url).connection() as conn, conn.transaction():
-        yield conn
+def transaction(url: str, isolation: psycopg.IsolationLevel | None = None) -> Iterator[psycopg.Connection]:
+    """A pooled connection inside one transaction (at `isolation`, if given)."""
+    with shared_pool(url).connection() as conn:
+        conn.isolation_level = isolation
+        try:
+            with conn.transaction():
+                yield conn
+        finally:
+            conn.isolation_level = None
 
 
 def close_pools(url: str | None = None) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import attrs
@@ -69,7 +68,11 @@ class Step:
         execution = replay.current_execution()
         if execution is None:
             if self.isolation is not None:  # its own transaction, on the database of ZART_DATABASE_URL
-                begin = partial(pools.transaction, resolve_url(None))
+                url = resolve_url(None)
+
+                def begin(isolation: str) -> Any:
+                    return pools.transaction(url, transactional.ISOLATION_LEVELS[isolation])
+
                 return transactional.run_alone(begin, self.isolation, self.fn, args, kwargs)
             return self.fn(*args, **kwargs)
         return execution.call_step(self, args, kwargs)

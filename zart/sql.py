@@ -1321,21 +1321,22 @@ RETURNING id
 
 # -- transactional steps (@zart.transaction; zart.transactional) --------------------------------------
 
-# The transaction's own limits: a worker stopped mid-body must not hold its locks past its lease, and
-# the step's timeout (NULL: none) bounds every statement of the body.
-TRANSACTION_SETTINGS = """
-SELECT set_config('idle_in_transaction_session_timeout', %(idle)s, true),
-       set_config('statement_timeout', coalesce(%(statement)s, current_setting('statement_timeout')), true)
-"""
-
-# The fencing check of a transactional step, first in its transaction: this worker still holds the
-# task (its token unchanged), and from here on no claim can take the task over (a claim locks `FOR
-# UPDATE SKIP LOCKED`, which skips a row locked `FOR KEY SHARE`), while the heartbeat (an UPDATE)
-# and the completer (`FOR NO KEY UPDATE`, WRITE_BATCH) go on.
-LOCK_TASK_FOR_TRANSACTION = """
-SELECT 1 FROM zart_tasks
-WHERE id = %(id)s AND claims = %(claims)s AND claimed_by = %(worker)s
-FOR KEY SHARE
+# The first statement of a transactional step's transaction. Its own limits: a worker stopped mid-body
+# must not hold its locks past its lease, and the step's timeout (NULL: none) bounds every statement
+# of the body. And the fencing check: whether this worker still holds the task (its token unchanged);
+# from here on no claim can take the task over (a claim locks `FOR UPDATE SKIP LOCKED`, which skips a
+# row locked `FOR KEY SHARE`), while the heartbeat (an UPDATE) and the completer (`FOR NO KEY
+# UPDATE`, WRITE_BATCH) go on.
+BEGIN_TRANSACTIONAL_STEP = """
+WITH held AS (
+    SELECT 1 FROM zart_tasks
+    WHERE id = %(id)s AND claims = %(claims)s AND claimed_by = %(worker)s
+    FOR KEY SHARE
+)
+SELECT EXISTS (SELECT 1 FROM held)
+       AND set_config('idle_in_transaction_session_timeout', %(idle)s, true) IS NOT NULL
+       AND set_config('statement_timeout',
+                      coalesce(%(statement)s, current_setting('statement_timeout')), true) IS NOT NULL
 """
 
 # The checkpoint and the (succeeded) attempt of a transactional step, in the body's transaction.

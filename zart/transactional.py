@@ -42,11 +42,12 @@ from psycopg_pool import ConnectionPool
 
 from . import serde, sql
 
-# The isolation levels a transactional step may ask for, as SQL spells them.
+# The isolation levels a transactional step may ask for, and psycopg's names for them (its BEGIN
+# then says which: no statement of its own).
 ISOLATION_LEVELS = {
-    "read committed": "READ COMMITTED",
-    "repeatable read": "REPEATABLE READ",
-    "serializable": "SERIALIZABLE",
+    "read committed": psycopg.IsolationLevel.READ_COMMITTED,
+    "repeatable read": psycopg.IsolationLevel.REPEATABLE_READ,
+    "serializable": psycopg.IsolationLevel.SERIALIZABLE,
 }
 # Serialization failures and deadlocks: the transaction runs again, up to this many times in all,
 # after a pause drawn between 0 and `_CONFLICT_PAUSE` times the tries so far (seconds).
@@ -70,16 +71,15 @@ class TimeUp(Exception):
 
 
 def run_with_retries(
-    begin: Callable[[], AbstractContextManager[psycopg.Connection]],
+    begin: Callable[[str], AbstractContextManager[psycopg.Connection]],
     isolation: str,
     body: Callable[[psycopg.Connection], Any],
 ) -> Any:
-    """`body(conn)` in a transaction from `begin()` at `isolation`, run again after a serialization
-    failure or a deadlock; what it returns. Any other exception is raised, the transaction rolled back."""
+    """`body(conn)` in a transaction from `begin(isolation)`, run again after a serialization failure
+    or a deadlock; what it returns. Any other exception is raised, the transaction rolled back."""
     for tries in range(1, _CONFLICT_TRIES + 1):
         try:
-            with begin() as conn:
-                conn.execute(f"SET TRANSACTION ISOLATION LEVEL {ISOLATION_LEVELS[isolation]}")
+            with begin(isolation) as conn:
                 return body(conn)
         except (errors.SerializationFailure, errors.DeadlockDetected):
             if tries == _CONFLICT_TRIES:
@@ -152,9 +152,11 @@ class TransactionRunner:
             raise TimeUp from None
 
     @contextmanager
-    def _begin(self) -> Iterator[psycopg.Connection]:
-        with self.pool.connection() as conn, conn.transaction():
-            yield conn
+    def _begin(self, isolation: str) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            conn.isolation_level = ISOLATION_LEVELS[isolation]
+            with conn.transaction():
+                yield conn
 
     def _body(
         self,
@@ -166,15 +168,20 @@ class TransactionRunner:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> str:
-        settings = {"idle": f"{int(self.lease * 1000)}ms", "statement": "0"}
+        statement = None
         if deadline is not None:
-            settings["statement"] = f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"
-        conn.execute(sql.TRANSACTION_SETTINGS, settings)
-        held = conn.execute(
-            sql.LOCK_TASK_FOR_TRANSACTION,
-            {"id": fence.task_id, "claims": fence.claims, "worker": fence.worker_id},
+            statement = f"{max(1, int((deadline - time.monotonic()) * 1000))}ms"
+        (held,) = conn.execute(
+            sql.BEGIN_TRANSACTIONAL_STEP,
+            {
+                "idle": f"{int(self.lease * 1000)}ms",
+                "statement": statement,
+                "id": fence.task_id,
+                "claims": fence.claims,
+                "worker": fence.worker_id,
+            },
         ).fetchone()
-        if held is None:
+        if not held:
             raise LeaseGone(f"lost the lease on execution {fence.execution_id!r}")
         result = fn(conn, *args, **kwargs)
         output = serde.dumps(result, f"the result of step {fence.step_key!r}").decode()
@@ -196,7 +203,7 @@ class TransactionRunner:
 
 
 def run_alone(
-    begin: Callable[[], AbstractContextManager[psycopg.Connection]],
+    begin: Callable[[str], AbstractContextManager[psycopg.Connection]],
     isolation: str,
     fn: Callable[..., Any],
     args: tuple[Any, ...],
