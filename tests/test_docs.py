@@ -45,6 +45,7 @@ DOCS_TO_RUN = [
     "docs/operations.md",
     "docs/streams.md",
     "docs/composition.md",
+    "docs/transactions.md",
 ]
 BACKGROUND = (["zart", "worker"], ["zart", "supervise"])  # commands that run until the page ends
 COMMAND_TIMEOUT = 60

@@ -336,3 +336,18 @@ def test_monthly_invoicing_maps_over_children(database_url, example_env):
         scalar(database_url, "SELECT count(*) FROM zart_execution_runs WHERE parent_id = 'invoices-2026-11'")
         == 50
     )
+
+
+def test_bank_transfer_transactional_steps(database_url, example_env):
+    moved, refused, balance = run_example(example_env, "bank_transfer.py")
+    assert ast.literal_eval(moved) == {
+        "from": 70,
+        "to": 30,
+        "note": "notified with key transfer-1/ex-notify-bank#1",
+    }
+    assert refused == "step 'ex-debit#1' failed: NonRetryable: account bob cannot pay 500"
+    assert balance == "70"
+    assert query(database_url, "SELECT id, balance FROM ex_accounts ORDER BY id") == [
+        ("alice", 70),
+        ("bob", 30),
+    ]
