@@ -111,6 +111,15 @@ def test_serialization_failures_on_a_hot_row_are_run_again_not_counted(worker, b
     assert outcomes == [(1, "succeeded", 50)]
 
 
+@pytest.mark.parametrize("in_query", [True, False], ids=["in-a-query", "in-python"])
+def test_a_body_that_outlasts_its_timeout_is_rolled_back(worker, bank, in_query):
+    handle = zart.start(bank_app.too_slow, in_query, database_url=bank)
+    assert handle.result(timeout=30) == (
+        "StepTimeout: attempt 1 of step 'bank-slow#1' exceeded the step's timeout of 0.3 s"
+    )
+    assert entries(bank, handle.id) == []
+
+
 def test_called_outside_a_workflow_it_commits_its_own_transaction(bank, monkeypatch):
     monkeypatch.setenv("ZART_DATABASE_URL", bank)
     with psycopg.connect(bank, autocommit=True) as conn:

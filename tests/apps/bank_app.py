@@ -143,3 +143,25 @@ async def deposits(request: dict) -> dict:
         [{"transfer": f"{transfer}/map", "account": account, "amount": 2} for account in request["accounts"]],
     )
     return {"parallel": pair, "map": mapped}
+
+
+@zart.transaction("bank-slow", timeout="300ms", retry="none")
+def slow(conn: psycopg.Connection, request: dict) -> str:
+    """Writes, then outlasts its timeout: in a query (the statement timeout cancels it) or in Python
+    (the commit becomes a rollback)."""
+    conn.execute("INSERT INTO bank_entries VALUES (%s, 1, 1, 1)", (request["id"],))
+    if request["in_query"]:
+        conn.execute("SELECT pg_sleep(2)")
+    else:
+        import time
+
+        time.sleep(0.5)
+    return "committed"
+
+
+@zart.workflow("bank-too-slow")
+async def too_slow(in_query: bool) -> str:
+    try:
+        return await slow({"id": zart.context().execution_id, "in_query": in_query})
+    except zart.StepFailed as failed:
+        return f"{failed.error_type}: {failed.message}"
