@@ -20,11 +20,10 @@ from typing import Any
 import orjson
 import psycopg
 
-import zart
 from zart.pools import close_pools
 
 from . import apps
-from .harness import CpuMeter, checkout, supervise, table, wait_for_completed
+from .harness import checkout, table, time_workflows
 from .throughput import FreshDatabase, server_url
 
 CASES = (
@@ -40,24 +39,15 @@ def run_case(name: str, workflow: Any, fanout: str, workflows: int, steps: int, 
     with FreshDatabase(server_url()) as database:
         url = database.url
         try:
-            with (
-                supervise(url, procs, extra=("--inline-fanout", fanout)) as supervisor,
-                psycopg.connect(url, autocommit=True) as conn,
-            ):
-                meter = CpuMeter(conn, supervisor.pid)
-                meter.start()
-                zart.start_many(workflow, [steps] * workflows, database_url=url)
-                wait_for_completed(url, workflows, supervisor, timeout=600)
-                worker_cpu, _ = meter.stop()
-                first, last = conn.execute(
-                    "SELECT min(created_at), max(finished_at) FROM zart_execution_runs"
-                ).fetchone()
+            seconds, worker_cpu = time_workflows(
+                url, workflow, [steps] * workflows, procs, extra=("--inline-fanout", fanout)
+            )
+            with psycopg.connect(url, autocommit=True) as conn:
                 recorded = conn.execute("SELECT count(*) FROM zart_steps").fetchone()[0]
         finally:
             close_pools(url)
     if recorded != workflows * steps:
         raise RuntimeError(f"{name}: {recorded} checkpoints for {workflows} x {steps} steps")
-    seconds = (last - first).total_seconds()
     return {
         "benchmark": "branches",
         "case": name,

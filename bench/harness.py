@@ -244,3 +244,30 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
         ).rstrip()
 
     return "\n".join([line(columns), line(["-" * width for width in widths]), *(line(c) for c in cells)])
+
+
+def time_workflows(
+    url: str,
+    workflow: Any,
+    inputs: list[Any],
+    procs: int,
+    *,
+    executions: int | None = None,
+    extra: Sequence[str] = (),
+) -> tuple[float, float | None]:
+    """Start `inputs` of `workflow` in one `zart.start_many` under `zart supervise --procs P`
+    (already claiming) and wait for all (`executions` in all, children included); the seconds from
+    the first execution's creation to the last one's finish (the database's timestamps), and the
+    workers' CPU seconds (None where it cannot be read)."""
+    import zart
+
+    with supervise(url, procs, extra=extra) as supervisor, psycopg.connect(url, autocommit=True) as conn:
+        meter = CpuMeter(conn, supervisor.pid)
+        meter.start()
+        zart.start_many(workflow, inputs, database_url=url)
+        wait_for_completed(url, executions or len(inputs), supervisor, timeout=600)
+        worker_cpu, _ = meter.stop()
+        first, last = conn.execute(
+            "SELECT min(created_at), max(finished_at) FROM zart_execution_runs"
+        ).fetchone()
+    return (last - first).total_seconds(), worker_cpu

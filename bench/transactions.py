@@ -19,11 +19,10 @@ from typing import Any
 import orjson
 import psycopg
 
-import zart
 from zart.pools import close_pools
 
 from . import apps
-from .harness import CpuMeter, checkout, supervise, table, wait_for_completed
+from .harness import checkout, table, time_workflows
 from .throughput import FreshDatabase, server_url
 
 CASES = (("plain steps", apps.bench_steps), ("transactional steps", apps.bench_tx_steps))
@@ -39,22 +38,14 @@ def run_case(name: str, workflow: Any, workflows: int, steps: int, procs: int) -
                     "INSERT INTO bench_counters SELECT g, 0 FROM generate_series(0, %s) g",
                     (apps.COUNTERS - 1,),
                 )
-            with supervise(url, procs) as supervisor, psycopg.connect(url, autocommit=True) as conn:
-                meter = CpuMeter(conn, supervisor.pid)
-                meter.start()
-                zart.start_many(workflow, [steps] * workflows, database_url=url)
-                wait_for_completed(url, workflows, supervisor, timeout=600)
-                worker_cpu, _ = meter.stop()
-                first, last = conn.execute(
-                    "SELECT min(created_at), max(finished_at) FROM zart_execution_runs"
-                ).fetchone()
+            seconds, worker_cpu = time_workflows(url, workflow, [steps] * workflows, procs)
+            with psycopg.connect(url, autocommit=True) as conn:
                 updates = conn.execute("SELECT sum(n) FROM bench_counters").fetchone()[0]
         finally:
             close_pools(url)
     expected = workflows * steps if workflow is apps.bench_tx_steps else 0
     if updates != expected:
         raise RuntimeError(f"{name}: {updates} updates for {workflows} x {steps} transactional steps")
-    seconds = (last - first).total_seconds()
     return {
         "benchmark": "transactions",
         "case": name,

@@ -102,6 +102,7 @@ class Journal:
         "deadline",
         "ended",
         "execution_id",
+        "handed_back",
         "in_flight",
         "inline_branches",
         "may_have_children",
@@ -148,6 +149,9 @@ class Journal:
         self.may_have_children = False
         # How the execution ended in this run, once committed: (status, result, error) as JSON text.
         self.ended: tuple[str, str | None, str | None] | None = None
+        # A commit handed the task back or ended it: this run holds nothing any more, whatever
+        # happens next (a deadline that passed during that commit included).
+        self.handed_back = False
 
     @property
     def task_id(self) -> int:
@@ -187,6 +191,8 @@ class Journal:
             committed = await self._commit_pending()
         if not committed:
             raise LeaseLost(f"lost the lease on execution {self.execution_id!r}")
+        if ends_run:
+            self.handed_back = True
         if committed is Committed.PAUSED and not ends_run:
             await self._stop_paused()
         # A stop that came during the commit takes effect here: a workflow whose steps never
