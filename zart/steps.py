@@ -29,7 +29,6 @@ import trio
 from . import serde, transactional
 from .completer import CommitAbandoned, Fragment
 from .current import Context, context_var, execution_var
-from .db import is_transient
 from .errors import SerializationError, StepAbandoned, StepTimeout, ZartError
 from .history import Checkpoint, recorded_value
 from .journal import LeaseLost, error_record, utcnow
@@ -222,8 +221,8 @@ async def _attempt_transaction(
     except transactional.LeaseGone as exc:
         raise LeaseLost(str(exc)) from None
     except Exception as exc:
-        if is_transient(exc):  # the commit's outcome is unknown: the next holder of the task sees it
-            raise CommitAbandoned(f"a transactional step's commit was cut off: {exc}") from exc
+        if transactional.interrupted(exc):  # nothing of it is known: the next holder of the task sees
+            raise CommitAbandoned(f"a transactional step's connection was lost: {exc}") from exc
         if isinstance(exc, transactional.TimeUp):
             exc = StepTimeout(
                 f"attempt {attempt} of step {call.key!r} exceeded the step's timeout of {step.timeout:g} s"

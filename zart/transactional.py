@@ -41,6 +41,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from . import serde, sql
+from .db import is_transient
 
 # The isolation levels a transactional step may ask for, and psycopg's names for them (its BEGIN
 # then says which: no statement of its own).
@@ -60,6 +61,15 @@ def check_isolation(value: Any, what: str) -> str:
         levels = ", ".join(repr(level) for level in ISOLATION_LEVELS)
         raise ValueError(f"{what}: isolation must be one of {levels}, not {value!r}")
     return value
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether an attempt ended because its connection or the database went away (its outcome,
+    when the commit was under way, is unknown), not because of its body: a statement the body's
+    own limits cancelled (`statement_timeout`, `lock_timeout`) is the body's failure."""
+    if isinstance(exc, (errors.QueryCanceled, errors.LockNotAvailable)):
+        return False
+    return is_transient(exc)
 
 
 class LeaseGone(Exception):
