@@ -207,6 +207,7 @@ def test_openapi_document_is_valid_and_served(api):
         "/v1/executions/{id}/pause",
         "/v1/executions/{id}/unpause",
         "/healthz",
+        "/metrics",
         "/openapi.json",
     }
     assert check(api.get("/healthz"), 200) == {"status": "ok"}
@@ -450,6 +451,7 @@ def test_bearer_token(database_url):
                     http.post(f"/v1/executions/{execution_id}/cancel", headers=headers),
                     http.post(f"/v1/executions/{execution_id}/events/go", json={}, headers=headers),
                     http.get("/openapi.json", headers=headers),
+                    http.get("/metrics", headers=headers),
                     http.get("/no/such/path", headers=headers),
                 ):
                     check(response, 401, "unauthorized")

@@ -1354,6 +1354,40 @@ ON CONFLICT (execution_id, step_key, attempt) DO UPDATE
 SET finished_at = excluded.finished_at, outcome = 'succeeded', worker_id = excluded.worker_id
 """
 
+# -- metrics (`GET /metrics`, zart.metrics) -------------------------------------------------------------
+
+# Executions not ended, by workflow and status: a range of zart_execution_runs_status_idx, as large
+# as the work in progress, not as the table.
+METRICS_LIVE_EXECUTIONS = f"""
+SELECT workflow, {_SHOWN_STATUS}, count(*) FROM zart_execution_runs
+WHERE status IN ('pending', 'running', 'sleeping', 'waiting')
+GROUP BY 1, 2
+"""
+
+# Executions ended in the last `seconds`, by workflow and status: a range of
+# zart_execution_runs_finished_idx.
+METRICS_FINISHED_EXECUTIONS = """
+SELECT workflow, status, count(*) FROM zart_execution_runs
+WHERE status IN ('completed', 'failed', 'timed_out', 'cancelled')
+  AND finished_at > now() - make_interval(secs => %(seconds)s)
+GROUP BY 1, 2
+"""
+
+# Tasks of begun executions ready for a claim (a sleep's end, a retry, an event, a branch, a lapsed
+# lease: a claimed task's run_at is its lease's end), and how long the oldest has waited: a range of
+# zart_tasks_ready_idx. (Executions waiting to begin are the queues' `ready`: QUEUE_STATS.)
+METRICS_READY_TASKS = """
+SELECT count(*), coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
+FROM zart_tasks WHERE admitted AND NOT paused AND run_at <= now()
+"""
+
+# Workers whose heartbeat is recent (they renew it every lease/3).
+METRICS_WORKERS = """
+SELECT count(*) FILTER (WHERE heartbeat_at > now() - interval '1 minute'),
+       coalesce(sum(concurrency) FILTER (WHERE heartbeat_at > now() - interval '1 minute'), 0)
+FROM zart_workers
+"""
+
 # -- retention (zart prune) ----------------------------------------------------------------------------
 
 # The cutoff is fixed once per prune, by the database's clock, so that executions finishing while

@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import client, operating, pools, scheduler, sql, streams, waiting
+from .. import metrics as zart_metrics
 from ..client import STATUSES
 from ..queue_admin import queue_stats
 from ..views import SHOWN_CHILDREN, execution_json, queue_json, schedule_json, summary_json
@@ -348,6 +349,15 @@ async def list_queues(request: Request) -> Response:
 
 
 @endpoint
+async def metrics(request: Request) -> Response:
+    """The database's Prometheus metrics (zart.metrics), on the read lane."""
+    if request.query_params:
+        raise invalid(f"unknown query parameter {next(iter(request.query_params))!r} (there are none)")
+    text = await in_thread(request, "read", zart_metrics.read)
+    return Response(text, media_type=zart_metrics.CONTENT_TYPE)
+
+
+@endpoint
 async def list_schedules(request: Request) -> Response:
     """Every schedule: its rule, next firing, last execution and pause state, on the read lane."""
     if request.query_params:
@@ -401,6 +411,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/v1/queues", list_queues, methods=["GET"]),
             Route("/v1/schedules", list_schedules, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
         ],
         middleware=[

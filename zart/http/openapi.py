@@ -364,6 +364,21 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics of the database: executions, backlog, queues, workers",
+                    "responses": {
+                        "200": {
+                            "description": "the Prometheus text format (see the metric names in the docs)",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "400": errors["400"],
+                        "401": errors["401"],
+                        "503": errors["503"],
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
