@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import trio
 
-from . import sql
+from . import sql, worker_metrics
 from .db import is_transient
 from .dbclock import DbClock
 from .logs import log_event
@@ -112,6 +112,7 @@ class Claimer:
                 state.claim_queries += 1
                 held = list(state.held)
                 in_doubt, state.in_doubt = state.in_doubt, False
+                began = trio.current_time()
                 try:
                     if self._connection is not None and not in_doubt:
                         tasks, next_due, answered = await self._claim_natively(self._connection, limit)
@@ -145,6 +146,9 @@ class Claimer:
                         task, trio.CancelScope(), claimed_at, self._due_at(task, claimed_at)
                     )
                     nursery.start_soon(self._run_task, entry)
+                if worker_metrics.enabled:
+                    worker_metrics.record_claim(len(tasks), trio.current_time() - began)
+                    worker_metrics.set_in_flight(len(state.held))
                 if self._shared is not None:
                     # Before any hand-over below: a sibling it wakes must see that we are full.
                     self._shared.publish(self._rank, self._concurrency - len(state.held))

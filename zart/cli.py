@@ -20,7 +20,7 @@ import click
 import orjson
 import psycopg
 
-from . import client, db, operating, schema, streams
+from . import client, db, operating, schema, streams, worker_metrics
 from .apps import import_apps
 from .client import STATUSES
 from .errors import ZartError
@@ -334,6 +334,13 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Run zart.parallel/zart.map branches in the workflow's own worker when at most this "
             "many run at once (0: always as tasks any worker may claim).",
         ),
+        click.option(
+            "--metrics-port",
+            default=None,
+            type=click.IntRange(min=1, max=65535),
+            help="Serve the workers' Prometheus metrics over HTTP on this port (all of them, under "
+            "zart supervise).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -352,10 +359,12 @@ def _worker_settings(engine: dict[str, Any]) -> dict[str, Any]:
 @app_option
 @worker_options
 @_handle_errors
-def worker(database_url: str | None, apps: tuple[str, ...], **engine: Any) -> None:
+def worker(database_url: str | None, apps: tuple[str, ...], metrics_port: int | None, **engine: Any) -> None:
     """Run one worker process in the foreground (SIGTERM/SIGINT drain it; a second SIGINT stops it)."""
     from .worker import Worker
 
+    if metrics_port is not None:
+        worker_metrics.enable(metrics_port, processes=False)
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
     Worker(database_url, **_worker_settings(engine)).run()
@@ -369,11 +378,15 @@ def worker(database_url: str | None, apps: tuple[str, ...], **engine: Any) -> No
 )
 @worker_options
 @_handle_errors
-def supervise(database_url: str | None, apps: tuple[str, ...], procs: int, **engine: Any) -> None:
+def supervise(
+    database_url: str | None, apps: tuple[str, ...], procs: int, metrics_port: int | None, **engine: Any
+) -> None:
     """Fork PROCS worker processes and keep them running (SIGTERM/SIGINT drain them)."""
     from .durations import parse_duration
     from .supervisor import Supervisor
 
+    if metrics_port is not None:  # before anything imports prometheus_client: its multiprocess mode
+        worker_metrics.enable(metrics_port, processes=True)
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
     url = db.resolve_url(database_url)

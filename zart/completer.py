@@ -30,7 +30,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from . import sql
+from . import sql, worker_metrics
 from .db import is_transient
 from .logs import log_event
 from .shielded import ShieldedEvent
@@ -246,6 +246,7 @@ class Completer:
         single fragment that is refused, whose runner alone gets the error.
         """
         fragments = [fragment for fragment, _ in batch]
+        began = trio.current_time()
         try:
             written = await self._write_with_retries(fragments)
         except CommitAbandoned as exc:
@@ -273,6 +274,9 @@ class Completer:
             return
         self.batches += 1
         self.fragments += len(batch)
+        if worker_metrics.enabled:
+            ends = (end for f in fragments if f.task_id in written.held for end in f.attempt_ends)
+            worker_metrics.record_commit(ends, len(batch), trio.current_time() - began)
         for fragment, waiter in batch:
             waiter.committed = written.outcome(fragment.task_id)
             waiter.done.set()

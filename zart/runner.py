@@ -17,7 +17,7 @@ import logging
 import orjson
 import trio
 
-from . import registry
+from . import registry, worker_metrics
 from .completer import CommitAbandoned, Fragment, FragmentRejected
 from .db import is_transient
 from .errors import CheckpointRejected
@@ -129,6 +129,8 @@ class Runner:
             # Only our own entry: a lapsed task re-claimed by this same worker has a new one.
             if not state.stopping and state.held.get(task.id) is entry:
                 del state.held[task.id]
+            if worker_metrics.enabled:
+                worker_metrics.set_in_flight(len(state.held))
             if was_full:
                 state.wake_claimer()
             if state.draining and not state.held:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from . import serde, transactional
+from . import serde, transactional, worker_metrics
 from .completer import CommitAbandoned, Fragment
 from .current import Context, context_var, execution_var
 from .errors import SerializationError, StepAbandoned, StepTimeout, ZartError
@@ -231,6 +231,8 @@ async def _attempt_transaction(
         journal.pending.attempt_starts.append((call.key, attempt, started))
         await journal.flush()
         return await _failed(execution, call, position, attempt, failures + 1, started, exc, inline)
+    if worker_metrics.enabled:
+        worker_metrics.record_step("succeeded")
     return Checkpoint(call.key, position, "completed", output, None)
 
 

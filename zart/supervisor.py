@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 import psycopg
 
-from . import sql
+from . import sql, worker_metrics
 from .db import connect, unreachable
 from .durations import parse_duration
 from .errors import ZartError
@@ -155,6 +155,8 @@ class Supervisor:
                 status=_describe(status),
             )
             dead.append((child.slot, child, status))
+            if worker_metrics.enabled:
+                worker_metrics.process_dead(pid)
         return dead
 
     def _release_claims_of(self, child: _Child) -> None:
