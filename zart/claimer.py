@@ -322,6 +322,7 @@ _CLAIM_COLUMNS: tuple[Callable[[bytes], Any], ...] = (
     _bool,  # fresh
     _bool,  # events_waiting
     _text,  # parent_id
+    _text,  # trace_context
 )
 
 
@@ -435,6 +436,7 @@ def load_claimed(
             seconds_to_due=seconds_to_due,
             due_epoch=due_epoch,
             parent_id=parent_id,
+            trace_context=trace_context,
         )
         for (
             task_id,
@@ -454,6 +456,7 @@ def load_claimed(
             _fresh,
             _events_waiting,
             parent_id,
+            trace_context,
         ) in rows
     ]
     return tasks, next_due

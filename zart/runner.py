@@ -17,7 +17,7 @@ import logging
 import orjson
 import trio
 
-from . import registry, worker_metrics
+from . import registry, tracing, worker_metrics
 from .completer import CommitAbandoned, Fragment, FragmentRejected
 from .db import is_transient
 from .errors import CheckpointRejected
@@ -187,7 +187,11 @@ class Runner:
             call = StepCall(execution, step, task.step_key, tuple(branch["args"]), branch["kwargs"])
             await run_branch(execution, call, task.seq, task.group)
             return
-        await execution.run(task.input_json)
+        if tracing.enabled:
+            with tracing.run_span(task.execution_id, task.workflow, task.trace_context):
+                await execution.run(task.input_json)
+        else:
+            await execution.run(task.input_json)
         self._state.executions_finished += 1
 
     def _interrupted(self, task: ClaimedTask, error: BaseException) -> None:

@@ -38,15 +38,18 @@ WITH p AS (
     -- one row per start call (plan): its options, and which rows of the ids are its own
     SELECT x->>0 AS workflow, (x->>1)::float8 AS timeout, x->>2 AS queue, x->>3 AS key,
            (x->>4)::int AS priority, (x->>5)::float8 AS delay, (x->>6)::timestamptz AS run_at,
-           sum((x->>7)::int) OVER (ORDER BY e.n) - (x->>7)::int AS after, (x->>7)::int AS size
+           sum((x->>7)::int) OVER (ORDER BY e.n) - (x->>7)::int AS after, (x->>7)::int AS size,
+           x->>8 AS trace
     FROM jsonb_array_elements(%(plans)s::jsonb) WITH ORDINALITY AS e(x, n)
 ), f AS (
-    SELECT u.id, u.input, u.n, p.workflow, p.timeout, p.queue, p.key, p.priority, p.delay, p.run_at
+    SELECT u.id, u.input, u.n, p.workflow, p.timeout, p.queue, p.key, p.priority, p.delay, p.run_at,
+           p.trace
     FROM unnest(%(ids)s::text[], %(inputs)s::text[]) WITH ORDINALITY AS u(id, input, n)
     JOIN p ON u.n > p.after AND u.n <= p.after + p.size
 ), created AS (
-    INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds)
-    SELECT f.id, f.workflow, f.input::json, f.queue, f.key, f.priority, f.timeout
+    INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
+                                     trace_context)
+    SELECT f.id, f.workflow, f.input::json, f.queue, f.key, f.priority, f.timeout, f.trace
     FROM f ORDER BY f.n
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -615,11 +618,14 @@ WITH RECURSIVE continuing AS (
                                                   AND e.consumed_by IS NULL LIMIT 1), false)
                   AS events_waiting,
               -- a child execution (zart.child): its end records its outcome in this parent
-              r.parent_id
+              r.parent_id,
+              -- the trace context its starter stored (zart.tracing)
+              r.trace_context
 )
 SELECT * FROM claimed
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL
 WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
               WHERE d.limited AND (l.name IS NULL OR l.version <> d.version))
 """

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
-from . import queues, registry, serde, sql
+from . import queues, registry, serde, sql, tracing
 from .errors import DuplicateExecution, UnknownQueue, UnknownWorkflow
 from .names import check_name
 from .pools import transaction
@@ -55,6 +55,8 @@ class Plan:
     # The queue's limits when this process knows the queue (a zart.Queue, or the queue its workflow
     # names): the start creates it in the database if no worker did yet (sql.START_EXECUTIONS).
     declare: queues.Limits | None
+    # The caller's trace context (zart.tracing), continued by the executions' spans.
+    trace: str | None = None
 
     def params(self) -> dict[str, Any]:
         return statement_params([self])
@@ -71,7 +73,9 @@ def statement_params(plans: Sequence[Plan]) -> dict[str, Any]:
     for p in plans:
         ids += p.ids
         inputs += p.inputs
-        options.append((p.workflow, p.timeout, p.queue, p.key, p.priority, p.delay, p.run_at, len(p.ids)))
+        options.append(
+            (p.workflow, p.timeout, p.queue, p.key, p.priority, p.delay, p.run_at, len(p.ids), p.trace)
+        )
         if p.declare is not None:
             declarations.setdefault(p.queue, p.declare)
     declare = [
@@ -152,6 +156,7 @@ def plan(
             inputs=data,
             declare=_declaration(queue_name, workflow_queue),
             queue_given=queue is not None,
+            trace=tracing.carrier() if tracing.enabled else None,
         ),
         not local,
     )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from . import serde, transactional, worker_metrics
+from . import serde, tracing, transactional, worker_metrics
 from .completer import CommitAbandoned, Fragment
 from .current import Context, context_var, execution_var
 from .errors import SerializationError, StepAbandoned, StepTimeout, ZartError
@@ -148,7 +148,11 @@ async def attempt_step(
 
     info = Context(execution.execution_id, execution.workflow_name, key, attempt)
     try:
-        result = await _invoke(call, info, execution.services.step_limiter)
+        if tracing.enabled:
+            with tracing.step_span(execution.execution_id, key, attempt):
+                result = await _invoke(call, info, execution.services.step_limiter)
+        else:
+            result = await _invoke(call, info, execution.services.step_limiter)
         data = serde.dumps(result, f"the result of step {key!r}")
     except Exception as exc:
         del journal.in_flight[key]
@@ -217,7 +221,13 @@ async def _attempt_transaction(
     info = Context(execution.execution_id, execution.workflow_name, call.key, attempt)
     body = partial(_in_context, info, step.fn)
     try:
-        output = await runner.attempt(fence, step.isolation, step.timeout, body, call.args, call.kwargs)
+        if tracing.enabled:
+            with tracing.step_span(execution.execution_id, call.key, attempt):
+                output = await runner.attempt(
+                    fence, step.isolation, step.timeout, body, call.args, call.kwargs
+                )
+        else:
+            output = await runner.attempt(fence, step.isolation, step.timeout, body, call.args, call.kwargs)
     except transactional.LeaseGone as exc:
         raise LeaseLost(str(exc)) from None
     except Exception as exc:

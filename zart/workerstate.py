@@ -59,6 +59,8 @@ class ClaimedTask:
     # to run at once (Runner.start_child): its end goes with WRITE_BATCH_WITH_CHILDREN.
     parent_id: str | None = None
     inline_parent: bool = False
+    # The trace context of the code that started the execution (zart.tracing), or None.
+    trace_context: str | None = None
 
 
 @attrs.define

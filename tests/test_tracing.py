@@ -1,0 +1,91 @@
+"""OpenTelemetry (issue 18): the caller's span around `zart.start` and the execution's spans, run by
+a worker, share one trace; each step attempt is a span under its run's."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+
+import zart
+
+from .apps import retry_app
+
+EXPORTER = InMemorySpanExporter()
+
+
+class Switch(Sampler):
+    """Samples while this module's tests run: the provider stays set for the process (OpenTelemetry
+    allows one), and the tests after these should not record spans."""
+
+    on = True
+
+    def should_sample(self, *args, **kwargs):
+        return (ALWAYS_ON if self.on else ALWAYS_OFF).should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return "on while tests/test_tracing.py runs"
+
+
+SWITCH = Switch()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tracer_provider():
+    """The SDK's provider with spans kept in memory, recording for this module's tests only."""
+    provider = TracerProvider(sampler=SWITCH)
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+    SWITCH.on = True
+    yield provider
+    SWITCH.on = False
+    EXPORTER.clear()
+
+
+@zart.step("traced-double")
+def traced_double(x: int) -> int:
+    return 2 * x
+
+
+@zart.workflow("traced")
+async def traced(x: int) -> int:
+    return await traced_double(await traced_double(x))
+
+
+def test_the_callers_trace_continues_in_the_worker(worker, database_url):
+    EXPORTER.clear()
+    tracer = trace.get_tracer("the-caller")
+    with tracer.start_as_current_span("checkout") as caller:
+        handle = zart.start(traced, 5, database_url=database_url)
+    assert handle.result(timeout=30) == 20
+    trace_id = caller.get_span_context().trace_id
+    spans = [s for s in EXPORTER.get_finished_spans() if s.context.trace_id == trace_id]
+    by_name = {span.name: span for span in spans}
+    assert set(by_name) == {
+        "checkout",
+        "zart.run traced",
+        "zart.step traced-double#1",
+        "zart.step traced-double#2",
+    }
+    run = by_name["zart.run traced"]
+    assert run.parent.span_id == caller.get_span_context().span_id
+    assert run.attributes["zart.execution_id"] == handle.id
+    for key in ("traced-double#1", "traced-double#2"):
+        step = by_name[f"zart.step {key}"]
+        assert step.parent.span_id == run.context.span_id
+        assert step.attributes["zart.step_key"] == key and step.attributes["zart.attempt"] == 1
+
+
+def test_a_failed_attempt_is_a_span_with_an_error(worker, database_url):
+    EXPORTER.clear()
+    handle = zart.start(retry_app.retry_until_success, database_url=database_url)
+    assert handle.result(timeout=30) == "succeeded on attempt 3"
+    attempts = sorted(
+        (span.attributes["zart.attempt"], span.status.status_code.name)
+        for span in EXPORTER.get_finished_spans()
+        if span.name.startswith("zart.step") and span.attributes["zart.execution_id"] == handle.id
+    )
+    assert attempts == [(1, "ERROR"), (2, "ERROR"), (3, "UNSET")]
