@@ -187,7 +187,7 @@ class Runner:
             call = StepCall(execution, step, task.step_key, tuple(branch["args"]), branch["kwargs"])
             await run_branch(execution, call, task.seq, task.group)
             return
-        if tracing.enabled:
+        if tracing.active():
             with tracing.run_span(task.execution_id, task.workflow, task.trace_context):
                 await execution.run(task.input_json)
         else:

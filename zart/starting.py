@@ -156,7 +156,7 @@ def plan(
             inputs=data,
             declare=_declaration(queue_name, workflow_queue),
             queue_given=queue is not None,
-            trace=tracing.carrier() if tracing.enabled else None,
+            trace=tracing.carrier(),
         ),
         not local,
     )

@@ -148,7 +148,7 @@ async def attempt_step(
 
     info = Context(execution.execution_id, execution.workflow_name, key, attempt)
     try:
-        if tracing.enabled:
+        if tracing.active():
             with tracing.step_span(execution.execution_id, key, attempt):
                 result = await _invoke(call, info, execution.services.step_limiter)
         else:
@@ -221,7 +221,7 @@ async def _attempt_transaction(
     info = Context(execution.execution_id, execution.workflow_name, call.key, attempt)
     body = partial(_in_context, info, step.fn)
     try:
-        if tracing.enabled:
+        if tracing.active():
             with tracing.step_span(execution.execution_id, call.key, attempt):
                 output = await runner.attempt(
                     fence, step.isolation, step.timeout, body, call.args, call.kwargs
