@@ -3,6 +3,8 @@ a worker, share one trace; each step attempt is a span under its run's."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,6 +15,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 import zart
 
 from .apps import retry_app
+from .helpers import wait_until
 
 EXPORTER = InMemorySpanExporter()
 
@@ -62,8 +65,13 @@ def test_the_callers_trace_continues_in_the_worker(worker, database_url):
         handle = zart.start(traced, 5, database_url=database_url)
     assert handle.result(timeout=30) == 20
     trace_id = caller.get_span_context().trace_id
-    spans = [s for s in EXPORTER.get_finished_spans() if s.context.trace_id == trace_id]
-    by_name = {span.name: span for span in spans}
+
+    def finished() -> dict[str, Any]:
+        return {s.name: s for s in EXPORTER.get_finished_spans() if s.context.trace_id == trace_id}
+
+    # The result is out with the final commit; the run's span ends a moment later, in the worker.
+    wait_until(lambda: "zart.run traced" in finished(), what="the run's span to end")
+    by_name = finished()
     assert set(by_name) == {
         "checkout",
         "zart.run traced",
