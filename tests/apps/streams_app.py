@@ -80,3 +80,12 @@ async def stream_from_step() -> str:
     except zart.StepFailed as failed:
         return failed.message
     return "no error"
+
+
+@zart.workflow("stream-progress")
+async def stream_progress(steps: int) -> int:
+    """Emits {"done", "of"} to `progress` after each of `steps` short sleeps: a page follows it live."""
+    for done in range(1, steps + 1):
+        await zart.sleep("tick", "50ms")
+        await zart.emit("progress", {"done": done, "of": steps})
+    return steps
