@@ -81,6 +81,23 @@ def test_zart_show_and_the_http_api_show_parent_and_children(worker, database_ur
         assert child["children"] == [] and child["children_count"] == 0
 
 
+def test_a_parent_parks_for_children_that_outlast_its_wait_in_memory(worker, database_url):
+    """Children its worker runs at once, one slower than the parent's second in memory and one that
+    sleeps durably: the parent parks (`waiting`, no slot held), and the children's ends wake it."""
+    handle = zart.start(children_app.patient_parent, {"slow": 1.5, "sleep": "1s"}, database_url=database_url)
+    status = "SELECT status FROM zart_execution_runs WHERE id = %s"
+    claimed = "SELECT claimed_by FROM zart_tasks WHERE execution_id = %s AND kind = 'workflow'"
+    wait_until(
+        lambda: (
+            scalar(database_url, status, (handle.id,)) == "waiting"
+            and scalar(database_url, claimed, (handle.id,)) is None
+        ),
+        what="the parent parked while its children run",
+    )
+    assert handle.result(timeout=30) == [1.5, "rested"]
+    assert [row[2] for row in children_of(database_url, handle.id)] == ["completed", "completed"]
+
+
 def test_a_failed_child_raises_child_failed_which_the_parent_catches(worker, database_url):
     handle = zart.start(children_app.catches_child_failure, "boom", database_url=database_url)
     outcome = handle.result(timeout=30)

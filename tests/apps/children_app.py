@@ -145,3 +145,29 @@ async def file_reading_child(path: str) -> str:
 @zart.workflow("parent-of-a-file-reader")
 async def parent_of_a_file_reader(path: str) -> str:
     return "read: " + await zart.child(file_reading_child, path)
+
+
+@zart.step("child-slow-step")
+async def slow_step(seconds: float) -> float:
+    await trio.sleep(seconds)
+    return seconds
+
+
+@zart.workflow("slow-child")
+async def slow_child(seconds: float) -> float:
+    """Runs longer than its parent waits in memory (1 s): the parent parks, and the end wakes it."""
+    return await slow_step(seconds)
+
+
+@zart.workflow("sleepy-child")
+async def sleepy_child(seconds: float) -> str:
+    """Sleeps durably: its run ends, the parent parks; another run ends it and wakes the parent."""
+    await zart.sleep("nap", seconds)
+    return "rested"
+
+
+@zart.workflow("patient-parent")
+async def patient_parent(payload: dict) -> list:
+    return await zart.parallel(
+        zart.child(slow_child, payload["slow"]), zart.child(sleepy_child, payload["sleep"])
+    )
