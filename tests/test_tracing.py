@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
 import zart
 
-from .apps import retry_app
+from .apps import children_app, retry_app
 from .helpers import wait_until
 
 EXPORTER = InMemorySpanExporter()
@@ -97,3 +97,23 @@ def test_a_failed_attempt_is_a_span_with_an_error(worker, database_url):
         if span.name.startswith("zart.step") and span.attributes["zart.execution_id"] == handle.id
     )
     assert attempts == [(1, "ERROR"), (2, "ERROR"), (3, "UNSET")]
+
+
+def test_a_childs_runs_continue_the_trace_of_its_parent(worker, database_url):
+    EXPORTER.clear()
+    with trace.get_tracer("the-caller").start_as_current_span("order") as caller:
+        handle = zart.start(children_app.one_child, 3, database_url=database_url)
+    assert handle.result(timeout=30) == {"before": 9, "child": 16}
+    trace_id = caller.get_span_context().trace_id
+
+    def runs() -> dict[str, Any]:
+        return {
+            s.attributes["zart.execution_id"]: s
+            for s in EXPORTER.get_finished_spans()
+            if s.name.startswith("zart.run") and s.context.trace_id == trace_id
+        }
+
+    child_id = f"{handle.id}/square-child#1"
+    wait_until(lambda: {handle.id, child_id} <= set(runs()), what="both runs' spans in the caller's trace")
+    parent_runs = [s.context.span_id for s in EXPORTER.get_finished_spans() if s.name == "zart.run one-child"]
+    assert runs()[child_id].parent.span_id in parent_runs

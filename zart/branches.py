@@ -87,7 +87,7 @@ class ChildCall:
     ) -> None:
         self.execution = execution
         self.key = key  # `child:NAME#k`, or `child:NAME[i]` for an item of a zart.map
-        # (id, workflow, input as JSON text, timeout, queue, queue key, priority)
+        # (id, workflow, input as JSON text, timeout, queue, queue key, priority, trace context)
         self.start = start
         # (queue, concurrency, per_key, rate limit, rate period): the queue to create if it is new
         self.queue_declaration = queue_declaration
@@ -279,7 +279,9 @@ def _run_claimed(
         task_id = claimed.get(call.child_id)
         if task_id is not None:
             child_id, workflow, input_json, timeout = call.start[:4]
-            run = start_child(child_id, workflow, task_id, input_json, timeout, execution.execution_id)
+            run = start_child(
+                child_id, workflow, task_id, input_json, timeout, execution.execution_id, call.start[7]
+            )
             runs.append((offset, call, run))
     return runs
 

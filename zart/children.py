@@ -139,5 +139,6 @@ def _call(
         checked.queue,
         checked.key,
         checked.priority,
+        checked.trace,  # the trace context of the parent's run: the child's runs continue it
     )
     return ChildCall(execution, call_key, start, declaration)

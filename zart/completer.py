@@ -83,7 +83,7 @@ class Fragment:
     # (stream, seq, value as JSON text): values emitted (zart.emit), with their `emit` entries in `steps`
     stream_values: list[tuple[str, int, str]] = attrs.field(factory=list)
     # Children to start (zart.child), with their 'waiting' entries in `steps`: (id, workflow, input,
-    # timeout, queue, queue key, priority, parent key, fan-out, position, window).
+    # timeout, queue, queue key, priority, trace context, parent key, fan-out, position, window).
     # (Rare fields default to an empty tuple, made a list by the first writer: a fragment is made
     # for every commit, and each list of its own costs that commit an allocation.)
     child_starts: list[tuple[Any, ...]] | tuple[()] = ()
@@ -488,6 +488,7 @@ _CHILD_COLUMNS = (
     "queues",
     "keys",
     "priorities",
+    "traces",
     "parent_keys",
     "parent_groups",
     "parent_seqs",

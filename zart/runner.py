@@ -67,6 +67,7 @@ class Runner:
         input_json: str,
         timeout: float | None,
         parent_id: str,
+        trace_context: str | None = None,
     ) -> ChildRun:
         """Run a child its parent's commit created begun and claimed for this worker (fencing token 1,
         no history yet), as a claimed task is run: held, its lease renewed, handed back at a stop."""
@@ -85,6 +86,7 @@ class Runner:
             events=[],
             parent_id=parent_id,
             inline_parent=True,
+            trace_context=trace_context,
         )
         entry = self._state.held[task_id] = Held(task, trio.CancelScope(), trio.current_time())
         run = ChildRun()

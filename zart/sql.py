@@ -1054,11 +1054,11 @@ START_CHILDREN = f"""
 WITH c AS (
     SELECT * FROM unnest(%(ids)s::text[], %(workflows)s::text[], %(inputs)s::text[],
                          %(timeouts)s::float8[], %(queues)s::text[], %(keys)s::text[],
-                         %(priorities)s::int[], %(parent_ids)s::text[], %(parent_keys)s::text[],
-                         %(parent_groups)s::int[], %(parent_seqs)s::int[], %(windows)s::int[],
-                         %(leases)s::float8[])
-        AS c(id, workflow, input, timeout, queue, key, priority, parent_id, parent_key, parent_group,
-             parent_seq, win, lease)
+                         %(priorities)s::int[], %(traces)s::text[], %(parent_ids)s::text[],
+                         %(parent_keys)s::text[], %(parent_groups)s::int[], %(parent_seqs)s::int[],
+                         %(windows)s::int[], %(leases)s::float8[])
+        AS c(id, workflow, input, timeout, queue, key, priority, trace, parent_id, parent_key,
+             parent_group, parent_seq, win, lease)
 ), mine AS MATERIALIZED (
     -- the children the parent's worker runs at once (`lease` given): in its window, and in a queue
     -- without limits (a limited queue's admission is the claim's: CLAIM_TASKS)
@@ -1068,13 +1068,14 @@ WITH c AS (
 ), created AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
                                      parent_id, parent_key, parent_group, parent_seq, status,
-                                     started_at, deadline_at)
+                                     started_at, deadline_at, trace_context)
     SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
            parent_group, parent_seq,
            CASE WHEN id IN (SELECT id FROM mine) THEN 'running' ELSE 'pending' END,
            CASE WHEN id IN (SELECT id FROM mine) THEN statement_timestamp() END,
            CASE WHEN id IN (SELECT id FROM mine)
-                THEN statement_timestamp() + make_interval(secs => timeout) END
+                THEN statement_timestamp() + make_interval(secs => timeout) END,
+           trace
     FROM c ORDER BY parent_id, parent_seq
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -1180,7 +1181,7 @@ WHERE EXISTS (SELECT 1 FROM readied) OR EXISTS (SELECT 1 FROM woken)
 # (zart.branches: the parent waits for them in memory), still one statement and one round trip, on
 # the completer's trio connection like any plain batch. Each fragment adds [7] the parent of the
 # execution it ends, if that child was started so, and [8] the children it starts so: [id, workflow,
-# input, timeout, queue, key, priority, parent key, fan-out, position, window, lease].
+# input, timeout, queue, key, priority, trace context, parent key, fan-out, position, window, lease].
 #
 # Such a child is created begun and claimed by the parent's worker (no claim, no wake-up between the
 # parent's commit and the child's first step), unless it is taken or its queue has limits in the
@@ -1213,17 +1214,17 @@ WRITE_BATCH_WITH_CHILDREN = (
 ), child_starts AS MATERIALIZED (
     SELECT k.execution_id AS parent_id, r->>0 AS id, r->>1 AS workflow, r->>2 AS input,
            (r->>3)::float8 AS timeout, r->>4 AS queue, r->>5 AS key, (r->>6)::int AS priority,
-           r->>7 AS parent_key, (r->>8)::int AS parent_group, (r->>9)::int AS parent_seq,
-           (r->>11)::float8 AS lease
+           r->>7 AS trace, r->>8 AS parent_key, (r->>9)::int AS parent_group,
+           (r->>10)::int AS parent_seq, (r->>12)::float8 AS lease
     FROM kept k, jsonb_array_elements(k.children) AS r
     WHERE NOT EXISTS (SELECT 1 FROM zart_queues q WHERE q.name = r->>4 AND q.limited)
 ), children_created AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
                                      parent_id, parent_key, parent_group, parent_seq, status,
-                                     started_at, deadline_at)
+                                     started_at, deadline_at, trace_context)
     SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
            parent_group, parent_seq, 'running', statement_timestamp(),
-           statement_timestamp() + make_interval(secs => timeout)
+           statement_timestamp() + make_interval(secs => timeout), trace
     FROM child_starts ORDER BY parent_id, parent_seq
     ON CONFLICT (id) DO NOTHING
     RETURNING id
