@@ -23,7 +23,7 @@ import psycopg
 from zart.pools import close_pools
 
 from . import apps
-from .harness import checkout, table, time_workflows
+from .harness import steps_row, table, time_workflows
 from .throughput import FreshDatabase, server_url
 
 CASES = (
@@ -48,18 +48,7 @@ def run_case(name: str, workflow: Any, fanout: str, workflows: int, steps: int, 
             close_pools(url)
     if recorded != workflows * steps:
         raise RuntimeError(f"{name}: {recorded} checkpoints for {workflows} x {steps} steps")
-    return {
-        "benchmark": "branches",
-        "case": name,
-        "engine": checkout(),
-        "workflows": workflows,
-        "steps": steps,
-        "seconds": round(seconds, 3),
-        "steps_per_s": round(workflows * steps / seconds, 1),
-        "worker_cpu_us_per_step": None
-        if worker_cpu is None
-        else round(1e6 * worker_cpu / (workflows * steps), 1),
-    }
+    return steps_row("branches", name, workflows, steps, seconds, worker_cpu)
 
 
 def main(argv: list[str] | None = None) -> None:

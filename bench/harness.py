@@ -271,3 +271,20 @@ def time_workflows(
             "SELECT min(created_at), max(finished_at) FROM zart_execution_runs"
         ).fetchone()
     return (last - first).total_seconds(), worker_cpu
+
+
+def steps_row(
+    benchmark: str, case: str, workflows: int, steps: int, seconds: float, worker_cpu: float | None
+) -> dict[str, Any]:
+    """One case of a steps-per-second benchmark, as its JSON line and table row."""
+    cpu = None if worker_cpu is None else round(1e6 * worker_cpu / (workflows * steps), 1)
+    return {
+        "benchmark": benchmark,
+        "case": case,
+        "engine": checkout(),
+        "workflows": workflows,
+        "steps": steps,
+        "seconds": round(seconds, 3),
+        "steps_per_s": round(workflows * steps / seconds, 1),
+        "worker_cpu_us_per_step": cpu,
+    }

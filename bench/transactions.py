@@ -22,7 +22,7 @@ import psycopg
 from zart.pools import close_pools
 
 from . import apps
-from .harness import checkout, table, time_workflows
+from .harness import steps_row, table, time_workflows
 from .throughput import FreshDatabase, server_url
 
 CASES = (("plain steps", apps.bench_steps), ("transactional steps", apps.bench_tx_steps))
@@ -46,18 +46,7 @@ def run_case(name: str, workflow: Any, workflows: int, steps: int, procs: int) -
     expected = workflows * steps if workflow is apps.bench_tx_steps else 0
     if updates != expected:
         raise RuntimeError(f"{name}: {updates} updates for {workflows} x {steps} transactional steps")
-    return {
-        "benchmark": "transactions",
-        "case": name,
-        "engine": checkout(),
-        "workflows": workflows,
-        "steps": steps,
-        "seconds": round(seconds, 3),
-        "steps_per_s": round(workflows * steps / seconds, 1),
-        "worker_cpu_us_per_step": None
-        if worker_cpu is None
-        else round(1e6 * worker_cpu / (workflows * steps), 1),
-    }
+    return steps_row("transactions", name, workflows, steps, seconds, worker_cpu)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ from .branches import map as map_steps
 from .current import require_execution
 from .errors import UnknownQueue, UnknownWorkflow
 from .registry import Workflow
-from .starting import MAX_ID_LENGTH, check_id, plan
+from .starting import MAX_ID_LENGTH, check_id, declaration_row, plan
 
 _PREFIX = "child:"
 
@@ -120,17 +120,7 @@ def _call(
             f"zart.child(): unknown queue {checked.queue!r}; declare it with zart.Queue in a module "
             "the parent's worker imports"
         )
-    declaration = None
-    if checked.declare is not None:
-        limits = checked.declare
-        rate = limits.rate
-        declaration = (
-            checked.queue,
-            limits.concurrency,
-            limits.per_key,
-            rate.limit if rate else None,
-            rate.period if rate else None,
-        )
+    declaration = None if checked.declare is None else declaration_row(checked.queue, checked.declare)
     start = (
         child_id,
         workflow.name,

@@ -32,7 +32,7 @@ from .threads import in_thread
 
 T = TypeVar("T")
 
-TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
+TERMINAL = sql.TERMINAL_STATUSES
 # Every status a read shows, in the order of an execution's life (`zart list --status`, the API's).
 STATUSES = (
     "pending",

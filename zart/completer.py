@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -335,19 +334,10 @@ class Completer:
         with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn:
             if all(_is_plain(f) for f in fragments):
                 return self.write_batch(conn, fragments)
-            answers: list[Callable[[], None]] = []
             with conn.pipeline(), conn.transaction():
-                written = self.write_batch(conn, fragments, answers)
-            for read in answers:  # after the COMMIT: reading them in the pipeline would cost a sync
-                read()
-            return written
+                return self.write_batch(conn, fragments)
 
-    def write_batch(
-        self,
-        conn: psycopg.Connection,
-        fragments: list[Fragment],
-        answers: list[Callable[[], None]] | None = None,
-    ) -> Written:
+    def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> Written:
         """The batch's statements (inside the caller's transaction unless every fragment is plain;
         in pipeline mode the writes after the first are sent together: nothing of theirs is read
         back); the task ids still held."""
@@ -375,7 +365,7 @@ class Completer:
         written = Written(valid, set(row[3]) if row else set())
         kept = [f for f in fragments if f.task_id in valid]
         if kept and not all(_is_plain(f) for f in kept):
-            self._apply(conn, kept, closing, answers)
+            self._apply(conn, kept, end_executions=closing)
         return written
 
     def _batch_params(
@@ -394,13 +384,7 @@ class Completer:
             params["declare"] = orjson.dumps(list(declare.values())).decode()
         return params
 
-    def _apply(
-        self,
-        conn: psycopg.Connection,
-        fragments: list[Fragment],
-        end_executions: bool,
-        answers: list[Callable[[], None]] | None,
-    ) -> None:
+    def _apply(self, conn: psycopg.Connection, fragments: list[Fragment], end_executions: bool) -> None:
         """Queue the writes WRITE_BATCH does not make; none is read back, so in pipeline mode they go
         to the server with the COMMIT. A task that becomes ready now (a release to run at once, a
         fan-in, the next item of a map's window, the slot of a limited queue freed) wakes the
@@ -417,14 +401,7 @@ class Completer:
             declare = {q[0]: q for f in starting for q in f.child_queues}
             params = _columns(children, _CHILD_COLUMNS)
             params["declare"] = orjson.dumps(list(declare.values())).decode()
-            params["leases"] = [None] * len(children)
-            params["worker"] = self._worker_id
-            started = conn.execute(sql.START_CHILDREN, params)
-            read = partial(_claimed_children, started, starting)
-            if answers is None:
-                read()
-            else:
-                answers.append(read)
+            conn.execute(sql.START_CHILDREN, params)
         branches = [(f.execution_id, *row) for f in fragments for row in f.branch_tasks]
         if branches:
             conn.execute(sql.INSERT_BRANCH_TASKS, _columns(branches, _BRANCH_COLUMNS))
@@ -519,24 +496,9 @@ def _claimed_at_once(answer: bytes | str | None, fragments: list[Fragment]) -> N
         return
     claimed = {child_id: task_id for child_id, task_id in orjson.loads(answer)}
     for fragment in fragments:
-        if fragment.child_lease is None:
-            continue
-        _file_claimed(fragment, claimed)
-
-
-def _file_claimed(fragment: Fragment, claimed: dict[str, int]) -> None:
-    found = {start[0]: claimed[start[0]] for start in fragment.child_starts if start[0] in claimed}
-    fragment.claimed_children = {**(fragment.claimed_children or {}), **found}
-
-
-def _claimed_children(cursor: psycopg.Cursor[Any], fragments: list[Fragment]) -> None:
-    """START_CHILDREN's answer: the children claimed for this worker, filed under their parents."""
-    row = cursor.fetchone()
-    if row is None:
-        return
-    claimed = dict(zip(row[0], row[1], strict=True))
-    for fragment in fragments:
-        _file_claimed(fragment, claimed)
+        if fragment.child_lease is not None:
+            starts = fragment.child_starts
+            fragment.claimed_children = {s[0]: claimed[s[0]] for s in starts if s[0] in claimed}
 
 
 def cancel_descendants(conn: psycopg.Connection, ids: list[str], reason: str) -> list[str]:

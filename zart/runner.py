@@ -17,7 +17,7 @@ import logging
 import orjson
 import trio
 
-from . import registry, tracing, worker_metrics
+from . import registry, sql, tracing, worker_metrics
 from .completer import CommitAbandoned, Fragment, FragmentRejected
 from .db import is_transient
 from .errors import CheckpointRejected
@@ -35,8 +35,6 @@ from .replay import (
 from .workerstate import ClaimedTask, Held, WorkerState
 
 log = logging.getLogger("zart.worker")
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
 
 
 class Runner:
@@ -140,7 +138,7 @@ class Runner:
 
     async def _run_execution(self, entry: Held) -> None:
         task = entry.task
-        if task.status in TERMINAL_STATUSES:
+        if task.status in sql.TERMINAL_STATUSES:
             await self._completer.commit(Fragment(task.execution_id, task.id, task.claims, finish_task=True))
             return
         workflow = registry.get_workflow(task.workflow)

@@ -7,6 +7,9 @@ whatever the batch size.
 
 from __future__ import annotations
 
+# The statuses an execution ends in (the engine's and the clients' test of "has it ended").
+TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
+
 TASKS_CHANNEL = "zart_tasks"
 # Executions that ended, one notification each (payload: the execution's id), for result() waiters.
 DONE_CHANNEL = "zart_done"
@@ -1029,7 +1032,7 @@ SELECT pg_notify('{TASKS_CHANNEL}', '') FROM woken LIMIT 1
 
 # -- child workflows (zart.child, zart.map over a workflow; zart.children) ------------------------------
 
-_TERMINAL = "('completed', 'failed', 'timed_out', 'cancelled')"
+_TERMINAL = "(" + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)) + ")"
 
 # A child's failure as its parent's entry records it (zart.ChildFailed).
 _CHILD_FAILURE = """json_build_object(
@@ -1039,6 +1042,13 @@ _CHILD_FAILURE = """json_build_object(
                 'traceback', coalesce({e}.error->>'traceback', ''),
                 'child_id', {e}.id, 'child_status', {e}.status, 'child_error', {e}.error)"""
 
+# A child's outcome written into its parent's `waiting` entry, from the ended child `e` (its status,
+# result and error as json): FINISH_CHILDREN and WRITE_BATCH_WITH_CHILDREN, the two ways a child ends.
+_RECORD_CHILD_OUTCOME = f"""SET status = CASE WHEN e.status = 'completed' THEN 'completed' ELSE 'failed' END,
+        output = CASE WHEN e.status = 'completed' THEN e.result END,
+        error = CASE WHEN e.status <> 'completed' THEN {_CHILD_FAILURE.format(e="e")} END,
+        finished_at = now()"""
+
 # Children start in the transaction of the parent's commit that records them (its 'waiting' entries,
 # written by WRITE_BATCH just before; fenced: only the fragments WRITE_BATCH kept): started exactly
 # once, since a replay finds the entries and starts nothing, and a batch retried after an unknown
@@ -1047,35 +1057,23 @@ _CHILD_FAILURE = """json_build_object(
 # An id held by an execution that is not this very child (`id=` given twice, or taken by a start)
 # fails the parent's entry at once with ChildFailed; the same child found already ended (the parent
 # was resumed and reached it again) gives its outcome at once. Runs before RELEASE_TASKS, which then
-# sees whether any child is left to wait for. A child the parent's worker may run at once (`leases`
-# given: zart.branches) is created begun and claimed by that worker, so no claim and no wake-up
-# stands between the parent's commit and the child's first step.
+# sees whether any child is left to wait for. (Children the parent's worker runs at once are started
+# by WRITE_BATCH_WITH_CHILDREN instead, begun and claimed by that worker; the ones it could not
+# create come back here.)
 START_CHILDREN = f"""
 WITH c AS (
     SELECT * FROM unnest(%(ids)s::text[], %(workflows)s::text[], %(inputs)s::text[],
                          %(timeouts)s::float8[], %(queues)s::text[], %(keys)s::text[],
                          %(priorities)s::int[], %(traces)s::text[], %(parent_ids)s::text[],
                          %(parent_keys)s::text[], %(parent_groups)s::int[], %(parent_seqs)s::int[],
-                         %(windows)s::int[], %(leases)s::float8[])
+                         %(windows)s::int[])
         AS c(id, workflow, input, timeout, queue, key, priority, trace, parent_id, parent_key,
-             parent_group, parent_seq, win, lease)
-), mine AS MATERIALIZED (
-    -- the children the parent's worker runs at once (`lease` given): in its window, and in a queue
-    -- without limits (a limited queue's admission is the claim's: CLAIM_TASKS)
-    SELECT c.id FROM c
-    WHERE c.lease IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM zart_queues q WHERE q.name = c.queue AND q.limited)
+             parent_group, parent_seq, win)
 ), created AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
-                                     parent_id, parent_key, parent_group, parent_seq, status,
-                                     started_at, deadline_at, trace_context)
+                                     parent_id, parent_key, parent_group, parent_seq, trace_context)
     SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
-           parent_group, parent_seq,
-           CASE WHEN id IN (SELECT id FROM mine) THEN 'running' ELSE 'pending' END,
-           CASE WHEN id IN (SELECT id FROM mine) THEN statement_timestamp() END,
-           CASE WHEN id IN (SELECT id FROM mine)
-                THEN statement_timestamp() + make_interval(secs => timeout) END,
-           trace
+           parent_group, parent_seq, trace
     FROM c ORDER BY parent_id, parent_seq
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -1085,15 +1083,10 @@ WITH c AS (
     SELECT c.*, row_number() OVER (PARTITION BY c.parent_id, c.parent_group ORDER BY c.parent_seq) AS place
     FROM c WHERE c.id IN (SELECT id FROM created)
 ), tasks AS (
-    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at,
-                            claimed_by, claims)
-    SELECT p.id, 'workflow', p.queue, coalesce(p.key, ''), p.priority, m.id IS NOT NULL,
-           CASE WHEN m.id IS NOT NULL THEN now() + make_interval(secs => p.lease)
-                WHEN p.place <= p.win THEN now() ELSE 'infinity'::timestamptz END,
-           CASE WHEN m.id IS NOT NULL THEN %(worker)s END,
-           CASE WHEN m.id IS NOT NULL THEN 1 ELSE 0 END
-    FROM placed p LEFT JOIN mine m ON m.id = p.id AND p.place <= p.win
-    RETURNING execution_id, id, claimed_by IS NOT NULL AS claimed
+    INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
+    SELECT id, 'workflow', queue, coalesce(key, ''), priority, false,
+           CASE WHEN place <= win THEN now() ELSE 'infinity'::timestamptz END
+    FROM placed
 ), found AS (
     -- the ids this statement did not create: whose they are, and how they ended if they did
     SELECT c.id, c.parent_id, c.parent_key, r.status, r.result, r.error,
@@ -1118,11 +1111,7 @@ WITH c AS (
     WHERE s.execution_id = f.parent_id AND s.step_key = f.parent_key AND s.status = 'waiting'
       AND (NOT f.ours OR f.status IN {_TERMINAL})
 )
--- The children claimed for the parent's worker (it runs them at once), and a wake-up of the
--- claimers for the others.
-SELECT array(SELECT execution_id FROM tasks WHERE claimed), array(SELECT id FROM tasks WHERE claimed),
-       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '')
-                              WHERE EXISTS (SELECT 1 FROM tasks WHERE NOT claimed)) n)
+SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created)
 """
 
 # Executions that just ended (their rows' final update is in), in the same transaction: each that is
@@ -1143,10 +1132,7 @@ WITH ended AS MATERIALIZED (
     WHERE r.id = ANY(%(ids)s::text[]) AND r.parent_id IS NOT NULL AND r.status IN {_TERMINAL}
 ), recorded AS (
     UPDATE zart_steps s
-    SET status = CASE WHEN e.status = 'completed' THEN 'completed' ELSE 'failed' END,
-        output = CASE WHEN e.status = 'completed' THEN e.result END,
-        error = CASE WHEN e.status <> 'completed' THEN {_CHILD_FAILURE.format(e="e")} END,
-        finished_at = now()
+    {_RECORD_CHILD_OUTCOME}
     FROM ended e
     WHERE s.execution_id = e.parent_id AND s.step_key = e.parent_key AND s.status = 'waiting'
     RETURNING s.execution_id, s.step_key, e.parent_group, e.parked
@@ -1199,10 +1185,7 @@ WRITE_BATCH_WITH_CHILDREN = (
     WHERE k.over AND k.parent IS NOT NULL AND jsonb_typeof(k.run) = 'array'
 ), child_recorded AS (
     UPDATE zart_steps s
-    SET status = CASE WHEN e.status = 'completed' THEN 'completed' ELSE 'failed' END,
-        output = CASE WHEN e.status = 'completed' THEN e.result END,
-        error = CASE WHEN e.status <> 'completed' THEN {_CHILD_FAILURE.format(e="e")} END,
-        finished_at = now()
+    {_RECORD_CHILD_OUTCOME}
     FROM child_ends e
     WHERE s.execution_id = e.parent_id AND s.step_key = e.parent_key AND s.status = 'waiting'
     RETURNING s.execution_id

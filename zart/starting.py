@@ -78,16 +78,25 @@ def statement_params(plans: Sequence[Plan]) -> dict[str, Any]:
         )
         if p.declare is not None:
             declarations.setdefault(p.queue, p.declare)
-    declare = [
-        (name, d.concurrency, d.per_key, d.rate.limit if d.rate else None, d.rate.period if d.rate else None)
-        for name, d in declarations.items()
-    ]
+    declare = [declaration_row(name, limits) for name, limits in declarations.items()]
     return {
         "ids": ids,
         "inputs": inputs,
         "plans": orjson.dumps(options).decode(),
         "declare": orjson.dumps(declare).decode(),
     }
+
+
+def declaration_row(name: str, limits: queues.Limits) -> tuple[Any, ...]:
+    """A queue to create if it is new, as the start statements take it (sql._DECLARE_QUEUES)."""
+    rate = limits.rate
+    return (
+        name,
+        limits.concurrency,
+        limits.per_key,
+        rate.limit if rate else None,
+        rate.period if rate else None,
+    )
 
 
 @attrs.frozen

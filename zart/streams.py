@@ -23,7 +23,6 @@ from .names import check_name
 from .pools import transaction
 from .threads import in_thread
 
-TERMINAL = frozenset({"completed", "failed", "timed_out", "cancelled"})
 # Values read per statement: a reader far behind catches up in pages.
 PAGE = 500
 MAX_STREAM_NAME_LENGTH = 200  # zart.emitting's
@@ -55,7 +54,7 @@ def read_values(url: str, execution_id: str, stream: str, after: int) -> tuple[b
     if not rows:
         raise ExecutionNotFound(f"no execution with id {execution_id!r}")
     values = [StreamValue(seq, data, created) for _, seq, data, created in rows if seq is not None]
-    return rows[0][0] in TERMINAL, values
+    return rows[0][0] in sql.TERMINAL_STATUSES, values
 
 
 def tails(url: str, execution_id: str, limit: int = 3) -> list[tuple[str, int, list[StreamValue]]]:
