@@ -47,6 +47,9 @@ def test_metrics_follow_the_workflows_as_they_run(fresh_database_url):
         assert after[("zart_ready_tasks", ())] == 0
         napping.cancel()
         assert scrape(http).get(sleeping, 0) == 0
+        refused = http.get("/metrics", params={"workflow": "bench-steps"})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["message"] == "unknown query parameter 'workflow' (there are none)"
 
 
 def free_port() -> int:
