@@ -452,10 +452,12 @@ def test_bearer_token(database_url):
                     http.post(f"/v1/executions/{execution_id}/events/go", json={}, headers=headers),
                     http.get("/openapi.json", headers=headers),
                     http.get("/metrics", headers=headers),
-                    http.get("/no/such/path", headers=headers),
+                    http.get("/v1/no/such/path", headers=headers),
                 ):
                     check(response, 401, "unauthorized")
                     assert response.headers["www-authenticate"].startswith("Bearer")
+                # A path outside the API is the dashboard's: its login form, whatever the header.
+                assert http.get("/no/such/path", headers=headers).headers["location"].startswith("/login?")
             assert query(
                 database_url, "SELECT count(*) FROM zart_execution_runs WHERE id = %s", (execution_id,)
             ) == [(0,)]

@@ -10,6 +10,7 @@ generic plan a prepared statement may settle on (Zart prepares statements on the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ import pytest
 from psycopg import sql as pgsql
 
 from zart import sql
+from zart.http.dashboard.reads import ListFilters
 from zart.trio_pg import numbered
 
 BIG_TABLES = {"zart_tasks", "zart_execution_runs"}
@@ -136,6 +138,12 @@ def explain(url: str, statement: str, params: dict[str, Any], generic: bool) -> 
     return list(_nodes(result[0]["Plan"])), result[0]["Execution Time"]
 
 
+def _page(**filters: Any) -> tuple[str, dict[str, Any]]:
+    """A statement of the dashboard's executions page (zart.http.dashboard.reads.ListFilters)."""
+    return ListFilters(**filters).statement()
+
+
+_HOUR_AGO = datetime(2026, 1, 1, tzinfo=UTC)  # before every row: the range filter reads them all
 STATEMENTS = {
     "claim": (sql.CLAIM_TASKS, {"limit": 50, "lease": 30.0, "worker": "w", "lookahead": 0.25}),
     "next-due": (sql.SECONDS_TO_NEXT_RUN_AT, {"lookahead": 0.25}),
@@ -149,6 +157,17 @@ STATEMENTS = {
         sql.LIST_EXECUTIONS_BY_STATUS_AND_WORKFLOW,
         {"status": "waiting", "workflow": "wf-3", "limit": 50},
     ),
+    # The dashboard: its executions page with each filter and keyset, the overview's chart, the events.
+    "page": _page(),
+    "page-2": _page(after_time=datetime.now(UTC) - timedelta(hours=3), after_id="done-9"),
+    "page-status": _page(status="completed", after_time=datetime.now(UTC), after_id="done-9"),
+    "page-paused": _page(status="paused"),
+    "page-workflow": _page(workflow="wf-2", since=_HOUR_AGO),
+    "page-range": _page(since=datetime.now(UTC) - timedelta(hours=2), until=datetime.now(UTC)),
+    "page-prefix": _page(prefix="done-12"),
+    "page-prefix-2": _page(prefix="done-1", after_id="done-15", status="completed"),
+    "throughput": (sql.DASHBOARD_THROUGHPUT, {}),
+    "events": (sql.DASHBOARD_EVENTS, {"id": "parked-7", "limit": 200}),
 }
 
 

@@ -1378,6 +1378,61 @@ SELECT count(*) FILTER (WHERE heartbeat_at > now() - interval '1 minute'),
 FROM zart_workers
 """
 
+# -- the dashboard (zart.http.dashboard) ---------------------------------------------------------------
+
+# Executions ended per minute in the last hour, by status: the overview's chart, a range of
+# zart_execution_runs_finished_idx.
+DASHBOARD_THROUGHPUT = f"""
+SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int, status, count(*)
+FROM zart_execution_runs
+WHERE status IN {_TERMINAL} AND finished_at > now() - interval '1 hour'
+GROUP BY 1, 2
+"""
+
+DASHBOARD_WORKERS = """
+SELECT id, host, pid, concurrency, started_at, heartbeat_at FROM zart_workers
+WHERE heartbeat_at > now() - interval '1 minute' ORDER BY id LIMIT 200
+"""
+
+# The events sent to one execution, oldest first (zart_events_execution_idx).
+DASHBOARD_EVENTS = """
+SELECT id, name, payload::text, key, created_at, consumed_by, consumed_at FROM zart_events
+WHERE execution_id = %(id)s ORDER BY id LIMIT %(limit)s
+"""
+
+DASHBOARD_NOW = "SELECT now()"
+
+_DASHBOARD_FILTERS = {
+    "status": f"status = %(status)s AND {_NOT_SHOWN_PAUSED}",
+    "paused": _PAUSED,
+    "workflow": "workflow = %(workflow)s",
+    # A range of zart_execution_runs_id_prefix_idx (byte order: `~>=~`, `~<~`), then the exact test.
+    "prefix": "id ~>=~ %(prefix)s AND id ~<~ %(prefix_end)s AND starts_with(id, %(prefix)s)",
+    "since": "created_at >= %(since)s",
+    "until": "created_at < %(until)s",
+    # The keyset of the newest-first order (created_at DESC, id): the rows after the page's last.
+    "after_time": "created_at <= %(after_time)s AND (created_at < %(after_time)s OR id > %(after_id)s)",
+    # ... and of the by-id order of a prefix search.
+    "after_id": "id ~>~ %(after_id)s",
+}
+
+
+def dashboard_list(filters: frozenset[str], by_id: bool) -> str:
+    """The dashboard's page of executions for the filters named (keys of _DASHBOARD_FILTERS): one
+    fixed clause per filter, values only as parameters. Newest first on an index that serves the
+    filters (zart_execution_runs_created_idx, or the status / workflow index read backwards), or, for
+    an id prefix (`by_id`), in id byte order along zart_execution_runs_id_prefix_idx."""
+    unknown = filters - _DASHBOARD_FILTERS.keys()
+    if unknown:
+        raise ValueError(f"unknown filters {sorted(unknown)}")
+    where = " AND ".join(_DASHBOARD_FILTERS[name] for name in sorted(filters)) or "TRUE"
+    order = "id USING ~<~" if by_id else "created_at DESC, id"
+    return (
+        f"SELECT id, workflow, {_SHOWN_STATUS}, created_at, finished_at FROM zart_execution_runs "
+        f"WHERE {where} ORDER BY {order} LIMIT %(limit)s"
+    )
+
+
 # -- retention (zart prune) ----------------------------------------------------------------------------
 
 # The cutoff is fixed once per prune, by the database's clock, so that executions finishing while

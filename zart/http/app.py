@@ -8,6 +8,7 @@ pool, with which time limits, is the request's lane (see `lanes`).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,8 +28,11 @@ from .. import metrics as zart_metrics
 from ..client import STATUSES
 from ..queue_admin import queue_stats
 from ..views import SHOWN_CHILDREN, execution_json, queue_json, schedule_json, summary_json
+from . import dashboard
+from .dashboard.auth import DashboardGate
+from .dashboard.session import Signer
 from .errors import endpoint, http_exception, invalid, json_response
-from .lanes import HEALTH_POOL_WAIT, await_in_lane, lanes, run_in_lane
+from .lanes import HEALTH_POOL_WAIT, await_in_lane, in_thread, lanes
 from .middleware import BearerAuth, BodyDeadline, RawPath
 from .openapi import openapi_document
 from .validation import (
@@ -62,17 +66,13 @@ class Settings:
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # seconds a request waits on a locked row
     statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT  # seconds one of its statements may run
     client_timeout: float = DEFAULT_CLIENT_TIMEOUT  # seconds a client has for its headers, or its body
+    # The dashboard's signing key when there is no token (with one, its keys derive from the token):
+    # drawn once in the parent, so every process of `--workers N` accepts the others' sessions.
+    secret: bytes = attrs.field(factory=lambda: secrets.token_bytes(32), repr=False)
 
 
 def execution_path(execution_id: str) -> str:
     return f"/v1/executions/{quote(execution_id, safe='')}"
-
-
-async def in_thread(request: Request, lane: str, fn: Callable[[str], Any]) -> Any:
-    """The one hop of a request to a thread of its lane, where `fn(url of the lane's pool)` runs."""
-    state = request.app.state
-    chosen = state.lanes[lane]
-    return await run_in_lane(chosen, state.limiters[lane], fn, chosen.url)
 
 
 def _workflow(body: dict[str, Any]) -> str:
@@ -395,6 +395,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.limiters = {name: lane.limiter() for name, lane in app.state.lanes.items()}
         yield
 
+    signer = Signer.for_token(settings.token, settings.secret)
     app = Starlette(
         routes=[
             Route("/v1/executions", start_execution, methods=["POST"]),
@@ -413,10 +414,12 @@ def create_app(settings: Settings) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
+            *dashboard.routes(),
         ],
         middleware=[
             Middleware(BodyDeadline, seconds=settings.client_timeout),
             Middleware(BearerAuth, token=settings.token),
+            Middleware(DashboardGate, signer=signer, token_set=settings.token is not None),
             Middleware(RawPath),
         ],
         exception_handlers={HTTPException: http_exception, Exception: http_exception},
@@ -424,6 +427,7 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.router.redirect_slashes = False  # `/v1/executions/` is no endpoint, not a redirect
     app.state.settings = settings
+    app.state.signer = signer
     app.state.lanes = lanes(settings.database_url, settings.lock_timeout, settings.statement_timeout)
     app.state.openapi = orjson.dumps(openapi_document())
     return app

@@ -125,7 +125,7 @@ def api_error(exc: BaseException) -> ApiError:
     return ApiError(500, "internal_error", "internal error (a bug in Zart: see the server's log)")
 
 
-def _logged(exc: BaseException, request: Request) -> ApiError:
+def logged_error(exc: BaseException, request: Request) -> ApiError:
     error = api_error(exc)
     if error.status >= 500:
         log.error(
@@ -150,11 +150,11 @@ def endpoint(fn: Endpoint) -> Endpoint:
         try:
             return await fn(request)
         except Exception as exc:
-            return error_response(_logged(exc, request))
+            return error_response(logged_error(exc, request))
 
     return wrapper
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's exception handler: routing errors (404, 405) and anything outside an endpoint."""
-    return error_response(_logged(exc, request))
+    return error_response(logged_error(exc, request))

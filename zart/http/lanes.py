@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -27,6 +27,9 @@ import attrs
 
 from .. import db
 from .errors import busy
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 # Threads of a read or write lane: the size of the pool `pools.shared_pool` opens for its URL, so that
 # a thread never waits for a connection.
@@ -111,3 +114,10 @@ async def await_in_lane(
     """Await `fn(*args)` in the server's loop once the lane has a free slot (the `start` lane)."""
     async with lane_slot(lane, limiter):
         return await fn(*args)
+
+
+async def in_thread(request: Request, lane: str, fn: Callable[[str], Any]) -> Any:
+    """The one hop of a request to a thread of its lane, where `fn(url of the lane's pool)` runs."""
+    state = request.app.state
+    chosen = state.lanes[lane]
+    return await run_in_lane(chosen, state.limiters[lane], fn, chosen.url)

@@ -49,8 +49,17 @@ class BodyDeadline:
         await self.app(scope, receive_by_deadline, send)
 
 
+API_PATHS = ("/metrics", "/openapi.json", "/healthz")
+
+
+def is_api_path(path: str) -> bool:
+    """The API's paths; every other path belongs to the dashboard (zart.http.dashboard)."""
+    return path.startswith("/v1/") or path == "/v1" or path in API_PATHS
+
+
 class BearerAuth:
-    """With a token set, every request but `GET /healthz` must carry `Authorization: Bearer TOKEN`.
+    """With a token set, every request of the API but `GET /healthz` must carry `Authorization: Bearer
+    TOKEN`. The dashboard's pages have their own session cookie (`dashboard.auth.DashboardGate`).
 
     The token is compared with `hmac.compare_digest`, in time independent of where it differs. The
     request's body is not read before a 401, hence `Connection: close` (see `errors.CLOSE`).
@@ -61,7 +70,8 @@ class BearerAuth:
         self.expected = None if token is None else token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.expected is None or scope["type"] != "http" or scope["path"] == "/healthz":
+        path = scope.get("path", "")
+        if self.expected is None or scope["type"] != "http" or path == "/healthz" or not is_api_path(path):
             await self.app(scope, receive, send)
             return
         values = [value for name, value in scope["headers"] if name.lower() == b"authorization"]
