@@ -373,3 +373,43 @@ def test_a_bad_action_is_a_page_that_says_what_is_wrong(
     assert live.status_code == status
     assert message in live.json()["error"]["message"]
     handle.cancel()
+
+
+# -- a worker killed mid-step ------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_step_shows_as_an_abandoned_attempt_and_the_run_completes(
+    fresh_database_url, tmp_path
+):
+    """SIGKILL the worker while a step runs: another worker takes the execution over, the checkpointed
+    step before it does not run again, and the page's timeline shows the killed attempt as abandoned
+    next to the one that succeeded. (A database of its own: no other worker may take the step.)"""
+    url = fresh_database_url
+    env = server_env(url, ZART_API_TOKEN=TOKEN)
+    server = ServeProcess(env, "--app", APP)
+    marker = tmp_path / "first-attempt"
+    first = WorkerProcess(env, app=APP)
+    second = None
+    try:
+        base = server.wait_ready()
+        first.wait_started()
+        execution_id = unique("crash")
+        handle = zart.start(dashboard_app.crash, {"marker": str(marker)}, id=execution_id, database_url=url)
+        wait_until(marker.exists, 30, what="the first attempt of dash-stall")
+        first.process.kill()
+        first.process.wait()
+        second = WorkerProcess(env, app=APP)
+        assert handle.result(timeout=60) == "done"
+        with logged_in(base) as http:
+            html = page_of(http, execution_id)
+    finally:
+        assert server.stop() == 0, server.log()
+        first.stop()
+        if second is not None:
+            second.stop()
+    stalled = html.split('data-key="dash-stall#1"', 1)[1].split("</g>", 1)[0]
+    assert 'class="bar bar-abandoned" data-attempt="1"' in stalled
+    assert 'class="bar bar-succeeded" data-attempt="2"' in stalled
+    reserved = html.split('data-key="dash-reserve#1"', 1)[1].split("</g>", 1)[0]
+    assert reserved.count('class="bar ') == 1  # checkpointed before the kill: not run again
+    assert [a.attempt for a in handle.attempts() if a.step_key == "dash-reserve#1"] == [1]

@@ -64,3 +64,22 @@ REPORTS = zart.Queue("dash-reports", concurrency=2, rate="10/1s")
 @zart.workflow("dash-nightly", schedule="0 3 * * *", timezone="Europe/Berlin", queue=REPORTS)
 async def nightly(fired_at: str) -> str:
     return fired_at
+
+
+@zart.step("dash-stall")
+def stall(marker: str) -> str:
+    """Its first attempt writes `marker` and hangs (the test kills its worker); later ones return."""
+    import os
+    import time
+
+    if not os.path.exists(marker):
+        with open(marker, "w") as written:
+            written.write("first attempt")
+        time.sleep(120)
+    return "done"
+
+
+@zart.workflow("dash-crash")
+async def crash(payload: dict) -> str:
+    await reserve({"item": "crate"})
+    return await stall(payload["marker"])
