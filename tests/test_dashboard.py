@@ -413,3 +413,17 @@ def test_a_worker_killed_mid_step_shows_as_an_abandoned_attempt_and_the_run_comp
     reserved = html.split('data-key="dash-reserve#1"', 1)[1].split("</g>", 1)[0]
     assert reserved.count('class="bar ') == 1  # checkpointed before the kill: not run again
     assert [a.attempt for a in handle.attempts() if a.step_key == "dash-reserve#1"] == [1]
+
+
+def test_a_parent_links_its_children_and_a_child_its_parent(browser_session, database_url):
+    parent_id = unique("parent")
+    handle = zart.start(
+        dashboard_app.parent, {"gift": "<i>book</i>"}, id=parent_id, database_url=database_url
+    )
+    assert handle.result(timeout=30) == {"gift": "<i>book</i>"}
+    (child,) = handle.children()
+    html = page_of(browser_session, parent_id)
+    assert f'<a href="/executions/{quote(child.id, safe="")}">' in html  # the children table
+    child_page = page_of(browser_session, child.id)
+    assert f'<dd id="parent"><a href="/executions/{quote(parent_id, safe="")}">' in child_page
+    _only_our_script(child_page)
