@@ -18,6 +18,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 import zart
+from zart.queue_admin import set_queue
 
 from .apps import dashboard_app
 from .conftest import REPO_ROOT
@@ -47,6 +48,14 @@ def test_docs_show_a_screenshot_of_each_page():
 
 def test_an_operator_finds_opens_and_acts_on_executions(browser, database_url):  # noqa: F811
     with dashboard_serving(database_url) as base:
+        zart.schedule(
+            "dash-nightly",
+            "0 3 * * *",
+            dashboard_app.nightly,
+            timezone="Europe/Berlin",
+            database_url=database_url,
+        )
+        set_queue("dash-reports", concurrency=2, rate="10/1s", database_url=database_url)
         doomed_id = unique("doomed")
         doomed = zart.start(
             dashboard_app.doomed, {"id": doomed_id, "item": "teapot"}, id=doomed_id, database_url=database_url

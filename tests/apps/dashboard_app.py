@@ -58,10 +58,9 @@ async def parent(order: dict) -> object:
     return await zart.child(echo, order)
 
 
-REPORTS = zart.Queue("dash-reports", concurrency=2, rate="10/1s")
-
-
-@zart.workflow("dash-nightly", schedule="0 3 * * *", timezone="Europe/Berlin", queue=REPORTS)
+# No `schedule=` and no `zart.Queue` here: declared ones would be registered by every in-process
+# worker of the test session; the browser test makes its schedule and queue in its own database.
+@zart.workflow("dash-nightly")
 async def nightly(fired_at: str) -> str:
     return fired_at
 
