@@ -309,6 +309,11 @@ def test_an_unknown_execution_is_a_404_page(browser_session):
     answer = browser_session.get("/executions/" + quote("no/such<id>", safe=""))
     assert answer.status_code == 404
     assert "no execution with id &#39;no/such&lt;id&gt;&#39;" in answer.text
+    # Outside the API, an unknown path or method is a page too; under /v1 it is the API's JSON.
+    unknown = browser_session.get("/no/such/page")
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("text/html")
+    assert browser_session.get("/executions/x/cancel").status_code == 405
+    assert browser_session.get("/v1/executions").headers["content-type"] == "application/json"
 
 
 # -- actions (as a form posts them without the script; the browser test posts them with it) ---------------

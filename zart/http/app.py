@@ -30,10 +30,11 @@ from ..queue_admin import queue_stats
 from ..views import SHOWN_CHILDREN, execution_json, queue_json, schedule_json, summary_json
 from . import dashboard
 from .dashboard.auth import DashboardGate
+from .dashboard.pages import failed_page
 from .dashboard.session import Signer
 from .errors import endpoint, http_exception, invalid, json_response
 from .lanes import HEALTH_POOL_WAIT, await_in_lane, in_thread, lanes
-from .middleware import BearerAuth, BodyDeadline, RawPath
+from .middleware import BearerAuth, BodyDeadline, RawPath, is_api_path
 from .openapi import openapi_document
 from .validation import (
     DEFAULT_LIST_LIMIT,
@@ -386,6 +387,14 @@ async def openapi(request: Request) -> Response:
     return Response(request.app.state.openapi, media_type="application/json")
 
 
+async def any_exception(request: Request, exc: Exception) -> Response:
+    """An error outside an endpoint (an unknown path, a wrong method): the API's error shape for the
+    API's paths, a page for the dashboard's."""
+    if is_api_path(request.url.path):
+        return await http_exception(request, exc)
+    return await failed_page(request, exc)
+
+
 def create_app(settings: Settings) -> Starlette:
     """The ASGI application, on asyncio (uvicorn, see `server`) or trio: its code waits through anyio,
     and the client code it calls (`zart.client`, `zart.batching`) serves either loop."""
@@ -422,7 +431,7 @@ def create_app(settings: Settings) -> Starlette:
             Middleware(DashboardGate, signer=signer, token_set=settings.token is not None),
             Middleware(RawPath),
         ],
-        exception_handlers={HTTPException: http_exception, Exception: http_exception},
+        exception_handlers={HTTPException: any_exception, Exception: any_exception},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # `/v1/executions/` is no endpoint, not a redirect

@@ -4,6 +4,7 @@ routing on the raw path."""
 from __future__ import annotations
 
 import hmac
+import re
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,9 +53,13 @@ class BodyDeadline:
 API_PATHS = ("/metrics", "/openapi.json", "/healthz")
 
 
+_VERSIONED = re.compile(r"/v[0-9]+(?:/|$)")
+
+
 def is_api_path(path: str) -> bool:
-    """The API's paths; every other path belongs to the dashboard (zart.http.dashboard)."""
-    return path.startswith("/v1/") or path == "/v1" or path in API_PATHS
+    """The API's paths (`/v1/...`, any `/vN/...` to come, and API_PATHS); every other path belongs
+    to the dashboard (zart.http.dashboard)."""
+    return path in API_PATHS or _VERSIONED.match(path) is not None
 
 
 class BearerAuth:
