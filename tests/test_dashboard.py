@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from html import unescape
 from urllib.parse import quote
 
@@ -19,7 +19,7 @@ from zart.http.dashboard.reads import PAGE_SIZE
 
 from .apps import dashboard_app
 from .helpers import WorkerProcess, wait_until
-from .test_http import ServeProcess, server_env
+from .test_http import ServeProcess, server_env, serving
 
 APP = "tests.apps.dashboard_app"
 TOKEN = "dashboard-test-token"
@@ -28,18 +28,9 @@ PAGES = ["/", "/executions", "/executions/some-id", "/queues", "/schedules"]
 ACTIONS = ["cancel", "event", "resume", "fork", "pause", "unpause"]
 
 
-@contextmanager
-def dashboard_serving(database_url: str, token: str | None = TOKEN) -> Iterator[str]:
+def dashboard_serving(database_url: str, token: str | None = TOKEN) -> AbstractContextManager[str]:
     """`zart serve` (with `token` as ZART_API_TOKEN) and a worker of tests.apps.dashboard_app."""
-    env = server_env(database_url, **({"ZART_API_TOKEN": token} if token else {}))
-    worker = WorkerProcess(env, app=APP)
-    server = ServeProcess(env, "--app", APP)
-    try:
-        worker.wait_started()
-        yield server.wait_ready()
-    finally:
-        assert server.stop() == 0, server.log()
-        worker.stop()
+    return serving(database_url, APP, **({"ZART_API_TOKEN": token} if token else {}))
 
 
 @pytest.fixture(scope="module")

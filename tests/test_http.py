@@ -146,9 +146,10 @@ def check(response: httpx.Response, status: int, code: str | None = None) -> Any
 
 
 @contextlib.contextmanager
-def serving(database_url: str, app: str) -> Iterator[str]:
-    """`zart serve --app APP` and a worker for its workflows, on 127.0.0.1; the base URL."""
-    env = server_env(database_url)
+def serving(database_url: str, app: str, **env_extra: str) -> Iterator[str]:
+    """`zart serve --app APP` and a worker for its workflows, on 127.0.0.1; the base URL. `env_extra`:
+    more environment for both (ZART_API_TOKEN=...)."""
+    env = server_env(database_url, **env_extra)
     worker = WorkerProcess(env, app=app)
     server = ServeProcess(env, "--app", app)
     try:

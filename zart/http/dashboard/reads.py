@@ -114,19 +114,12 @@ class ListFilters:
         elif self.status is not None:
             names.add("status")
             params["status"] = self.status
-        if self.workflow is not None:
-            names.add("workflow")
-            params["workflow"] = self.workflow
+        for name in ("workflow", "prefix", "since", "until"):
+            if getattr(self, name) is not None:
+                names.add(name)
+                params[name] = getattr(self, name)
         if self.prefix is not None:
-            names.add("prefix")
-            params["prefix"] = self.prefix
-            params["prefix_end"] = self.prefix + "\U0010ffff"
-        if self.since is not None:
-            names.add("since")
-            params["since"] = self.since
-        if self.until is not None:
-            names.add("until")
-            params["until"] = self.until
+            params["prefix_end"] = self.prefix + "\U0010ffff"  # past every id that starts with it
         if self.after_id is not None and self.by_id:
             names.add("after_id")
             params["after_id"] = self.after_id

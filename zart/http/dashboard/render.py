@@ -21,6 +21,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from .timeline import seconds_text
+
 LIVE_HEADER = "x-zart-live"
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -44,17 +46,7 @@ def when(moment: datetime | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    return "—" if seconds is None else seconds_text(seconds, ".1f")
 
 
 def between(begin: datetime | None, end: datetime | None) -> str:

@@ -67,16 +67,12 @@ class Timeline:
     hidden: int  # entries beyond MAX_ROWS
 
 
-def _seconds_label(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.3g} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.3g} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.3g} h"
-    return f"{seconds / 86400:.3g} d"
+def seconds_text(seconds: float, digits: str = ".3g") -> str:
+    """A duration in the unit that suits it (ms, s, min, h, d), for people."""
+    for limit, unit, size in ((1, "ms", 0.001), (120, "s", 1), (7200, "min", 60), (172800, "h", 3600)):
+        if seconds < limit:
+            return f"{seconds / size:.0f} ms" if unit == "ms" else f"{seconds / size:{digits}} {unit}"
+    return f"{seconds / 86400:{digits}} d"
 
 
 def _when(moment: datetime) -> str:
@@ -105,7 +101,7 @@ class _Axis:
 def _attempt_bar(axis: _Axis, attempt: AttemptRecord, now: datetime) -> Bar:
     end = attempt.finished_at or now
     kind = attempt.outcome or "running"
-    took = _seconds_label((end - attempt.started_at).total_seconds())
+    took = seconds_text((end - attempt.started_at).total_seconds())
     title = f"attempt {attempt.attempt}: {kind}, {took}"
     if attempt.error_type:
         title += f" ({attempt.error_type}: {attempt.error_message or ''})"
@@ -190,7 +186,7 @@ def build(
         for index, step in enumerate(shown)
     ]
     ticks = [
-        Tick(LABEL_WIDTH + CHART_WIDTH * fraction, "+" + _seconds_label(axis.span * fraction))
+        Tick(LABEL_WIDTH + CHART_WIDTH * fraction, "+" + seconds_text(axis.span * fraction))
         for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)
     ]
     return Timeline(
