@@ -46,6 +46,7 @@ DOCS_TO_RUN = [
     "docs/streams.md",
     "docs/composition.md",
     "docs/transactions.md",
+    "docs/testing.md",
 ]
 BACKGROUND = (["zart", "worker"], ["zart", "supervise"])  # commands that run until the page ends
 COMMAND_TIMEOUT = 60
@@ -120,9 +121,18 @@ def test_every_example_shown_in_the_docs_is_run():
     run = " ".join(
         " ".join(argv) for page in DOCS_TO_RUN for block in blocks(page) for argv, _ in commands(block)
     )
-    for marker in sorted(shown):
+    ran = {
+        marker
+        for marker in shown
+        if re.search(rf"(\b{Path(marker).stem}\.py\b|--app {Path(marker).stem}\b)", run)
+    }
+    # A module that an example run by a command imports (the workflows a test file tests) runs too.
+    imported = " ".join((REPO_ROOT / marker).read_text() for marker in ran)
+    for marker in sorted(shown - ran):
         stem = Path(marker).stem
-        assert re.search(rf"(\b{stem}\.py\b|--app {stem}\b)", run), f"no command of the docs runs {marker}"
+        assert re.search(rf"^(from {stem} import|import {stem}$)", imported, re.M), (
+            f"no command of the docs runs {marker}, nor imports it from an example that one runs"
+        )
 
 
 @pytest.mark.parametrize("page", doc_pages())

@@ -61,7 +61,7 @@ WITH p AS (
 ), tasks AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
     SELECT f.id, 'workflow', f.queue, coalesce(f.key, ''), f.priority, false,
-           coalesce(f.run_at, now() + make_interval(secs => f.delay))
+           coalesce(f.run_at, zart_now() + make_interval(secs => f.delay))
     FROM f JOIN created c ON c.id = f.id
 )
 -- Per id: whether this statement created it, else whose it is and how it stands (a primary-key
@@ -174,7 +174,7 @@ FROM zart_step_attempts WHERE execution_id = %(id)s ORDER BY started_at, step_ke
 # this is recorded.
 CANCEL_EXECUTION = """
 UPDATE zart_execution_runs
-SET status = 'cancelled', finished_at = now(), updated_at = now(),
+SET status = 'cancelled', finished_at = zart_now(), updated_at = zart_now(),
     error = json_build_object('type', 'Cancelled', 'message', %(reason)s::text, 'traceback', '')
 WHERE id = %(id)s AND status NOT IN ('completed', 'failed', 'timed_out', 'cancelled')
 RETURNING id
@@ -183,7 +183,7 @@ RETURNING id
 # The attempt that was running when the execution was cancelled will never report: close it.
 ABANDON_OPEN_ATTEMPTS = """
 UPDATE zart_step_attempts
-SET outcome = 'abandoned', finished_at = now(), error_type = 'Cancelled',
+SET outcome = 'abandoned', finished_at = zart_now(), error_type = 'Cancelled',
     error_message = 'the execution was cancelled during this attempt'
 WHERE execution_id = %(id)s AND outcome IS NULL
 """
@@ -197,7 +197,7 @@ SELECT status, paused, started_at IS NOT NULL FROM zart_execution_runs WHERE id 
 """
 
 SET_EXECUTION_PAUSED = """
-UPDATE zart_execution_runs SET paused = %(paused)s, updated_at = now() WHERE id = %(id)s
+UPDATE zart_execution_runs SET paused = %(paused)s, updated_at = zart_now() WHERE id = %(id)s
 """
 
 # A paused execution's tasks are left out of every claim (zart_tasks_ready_idx and the admission
@@ -207,10 +207,10 @@ UPDATE zart_execution_runs SET paused = %(paused)s, updated_at = now() WHERE id 
 SET_TASKS_PAUSED = f"""
 WITH workflow_task AS (
     UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'workflow' AND execution_id = %(id)s
-    RETURNING run_at <= now() AS ready
+    RETURNING run_at <= zart_now() AS ready
 ), step_tasks AS (
     UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'step' AND execution_id = %(id)s
-    RETURNING run_at <= now() AS ready
+    RETURNING run_at <= zart_now() AS ready
 )
 SELECT pg_notify('{TASKS_CHANNEL}', '')
 WHERE NOT %(paused)s AND (EXISTS (SELECT 1 FROM workflow_task WHERE ready)
@@ -238,12 +238,12 @@ RESUME_EXECUTION = f"""
 WITH run AS (
     UPDATE zart_execution_runs
     SET status = 'pending', result = NULL, error = NULL, finished_at = NULL, deadline_at = NULL,
-        paused = false, resumes = resumes + 1, updated_at = now()
+        paused = false, resumes = resumes + 1, updated_at = zart_now()
     WHERE id = %(id)s
     RETURNING id, workflow, queue, queue_key, priority
 ), task AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
-    SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, now() FROM run
+    SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, zart_now() FROM run
 )
 SELECT workflow FROM run, LATERAL (SELECT pg_notify('{TASKS_CHANNEL}', '')) n
 """
@@ -274,7 +274,7 @@ WITH source AS (
     INSERT INTO zart_execution_runs (id, workflow, input, queue, queue_key, priority, timeout_seconds,
                                      forked_from, forked_at, started_at)
     SELECT %(id)s, workflow, input, queue, queue_key, priority, timeout_seconds, %(source)s,
-           %(forked_at)s, CASE WHEN %(position)s > 0 THEN now() END
+           %(forked_at)s, CASE WHEN %(position)s > 0 THEN zart_now() END
     FROM source
     ON CONFLICT (id) DO NOTHING
     RETURNING id, queue, queue_key, priority
@@ -297,7 +297,7 @@ WITH source AS (
     WHERE v.execution_id = %(source)s AND s.seq < %(position)s
 ), task AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
-    SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, now() FROM created
+    SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, zart_now() FROM created
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM copied),
        (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM created) n)
@@ -309,7 +309,7 @@ REGISTER_WORKFLOWS = """
 INSERT INTO zart_workflows (name, timeout_seconds, queue)
 SELECT * FROM unnest(%(names)s::text[], %(timeouts)s::float8[], %(queues)s::text[])
 ON CONFLICT (name) DO UPDATE
-SET last_seen_at = now(), timeout_seconds = excluded.timeout_seconds, queue = excluded.queue
+SET last_seen_at = zart_now(), timeout_seconds = excluded.timeout_seconds, queue = excluded.queue
 """
 
 SELECT_REGISTERED_WORKFLOWS = "SELECT name, timeout_seconds, queue FROM zart_workflows ORDER BY name"
@@ -327,7 +327,7 @@ SELECT * FROM unnest(%(names)s::text[], %(concurrencies)s::int[], %(per_keys)s::
                      %(rate_limits)s::int[], %(rate_periods)s::float8[])
 ON CONFLICT (name) DO UPDATE
 SET concurrency = excluded.concurrency, per_key = excluded.per_key, rate_limit = excluded.rate_limit,
-    rate_period = excluded.rate_period, version = q.version + 1, updated_at = now()
+    rate_period = excluded.rate_period, version = q.version + 1, updated_at = zart_now()
 WHERE NOT q.overridden
   AND (q.concurrency, q.per_key, q.rate_limit, q.rate_period)
       IS DISTINCT FROM (excluded.concurrency, excluded.per_key, excluded.rate_limit, excluded.rate_period)
@@ -352,12 +352,12 @@ ON CONFLICT (name) DO NOTHING
 QUEUE_STATS = """
 SELECT q.name, q.concurrency, q.per_key, q.rate_limit, q.rate_period, q.overridden,
        w.ready, p.in_progress, w.delayed,
-       extract(epoch FROM now() - w.oldest_ready)::float8
+       extract(epoch FROM zart_now() - w.oldest_ready)::float8
 FROM zart_queues q
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE t.run_at <= now()) AS ready,
-           count(*) FILTER (WHERE t.run_at > now()) AS delayed,
-           min(t.run_at) FILTER (WHERE t.run_at <= now()) AS oldest_ready
+    SELECT count(*) FILTER (WHERE t.run_at <= zart_now()) AS ready,
+           count(*) FILTER (WHERE t.run_at > zart_now()) AS delayed,
+           min(t.run_at) FILTER (WHERE t.run_at <= zart_now()) AS oldest_ready
     FROM zart_tasks t
     WHERE t.queue = q.name AND NOT t.admitted
 ) w
@@ -385,7 +385,7 @@ WITH changed AS (
         per_key = CASE WHEN %(set_per_key)s::bool THEN excluded.per_key ELSE q.per_key END,
         rate_limit = CASE WHEN %(set_rate)s::bool THEN excluded.rate_limit ELSE q.rate_limit END,
         rate_period = CASE WHEN %(set_rate)s::bool THEN excluded.rate_period ELSE q.rate_period END,
-        overridden = true, version = q.version + 1, updated_at = now()
+        overridden = true, version = q.version + 1, updated_at = zart_now()
     RETURNING q.name
 )
 SELECT name, pg_notify('{TASKS_CHANNEL}', '') FROM changed
@@ -399,7 +399,7 @@ CREATE_QUEUE = "INSERT INTO zart_queues (name) VALUES (%(name)s) ON CONFLICT (na
 # limits until a worker that declares the queue registers it (REGISTER_QUEUES skips overridden rows
 # only); nothing changes for the claim, so neither `version` nor a NOTIFY is needed.
 RESET_QUEUE = """
-UPDATE zart_queues SET overridden = false, updated_at = now()
+UPDATE zart_queues SET overridden = false, updated_at = zart_now()
 WHERE name = %(name)s
 RETURNING name
 """
@@ -409,10 +409,10 @@ RETURNING name
 REGISTER_WORKER = """
 INSERT INTO zart_workers (id, host, pid, supervisor_pid, concurrency)
 VALUES (%(id)s, %(host)s, %(pid)s, %(supervisor_pid)s, %(concurrency)s)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = zart_now()
 """
 
-WORKER_HEARTBEAT = "UPDATE zart_workers SET heartbeat_at = now() WHERE id = %(id)s"
+WORKER_HEARTBEAT = "UPDATE zart_workers SET heartbeat_at = zart_now() WHERE id = %(id)s"
 
 UNREGISTER_WORKER = "DELETE FROM zart_workers WHERE id = %(id)s"
 
@@ -427,14 +427,15 @@ WITH dead AS (
     WHERE host = %(host)s AND pid = %(pid)s AND supervisor_pid = %(supervisor_pid)s
     RETURNING id
 )
-UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
-WHERE admitted AND NOT paused AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+UPDATE zart_tasks SET run_at = zart_now(), claimed_by = NULL
+WHERE admitted AND NOT paused
+  AND run_at > zart_now() AND run_at <= zart_now() + make_interval(secs => %(lease)s)
   AND claimed_by IN (SELECT id FROM dead)
 RETURNING id
 """
 
 # Rows of workers that died without unregistering, kept a day for the record.
-FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - interval '1 day'"
+FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < zart_now() - interval '1 day'"
 
 # -- claiming ------------------------------------------------------------------------------------------
 
@@ -460,7 +461,7 @@ FORGET_DEAD_WORKERS = "DELETE FROM zart_workers WHERE heartbeat_at < now() - int
 #
 # Beginning an execution also marks it running, sets started_at (the moment the rate counts) and its
 # deadline (a workflow timeout runs from the begin, not while it queues). That moment is the
-# statement's start, not the transaction's (`now()`): the statement's snapshot, taken just after it,
+# statement's start, not the transaction's (`zart_now()`): the statement's snapshot, taken just after it,
 # is what saw the slot free, so an execution's begin never precedes the end that made room for it.
 CLAIM_TASKS = """
 WITH RECURSIVE continuing AS (
@@ -468,8 +469,8 @@ WITH RECURSIVE continuing AS (
     -- its moment in the worker); a range of zart_tasks_ready_idx either way. Claimed tasks (run_at is
     -- their lease's end) are never taken ahead of their lease.
     SELECT id, run_at AS due FROM zart_tasks
-    WHERE admitted AND NOT paused AND run_at <= now() + make_interval(secs => %(lookahead)s)
-      AND (run_at <= now() OR (timer AND claimed_by IS NULL))
+    WHERE admitted AND NOT paused AND run_at <= zart_now() + make_interval(secs => %(lookahead)s)
+      AND (run_at <= zart_now() OR (timer AND claimed_by IS NULL))
     ORDER BY run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -482,7 +483,7 @@ WITH RECURSIVE continuing AS (
     -- One index probe per queue (LIMIT 1 keeps the planner from turning this into a semi-join that
     -- reads every waiting task of every queue).
     CROSS JOIN LATERAL (SELECT 1 FROM zart_tasks t
-                        WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now() LIMIT 1) waiting
+                        WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= zart_now() LIMIT 1) waiting
     WHERE (SELECT n FROM room) > 0
 ), locked AS MATERIALIZED (
     SELECT q.name, q.version FROM zart_queues q
@@ -499,7 +500,7 @@ WITH RECURSIVE continuing AS (
                  CASE WHEN d.rate_limit IS NULL THEN 2147483647
                       ELSE d.rate_limit - (
                           SELECT coalesce(sum(a.n), 0) FROM unnest(d.admitted_at, d.admitted_n) AS a(at, n)
-                          WHERE a.at > statement_timestamp() - make_interval(secs => d.rate_period))
+                          WHERE a.at > zart_statement_time() - make_interval(secs => d.rate_period))
                  END)::int AS free
     FROM due d LEFT JOIN locked l ON l.name = d.name
     WHERE NOT d.limited OR l.version = d.version
@@ -529,7 +530,7 @@ WITH RECURSIVE continuing AS (
     SELECT c.id, c.queue, c.priority, c.run_at, NULL::timestamptz AS turn, c.execution_id, c.queue_key
     FROM open o CROSS JOIN LATERAL (
         SELECT t.id, t.queue, t.priority, t.run_at, t.execution_id, t.queue_key FROM zart_tasks t
-        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= now() AND NOT t.paused
+        WHERE t.queue = o.name AND NOT t.admitted AND t.run_at <= zart_now() AND NOT t.paused
         ORDER BY t.priority, t.run_at
         LIMIT greatest(o.free, 0)
         FOR UPDATE SKIP LOCKED) c
@@ -540,7 +541,7 @@ WITH RECURSIVE continuing AS (
     (SELECT c.id, c.queue, c.priority, c.run_at, k.turn, c.execution_id, c.queue_key
      FROM turns_due k CROSS JOIN LATERAL (
          SELECT t.id, t.queue, t.priority, t.run_at, t.execution_id, t.queue_key FROM zart_tasks t
-         WHERE t.queue = k.queue AND t.queue_key = k.key AND NOT t.admitted AND t.run_at <= now()
+         WHERE t.queue = k.queue AND t.queue_key = k.key AND NOT t.admitted AND t.run_at <= zart_now()
            AND NOT t.paused
          ORDER BY t.priority, t.run_at
          LIMIT greatest(least(k.free, k.per_key - (SELECT count(*) FROM zart_tasks x
@@ -564,31 +565,31 @@ WITH RECURSIVE continuing AS (
     -- table was empty read every pending execution through that index to find the chosen few
     -- (5 ms per claim with 3,000 pending, growing with the backlog).
     UPDATE zart_execution_runs r
-    SET status = 'running', started_at = statement_timestamp(), updated_at = now(),
-        deadline_at = statement_timestamp() + make_interval(secs => r.timeout_seconds)
+    SET status = 'running', started_at = zart_statement_time(), updated_at = zart_now(),
+        deadline_at = zart_statement_time() + make_interval(secs => r.timeout_seconds)
     WHERE r.id = ANY(ARRAY(SELECT execution_id FROM chosen)) AND r.status || '' = 'pending'
 ), counted AS (
     UPDATE zart_queues q
     SET version = q.version + 1,
         admitted_at = CASE WHEN q.rate_period IS NULL THEN '{}' ELSE
             array(SELECT a.at FROM unnest(q.admitted_at, q.admitted_n) WITH ORDINALITY AS a(at, n, i)
-                  WHERE a.at > statement_timestamp() - make_interval(secs => q.rate_period) ORDER BY a.i)
-            || statement_timestamp() END,
+                  WHERE a.at > zart_statement_time() - make_interval(secs => q.rate_period) ORDER BY a.i)
+            || zart_statement_time() END,
         admitted_n = CASE WHEN q.rate_period IS NULL THEN '{}' ELSE
             array(SELECT a.n FROM unnest(q.admitted_at, q.admitted_n) WITH ORDINALITY AS a(at, n, i)
-                  WHERE a.at > statement_timestamp() - make_interval(secs => q.rate_period) ORDER BY a.i)
+                  WHERE a.at > zart_statement_time() - make_interval(secs => q.rate_period) ORDER BY a.i)
             || g.n END
     FROM (SELECT queue, count(*)::int AS n FROM chosen GROUP BY queue) g
     WHERE q.name = g.queue AND q.limited
 ), turns AS (
     INSERT INTO zart_queue_keys (queue, key, last_begun_at)
-    SELECT DISTINCT c.queue, c.queue_key, now()
+    SELECT DISTINCT c.queue, c.queue_key, zart_now()
     FROM chosen c JOIN open o ON o.name = c.queue
     WHERE o.per_key IS NOT NULL AND c.queue_key IS NOT NULL
     ON CONFLICT (queue, key) DO UPDATE SET last_begun_at = excluded.last_begun_at
 ), claimed AS (
     UPDATE zart_tasks t
-    SET run_at = now() + make_interval(secs => %(lease)s),
+    SET run_at = zart_now() + make_interval(secs => %(lease)s),
         claimed_by = %(worker)s,
         claims = t.claims + 1,
         admitted = true
@@ -600,16 +601,16 @@ WITH RECURSIVE continuing AS (
               CASE WHEN r.status = 'pending' AND t.id IN (SELECT id FROM chosen) THEN 'running'
                    ELSE r.status END AS status,
               r.input::text AS input,
-              -- Times left count from `clock_timestamp()`, the moment the row is made, not from the
+              -- Times left count from `zart_clock()`, the moment the row is made, not from the
               -- statement's start: the worker counts them from the answer's arrival, so a claim that
               -- took milliseconds does not make its timers come due that much late (zart.claimer).
               -- A deadline is set when the execution begins (`began`; this row is the one from before).
-              coalesce(extract(epoch FROM r.deadline_at - clock_timestamp())::float8, r.timeout_seconds)
+              coalesce(extract(epoch FROM r.deadline_at - zart_clock())::float8, r.timeout_seconds)
                   AS seconds_left,
               t.step_key, t.payload::text AS payload, t.seq, t.grp,
               -- a timer taken ahead: seconds until its moment (0: due now), and the moment itself,
               -- which the worker places on its own clock more tightly when it can (zart.dbclock)
-              greatest(extract(epoch FROM d.due - clock_timestamp())::float8, 0) AS seconds_to_due,
+              greatest(extract(epoch FROM d.due - zart_clock())::float8, 0) AS seconds_to_due,
               extract(epoch FROM d.due)::float8 AS due_epoch,
               -- Begun by this claim and never before (the row from before `began`): no checkpoint
               -- and no attempt to load, so the claimer reads no history for it (a start's wake-up).
@@ -636,7 +637,7 @@ WHERE EXISTS (SELECT 1 FROM due d LEFT JOIN locked l ON l.name = d.name
 # Tasks whose execution row is gone (pruned or never written): nothing can run them.
 DELETE_ORPHAN_TASKS = """
 DELETE FROM zart_tasks t
-WHERE t.run_at <= now() AND t.admitted AND NOT t.paused
+WHERE t.run_at <= zart_now() AND t.admitted AND NOT t.paused
   AND NOT EXISTS (SELECT 1 FROM zart_execution_runs r WHERE r.id = t.execution_id)
 """
 
@@ -646,7 +647,7 @@ WHERE t.run_at <= now() AND t.admitted AND NOT t.paused
 # room again (its oldest admission in the window leaves it). A queue blocked by its concurrency
 # needs no timer: the end of an execution that frees a slot sends a NOTIFY.
 # A reading of the database's clock (zart.dbclock), alone: no write, no commit to wait for.
-DATABASE_CLOCK = "SELECT extract(epoch FROM clock_timestamp())::float8"
+DATABASE_CLOCK = "SELECT extract(epoch FROM zart_clock())::float8"
 
 SECONDS_TO_NEXT_RUN_AT = """
 SELECT extract(epoch FROM least(
@@ -655,13 +656,13 @@ SELECT extract(epoch FROM least(
                  ELSE run_at END
      FROM zart_tasks WHERE admitted AND NOT paused AND run_at < 'infinity' ORDER BY run_at LIMIT 1),
     -- (a child parked in its zart.map window, at 'infinity', waits for a sibling's end, not a time)
-    (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > now() AND run_at < 'infinity'),
+    (SELECT min(run_at) FROM zart_tasks WHERE NOT admitted AND run_at > zart_now() AND run_at < 'infinity'),
     (SELECT min(a.at + make_interval(secs => q.rate_period))
      FROM zart_queues q CROSS JOIN LATERAL unnest(q.admitted_at, q.admitted_n) AS a(at, n)
      CROSS JOIN LATERAL (SELECT 1 FROM zart_tasks t
-                         WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= now() LIMIT 1) waiting
-     WHERE q.rate_period IS NOT NULL AND a.at > now() - make_interval(secs => q.rate_period))
-) - now())::float8
+                         WHERE t.queue = q.name AND NOT t.admitted AND t.run_at <= zart_now() LIMIT 1) waiting
+     WHERE q.rate_period IS NOT NULL AND a.at > zart_now() - make_interval(secs => q.rate_period))
+) - zart_now())::float8
 """
 
 # History of the claimed executions, loaded once per claim (never per step). Each (execution, key)
@@ -672,7 +673,7 @@ SELECT extract(epoch FROM least(
 # the caller files each row under the pair that asked for it.
 SELECT_HISTORY = """
 SELECT s.execution_id, f.step_key, s.step_key, s.seq, s.kind, s.status, s.output::text,
-       s.error::text, extract(epoch FROM s.wake_at - now())::float8
+       s.error::text, extract(epoch FROM s.wake_at - zart_now())::float8
 FROM unnest(%(ids)s::text[], %(keys)s::text[]) AS f(execution_id, step_key)
 JOIN zart_steps s ON s.execution_id = f.execution_id
                  AND (f.step_key IS NULL OR s.step_key = f.step_key)
@@ -710,7 +711,7 @@ GROUP BY a.execution_id, f.step_key, a.step_key
 # or is no longer claimed (finished, or handed back to sleep or wait: its run_at must stay).
 EXTEND_LEASES = """
 UPDATE zart_tasks t
-SET run_at = now() + make_interval(secs => %(lease)s)
+SET run_at = zart_now() + make_interval(secs => %(lease)s)
 FROM unnest(%(ids)s::bigint[], %(claims)s::int[]) AS held(id, claims)
 WHERE t.id = held.id AND t.claims = held.claims AND t.claimed_by = %(worker)s
 RETURNING t.id
@@ -735,13 +736,13 @@ SET run_at = CASE
         WHEN f.event IS NOT NULL AND EXISTS (
             SELECT 1 FROM zart_events e
             WHERE e.execution_id = t.execution_id AND e.name = f.event AND e.consumed_by IS NULL)
-        THEN now()
+        THEN zart_now()
         WHEN f.branches AND NOT EXISTS (
             SELECT 1 FROM zart_tasks b WHERE b.execution_id = t.execution_id AND b.kind = 'step')
                         AND NOT EXISTS ({_WAITING_CHILD.format(parent="t.execution_id")})
-        THEN now()
+        THEN zart_now()
         WHEN f.delay = 'Infinity'::float8 THEN 'infinity'::timestamptz
-        ELSE now() + make_interval(secs => f.delay)
+        ELSE zart_now() + make_interval(secs => f.delay)
     END,
     -- a fixed moment only the clock changes: the claim may take it ahead (CLAIM_TASKS's lookahead)
     timer = f.event IS NULL AND NOT f.branches AND f.delay < 'Infinity'::float8,
@@ -750,7 +751,7 @@ FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events
             %(branches)s::bool[])
      AS f(id, claims, delay, event, branches)
 WHERE t.id = f.id AND t.claims = f.claims AND t.claimed_by = %(worker)s
-RETURNING t.run_at <= now() AS ready
+RETURNING t.run_at <= zart_now() AS ready
 )
 SELECT pg_notify('{TASKS_CHANNEL}', '') FROM released WHERE ready LIMIT 1
 """
@@ -760,8 +761,9 @@ SELECT pg_notify('{TASKS_CHANNEL}', '') FROM released WHERE ready LIMIT 1
 # its task back. Ready again at once instead of after the lease. Claimed tasks have run_at within
 # one lease from now, so the scan is a range of zart_tasks_ready_idx, not the sleeping backlog.
 RELEASE_STRANDED = """
-UPDATE zart_tasks SET run_at = now(), claimed_by = NULL
-WHERE admitted AND NOT paused AND run_at > now() AND run_at <= now() + make_interval(secs => %(lease)s)
+UPDATE zart_tasks SET run_at = zart_now(), claimed_by = NULL
+WHERE admitted AND NOT paused
+  AND run_at > zart_now() AND run_at <= zart_now() + make_interval(secs => %(lease)s)
   AND claimed_by = %(worker)s AND NOT (id = ANY(%(held)s::bigint[]))
 RETURNING id
 """
@@ -770,7 +772,7 @@ RETURNING id
 # error_type 'WorkerStopped' (not 'WorkerLost'), so a drain never counts towards the poison-pill limit.
 STOP_ATTEMPTS = """
 UPDATE zart_step_attempts a
-SET outcome = 'abandoned', finished_at = now(), error_type = 'WorkerStopped',
+SET outcome = 'abandoned', finished_at = zart_now(), error_type = 'WorkerStopped',
     error_message = 'the worker stopped (drain or shutdown) during this attempt; the step runs again'
 FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(attempts)s::int[])
      AS f(execution_id, step_key, attempt)
@@ -824,7 +826,7 @@ LIMIT 1"""
 # statements of their own after this one, in the same transaction.
 #
 # Steps: new checkpoints, and the completion of waits (sleeps, events) recorded earlier as 'waiting'.
-# A wait's start and its deadline are both the database's clock (the commit's `now()`), so that the
+# A wait's start and its deadline are both the database's clock (the commit's `zart_now()`), so that the
 # recorded wait is exactly the duration asked for, whatever the worker's clock or the batch's delay.
 # Runs: started_at is set once; result, error and finished_at only by the final transition.
 # A finished execution leaves no task behind, and deleting an admitted workflow task frees its queue
@@ -861,8 +863,8 @@ WITH held AS MATERIALIZED (
     INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, error, attempts,
                             started_at, finished_at, wake_at)
     SELECT s.execution_id, s.step_key, s.seq, s.kind, s.status, s.output::json, s.error::json,
-           s.attempts, CASE WHEN s.wake_in IS NULL THEN s.started_at ELSE now() END, s.finished_at,
-           now() + make_interval(secs => s.wake_in)
+           s.attempts, CASE WHEN s.wake_in IS NULL THEN s.started_at ELSE zart_now() END, s.finished_at,
+           zart_now() + make_interval(secs => s.wake_in)
     FROM (SELECT k.execution_id, r->>0 AS step_key, (r->>1)::int AS seq, r->>2 AS kind,
                  r->>3 AS status, r->>4 AS output, r->>5 AS error, (r->>6)::int AS attempts,
                  (r->>7)::timestamptz AS started_at, (r->>8)::timestamptz AS finished_at,
@@ -878,7 +880,7 @@ WITH held AS MATERIALIZED (
         error = coalesce(x.error::json, r.error),
         started_at = coalesce(r.started_at, x.started_at),
         finished_at = coalesce(x.finished_at, r.finished_at),
-        updated_at = now()
+        updated_at = zart_now()
     FROM (SELECT k.execution_id AS id, k.run->>0 AS status, k.run->>1 AS result,
                  k.run->>2 AS error, (k.run->>3)::timestamptz AS started_at,
                  (k.run->>4)::timestamptz AS finished_at
@@ -944,7 +946,7 @@ ORDER BY v.stream, v.seq
 """
 
 CONSUME_EVENTS = """
-UPDATE zart_events e SET consumed_by = f.step_key, consumed_at = now()
+UPDATE zart_events e SET consumed_by = f.step_key, consumed_at = zart_now()
 FROM unnest(%(ids)s::bigint[], %(step_keys)s::text[]) AS f(id, step_key)
 WHERE e.id = f.id AND e.consumed_by IS NULL
 """
@@ -953,7 +955,7 @@ WHERE e.id = f.id AND e.consumed_by IS NULL
 # short on other workers): they will never report, since their tasks are gone.
 CLOSE_OPEN_ATTEMPTS = """
 UPDATE zart_step_attempts a
-SET outcome = f.outcome, finished_at = now(), error_type = f.error_type, error_message = f.error_message
+SET outcome = f.outcome, finished_at = zart_now(), error_type = f.error_type, error_message = f.error_message
 FROM unnest(%(execution_ids)s::text[], %(outcomes)s::text[], %(error_types)s::text[],
             %(error_messages)s::text[]) AS f(execution_id, outcome, error_type, error_message)
 WHERE a.execution_id = f.execution_id AND a.outcome IS NULL
@@ -978,7 +980,7 @@ WITH {_END_TASKS.format(ids="%(ids)s::text[]")}
 INSERT_BRANCH_TASKS = """
 INSERT INTO zart_tasks (execution_id, kind, step_key, payload, seq, grp, run_at)
 SELECT f.execution_id, 'step', f.step_key, f.payload::json, f.seq, f.grp,
-       CASE WHEN f.ready THEN now() ELSE 'infinity'::timestamptz END
+       CASE WHEN f.ready THEN zart_now() ELSE 'infinity'::timestamptz END
 FROM unnest(%(execution_ids)s::text[], %(step_keys)s::text[], %(payloads)s::text[], %(seqs)s::int[],
             %(grps)s::int[], %(readies)s::bool[])
      AS f(execution_id, step_key, payload, seq, grp, ready)
@@ -1003,7 +1005,7 @@ FOR UPDATE
 # the claimers when it did.
 READY_PARKED_BRANCHES = f"""
 WITH readied AS (
-UPDATE zart_tasks t SET run_at = now()
+UPDATE zart_tasks t SET run_at = zart_now()
 FROM (SELECT p.id
       FROM unnest(%(execution_ids)s::text[], %(grps)s::int[], %(counts)s::int[]) AS f(execution_id, grp, n)
       CROSS JOIN LATERAL (
@@ -1020,7 +1022,7 @@ SELECT pg_notify('{TASKS_CHANNEL}', '') FROM readied LIMIT 1
 
 WAKE_FANNED_IN = f"""
 WITH woken AS (
-UPDATE zart_tasks w SET run_at = now()
+UPDATE zart_tasks w SET run_at = zart_now()
 WHERE w.kind = 'workflow' AND w.execution_id = ANY(%(execution_ids)s::text[])
   AND w.claimed_by IS NULL
   AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
@@ -1047,7 +1049,7 @@ _CHILD_FAILURE = """json_build_object(
 _RECORD_CHILD_OUTCOME = f"""SET status = CASE WHEN e.status = 'completed' THEN 'completed' ELSE 'failed' END,
         output = CASE WHEN e.status = 'completed' THEN e.result END,
         error = CASE WHEN e.status <> 'completed' THEN {_CHILD_FAILURE.format(e="e")} END,
-        finished_at = now()"""
+        finished_at = zart_now()"""
 
 # Children start in the transaction of the parent's commit that records them (its 'waiting' entries,
 # written by WRITE_BATCH just before; fenced: only the fragments WRITE_BATCH kept): started exactly
@@ -1085,7 +1087,7 @@ WITH c AS (
 ), tasks AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
     SELECT id, 'workflow', queue, coalesce(key, ''), priority, false,
-           CASE WHEN place <= win THEN now() ELSE 'infinity'::timestamptz END
+           CASE WHEN place <= win THEN zart_now() ELSE 'infinity'::timestamptz END
     FROM placed
 ), found AS (
     -- the ids this statement did not create: whose they are, and how they ended if they did
@@ -1106,7 +1108,7 @@ WITH c AS (
                 'traceback', '', 'child_id', f.id, 'child_status', 'not_started')
             WHEN f.status <> 'completed' THEN {_CHILD_FAILURE.format(e="f")}
         END,
-        finished_at = now()
+        finished_at = zart_now()
     FROM found f
     WHERE s.execution_id = f.parent_id AND s.step_key = f.parent_key AND s.status = 'waiting'
       AND (NOT f.ours OR f.status IN {_TERMINAL})
@@ -1137,7 +1139,7 @@ WITH ended AS MATERIALIZED (
     WHERE s.execution_id = e.parent_id AND s.step_key = e.parent_key AND s.status = 'waiting'
     RETURNING s.execution_id, s.step_key, e.parent_group, e.parked
 ), readied AS (
-    UPDATE zart_tasks t SET run_at = now()
+    UPDATE zart_tasks t SET run_at = zart_now()
     FROM (SELECT p.task_id
           FROM (SELECT execution_id, parent_group, count(*) FILTER (WHERE NOT parked) AS n
                 FROM recorded GROUP BY execution_id, parent_group) g
@@ -1151,9 +1153,9 @@ WITH ended AS MATERIALIZED (
     WHERE t.id = picked.task_id
     RETURNING t.id
 ), woken AS (
-    UPDATE zart_tasks w SET run_at = now()
+    UPDATE zart_tasks w SET run_at = zart_now()
     WHERE w.kind = 'workflow' AND w.execution_id IN (SELECT execution_id FROM recorded)
-      AND w.claimed_by IS NULL AND w.run_at > now()
+      AND w.claimed_by IS NULL AND w.run_at > zart_now()
       AND NOT EXISTS ({_WAITING_CHILD.format(parent="w.execution_id")}
                       AND (x.execution_id, x.step_key) NOT IN (SELECT execution_id, step_key FROM recorded))
       AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
@@ -1190,9 +1192,9 @@ WRITE_BATCH_WITH_CHILDREN = (
     WHERE s.execution_id = e.parent_id AND s.step_key = e.parent_key AND s.status = 'waiting'
     RETURNING s.execution_id
 ), parent_woken AS (
-    UPDATE zart_tasks w SET run_at = now()
+    UPDATE zart_tasks w SET run_at = zart_now()
     WHERE w.kind = 'workflow' AND w.execution_id IN (SELECT execution_id FROM child_recorded)
-      AND w.claimed_by IS NULL AND w.run_at > now()
+      AND w.claimed_by IS NULL AND w.run_at > zart_now()
     RETURNING w.id
 ), child_starts AS MATERIALIZED (
     SELECT k.execution_id AS parent_id, r->>0 AS id, r->>1 AS workflow, r->>2 AS input,
@@ -1206,8 +1208,8 @@ WRITE_BATCH_WITH_CHILDREN = (
                                      parent_id, parent_key, parent_group, parent_seq, status,
                                      started_at, deadline_at, trace_context)
     SELECT id, workflow, input::json, queue, key, priority, timeout, parent_id, parent_key,
-           parent_group, parent_seq, 'running', statement_timestamp(),
-           statement_timestamp() + make_interval(secs => timeout), trace
+           parent_group, parent_seq, 'running', zart_statement_time(),
+           zart_statement_time() + make_interval(secs => timeout), trace
     FROM child_starts ORDER BY parent_id, parent_seq
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -1215,7 +1217,7 @@ WRITE_BATCH_WITH_CHILDREN = (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at,
                             claimed_by, claims)
     SELECT c.id, 'workflow', c.queue, coalesce(c.key, ''), c.priority, true,
-           now() + make_interval(secs => c.lease), %(worker)s, 1
+           zart_now() + make_interval(secs => c.lease), %(worker)s, 1
     FROM child_starts c WHERE c.id IN (SELECT id FROM children_created)
     RETURNING execution_id, id
 ), children_queues AS (
@@ -1256,7 +1258,7 @@ FOR UPDATE
 # Cancelling several executions at once (a parent's descendants), as CANCEL_EXECUTION does one.
 CANCEL_EXECUTIONS = f"""
 UPDATE zart_execution_runs
-SET status = 'cancelled', finished_at = now(), updated_at = now(),
+SET status = 'cancelled', finished_at = zart_now(), updated_at = zart_now(),
     error = json_build_object('type', 'Cancelled', 'message', %(reason)s::text, 'traceback', '')
 WHERE id = ANY(%(ids)s::text[]) AND status NOT IN {_TERMINAL}
 RETURNING id
@@ -1264,7 +1266,7 @@ RETURNING id
 
 ABANDON_OPEN_ATTEMPTS_OF = """
 UPDATE zart_step_attempts
-SET outcome = 'abandoned', finished_at = now(), error_type = 'Cancelled',
+SET outcome = 'abandoned', finished_at = zart_now(), error_type = 'Cancelled',
     error_message = 'the execution was cancelled during this attempt'
 WHERE execution_id = ANY(%(ids)s::text[]) AND outcome IS NULL
 """
@@ -1301,8 +1303,8 @@ RETURNING id
 # Wakes the execution only if it is parked on a wait for this very event (its `waiting` entry's key is
 # `event:NAME#k`); an event it will wait for later stays stored until then.
 WAKE_EXECUTION_TASK = """
-UPDATE zart_tasks SET run_at = now()
-WHERE execution_id = %(id)s AND kind = 'workflow' AND claimed_by IS NULL AND run_at > now()
+UPDATE zart_tasks SET run_at = zart_now()
+WHERE execution_id = %(id)s AND kind = 'workflow' AND claimed_by IS NULL AND run_at > zart_now()
   AND EXISTS (SELECT 1 FROM zart_steps s
               WHERE s.execution_id = %(id)s AND s.kind = 'event' AND s.status = 'waiting'
                 AND left(s.step_key, length(%(key_prefix)s)) = %(key_prefix)s)
@@ -1335,10 +1337,10 @@ WITH step AS (
     INSERT INTO zart_steps (execution_id, step_key, seq, kind, status, output, attempts, started_at,
                             finished_at)
     VALUES (%(execution_id)s, %(step_key)s, %(seq)s, 'step', 'completed', %(output)s::json, %(attempt)s,
-            %(started_at)s, clock_timestamp())
+            %(started_at)s, zart_clock())
 )
 INSERT INTO zart_step_attempts (execution_id, step_key, attempt, worker_id, started_at, finished_at, outcome)
-VALUES (%(execution_id)s, %(step_key)s, %(attempt)s, %(worker)s, %(started_at)s, clock_timestamp(),
+VALUES (%(execution_id)s, %(step_key)s, %(attempt)s, %(worker)s, %(started_at)s, zart_clock(),
         'succeeded')
 ON CONFLICT (execution_id, step_key, attempt) DO UPDATE
 SET finished_at = excluded.finished_at, outcome = 'succeeded', worker_id = excluded.worker_id
@@ -1359,7 +1361,7 @@ GROUP BY 1, 2
 METRICS_FINISHED_EXECUTIONS = """
 SELECT workflow, status, count(*) FROM zart_execution_runs
 WHERE status IN ('completed', 'failed', 'timed_out', 'cancelled')
-  AND finished_at > now() - make_interval(secs => %(seconds)s)
+  AND finished_at > zart_now() - make_interval(secs => %(seconds)s)
 GROUP BY 1, 2
 """
 
@@ -1367,14 +1369,14 @@ GROUP BY 1, 2
 # lease: a claimed task's run_at is its lease's end), and how long the oldest has waited: a range of
 # zart_tasks_ready_idx. (Executions waiting to begin are the queues' `ready`: QUEUE_STATS.)
 METRICS_READY_TASKS = """
-SELECT count(*), coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8
-FROM zart_tasks WHERE admitted AND NOT paused AND run_at <= now()
+SELECT count(*), coalesce(extract(epoch FROM zart_now() - min(run_at)), 0)::float8
+FROM zart_tasks WHERE admitted AND NOT paused AND run_at <= zart_now()
 """
 
 # Workers whose heartbeat is recent (they renew it every lease/3).
 METRICS_WORKERS = """
-SELECT count(*) FILTER (WHERE heartbeat_at > now() - interval '1 minute'),
-       coalesce(sum(concurrency) FILTER (WHERE heartbeat_at > now() - interval '1 minute'), 0)
+SELECT count(*) FILTER (WHERE heartbeat_at > zart_now() - interval '1 minute'),
+       coalesce(sum(concurrency) FILTER (WHERE heartbeat_at > zart_now() - interval '1 minute'), 0)
 FROM zart_workers
 """
 
@@ -1383,15 +1385,15 @@ FROM zart_workers
 # Executions ended per minute in the last hour, by status: the overview's chart, a range of
 # zart_execution_runs_finished_idx.
 DASHBOARD_THROUGHPUT = f"""
-SELECT floor(extract(epoch FROM now() - finished_at) / 60)::int, status, count(*)
+SELECT floor(extract(epoch FROM zart_now() - finished_at) / 60)::int, status, count(*)
 FROM zart_execution_runs
-WHERE status IN {_TERMINAL} AND finished_at > now() - interval '1 hour'
+WHERE status IN {_TERMINAL} AND finished_at > zart_now() - interval '1 hour'
 GROUP BY 1, 2
 """
 
 DASHBOARD_WORKERS = """
 SELECT id, host, pid, concurrency, started_at, heartbeat_at FROM zart_workers
-WHERE heartbeat_at > now() - interval '1 minute' ORDER BY id LIMIT 200
+WHERE heartbeat_at > zart_now() - interval '1 minute' ORDER BY id LIMIT 200
 """
 
 # The events sent to one execution, oldest first (zart_events_execution_idx).
@@ -1400,7 +1402,7 @@ SELECT id, name, payload::text, key, created_at, consumed_by, consumed_at FROM z
 WHERE execution_id = %(id)s ORDER BY id LIMIT %(limit)s
 """
 
-DASHBOARD_NOW = "SELECT now()"
+DASHBOARD_NOW = "SELECT zart_now()"
 
 _DASHBOARD_FILTERS = {
     "status": f"status = %(status)s AND {_NOT_SHOWN_PAUSED}",
@@ -1437,7 +1439,7 @@ def dashboard_list(filters: frozenset[str], by_id: bool) -> str:
 
 # The cutoff is fixed once per prune, by the database's clock, so that executions finishing while
 # the prune runs do not keep it going.
-PRUNE_CUTOFF = "SELECT now() - make_interval(secs => %(seconds)s::float8)"
+PRUNE_CUTOFF = "SELECT zart_now() - make_interval(secs => %(seconds)s::float8)"
 
 COUNT_PRUNABLE = """
 SELECT count(*) FROM zart_execution_runs
@@ -1497,7 +1499,7 @@ _CHECK_FINISHED = """
 SELECT id, workflow, status, input::text, error->>'type'
 FROM zart_execution_runs
 WHERE status IN ('completed', 'failed', 'timed_out', 'cancelled')
-  AND finished_at >= now() - make_interval(secs => %(since)s){workflow}
+  AND finished_at >= zart_now() - make_interval(secs => %(since)s){workflow}
 ORDER BY finished_at DESC, id
 LIMIT %(limit)s
 """
@@ -1513,7 +1515,7 @@ FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
 
 # -- schedules (zart.scheduler) ----------------------------------------------------------------------
 
-DATABASE_NOW = "SELECT now()"
+DATABASE_NOW = "SELECT zart_now()"
 
 # A worker registers the schedules its workflows declare (`schedule=`), `zart.schedule` one at a time.
 # A changed rule (cron or time zone) takes the next firing computed for it; an unchanged one keeps its
@@ -1532,7 +1534,7 @@ SET next_fire_at = CASE WHEN (zart_schedules.cron, zart_schedules.timezone)
                             zart_schedules.workflow, zart_schedules.input::text)
                            IS DISTINCT FROM (excluded.cron, excluded.timezone, excluded.catch_up,
                                              excluded.workflow, excluded.input::text)
-                      THEN now() ELSE zart_schedules.updated_at END
+                      THEN zart_now() ELSE zart_schedules.updated_at END
 """
 
 DELETE_SCHEDULE = "DELETE FROM zart_schedules WHERE name = %(name)s RETURNING name"
@@ -1540,9 +1542,9 @@ DELETE_SCHEDULE = "DELETE FROM zart_schedules WHERE name = %(name)s RETURNING na
 # The due schedules no other worker is firing right now; the lock is held until the transaction that
 # starts their firings and advances next_fire_at commits.
 CLAIM_DUE_SCHEDULES = """
-SELECT name, cron, timezone, catch_up, workflow, input::text, next_fire_at, now()
+SELECT name, cron, timezone, catch_up, workflow, input::text, next_fire_at, zart_now()
 FROM zart_schedules
-WHERE NOT paused AND next_fire_at <= now()
+WHERE NOT paused AND next_fire_at <= zart_now()
 ORDER BY next_fire_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -1559,7 +1561,7 @@ WHERE name = %(name)s
 # How long the scheduler may sleep: until the earliest firing of an unpaused schedule (NULL: none);
 # and the database's clock.
 SECONDS_TO_NEXT_FIRING = """
-SELECT extract(epoch FROM min(next_fire_at) - clock_timestamp())::float8, clock_timestamp()
+SELECT extract(epoch FROM min(next_fire_at) - zart_clock())::float8, zart_clock()
 FROM zart_schedules WHERE NOT paused
 """
 
@@ -1572,11 +1574,57 @@ FROM zart_schedules ORDER BY name
 # passed (the firings of the pause are not made up), computed by the caller.
 SET_SCHEDULE_PAUSED = """
 UPDATE zart_schedules
-SET paused = %(paused)s, updated_at = now(),
-    next_fire_at = CASE WHEN NOT %(paused)s AND paused AND next_fire_at < now()
+SET paused = %(paused)s, updated_at = zart_now(),
+    next_fire_at = CASE WHEN NOT %(paused)s AND paused AND next_fire_at < zart_now()
                         THEN %(next_fire_at)s ELSE next_fire_at END
 WHERE name = %(name)s
 RETURNING name
 """
 
 SELECT_SCHEDULE_RULE = "SELECT cron, timezone, catch_up FROM zart_schedules WHERE name = %(name)s"
+
+# -- the test kit's clock (zart.testing) -----------------------------------------------------------------
+
+# How far the engine's clock (zart_now(), migration 0016) is ahead of the database's.
+ENGINE_CLOCK_OFFSET = "SELECT extract(epoch FROM zart_now() - now())::float8, zart_now()"
+
+
+def engine_clock(offset_seconds: float) -> list[str]:
+    """The DDL that sets the engine's clock `offset_seconds` ahead of the database's, in one test
+    database (zart.testing). The offset is a number made by Python, not text from outside; the
+    functions stay inlinable, and plans that inlined the old ones are invalidated by PostgreSQL."""
+    offset = float(offset_seconds)
+    if offset != offset or offset in (float("inf"), float("-inf")):
+        raise ValueError(f"the clock offset must be a finite number of seconds, not {offset_seconds!r}")
+    shift = f"make_interval(secs => {offset!r})"
+    return [
+        "CREATE OR REPLACE FUNCTION zart_now() RETURNS timestamptz LANGUAGE sql STABLE PARALLEL SAFE"
+        f" AS 'SELECT now() + {shift}'",
+        "CREATE OR REPLACE FUNCTION zart_statement_time() RETURNS timestamptz LANGUAGE sql STABLE"
+        f" PARALLEL SAFE AS 'SELECT statement_timestamp() + {shift}'",
+        "CREATE OR REPLACE FUNCTION zart_clock() RETURNS timestamptz LANGUAGE sql VOLATILE PARALLEL SAFE"
+        f" AS 'SELECT clock_timestamp() + {shift}'",
+    ]
+
+
+# Whether anything can happen without the clock moving: tasks held by a worker (running), tasks due
+# (a claimable one, in a queue without a concurrency limit when not yet admitted), schedules due.
+TEST_ACTIVITY = """
+SELECT (SELECT count(*) FROM zart_tasks WHERE claimed_by IS NOT NULL AND run_at > zart_now()),
+       (SELECT count(*) FROM zart_tasks t
+        WHERE NOT t.paused AND t.run_at <= zart_now()
+          AND (t.admitted OR NOT EXISTS (SELECT 1 FROM zart_queues q
+                                         WHERE q.name = t.queue AND q.concurrency IS NOT NULL))),
+       (SELECT count(*) FROM zart_schedules WHERE NOT paused AND next_fire_at <= zart_now())
+"""
+
+# The next moment something falls due by the clock alone: a timer of a task no worker holds (a
+# sleep's end, a retry's back-off, an event wait's or a delayed start's moment), or a schedule's
+# firing; NULL when nothing waits for the clock.
+TEST_NEXT_DUE = """
+SELECT least(
+    (SELECT min(run_at) FROM zart_tasks
+     WHERE claimed_by IS NULL AND NOT paused AND run_at > zart_now() AND run_at < 'infinity'),
+    (SELECT min(next_fire_at) FROM zart_schedules WHERE NOT paused AND next_fire_at > zart_now())
+)
+"""
