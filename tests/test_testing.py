@@ -121,7 +121,7 @@ def test_assert_steps_shows_both_histories(env):
         assert_steps(handle, ["nap"])
 
 
-PROJECT_MODULE = '''
+PROJECT_MODULE = """
 import zart
 
 
@@ -129,9 +129,9 @@ import zart
 async def renewal(customer: str) -> str:
     await zart.sleep("grace", "30d")
     return f"renewed {customer}"
-'''
+"""
 
-PROJECT_TESTS = '''
+PROJECT_TESTS = """
 import zart
 
 from renewals import renewal
@@ -154,7 +154,7 @@ def test_two(zart_env):
     zart_env.advance("30d")
     assert handle.result(timeout=5) == "renewed bob"
     _only_mine(zart_env, "same-id")
-'''
+"""
 
 
 def test_the_plugin_works_in_a_fresh_project_and_parallel_tests_are_isolated(tmp_path, server_url):
@@ -174,3 +174,12 @@ def test_the_plugin_works_in_a_fresh_project_and_parallel_tests_are_isolated(tmp
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
     assert str(REPO_ROOT) not in env.get("PYTHONPATH", "")  # the project imports zart as installed
+
+
+def test_a_workflow_timeout_falls_due_with_the_clock(env):
+    handle = env.start(testing_app.deadline)
+    env.advance("23h")
+    assert handle.status() == "sleeping"
+    env.advance("1h")
+    with pytest.raises(zart.WorkflowTimedOut):
+        handle.result(timeout=5)

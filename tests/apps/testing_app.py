@@ -80,3 +80,8 @@ async def family(count: int) -> list:
 @zart.workflow("kit-report")
 async def report(fired_at: str) -> str:
     return fired_at
+
+
+@zart.workflow("kit-deadline", timeout="1d")
+async def deadline() -> None:
+    await zart.sleep("long", "2d")

@@ -145,7 +145,7 @@ def _shown_moment(moment: datetime | None) -> str:
 @guarded
 async def execution(request: Request) -> Response:
     execution_id = segment(request, "id", "execution id")
-    _no_query(request) if set(request.query_params) - {"done"} else None
+    _no_query(request, frozenset({"done"}))  # `done`: the action just done, from its redirect
     detail = await in_thread(request, "read", lambda url: reads.execution(url, execution_id))
     drawn = timeline.build(detail.info, detail.steps, detail.attempts, detail.now)
     return page(

@@ -129,10 +129,8 @@ def static(request: Request) -> Response:
     if found is None:
         return error_page(request, 404, "no such file")
     body, media_type = found
-    return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=300", **_NOSNIFF})
-
-
-_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"}
+    return Response(body, media_type=media_type, headers=headers)
 
 
 def error_page(request: Request, status: int, message: str) -> Response:
