@@ -42,11 +42,10 @@ def guarded(fn: Any) -> Any:
     return wrapper
 
 
-def _no_query(request: Request) -> None:
-    if request.query_params:
-        raise ApiError(
-            400, "invalid_request", f"unknown query parameter {next(iter(request.query_params))!r}"
-        )
+def _no_query(request: Request, allowed: frozenset[str] = frozenset()) -> None:
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ApiError(400, "invalid_request", f"unknown query parameter {unknown[0]!r}")
 
 
 @guarded
