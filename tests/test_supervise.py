@@ -177,7 +177,7 @@ def test_chaos_sigkill_a_random_worker_every_half_second(fresh_database_url, sub
     try:
         supervisor.wait_workers(3)
         total = len(start_many(url, 2000))
-        while completed(url) < total or kills < 5:
+        while kills < 5:  # five kills, 0.5 s apart, while work runs; then it finishes unharmed
             if completed(url) >= total:
                 total += len(start_many(url, 300))  # keep work flowing until five kills under load
             pids = child_pids(supervisor.process.pid)
@@ -185,7 +185,7 @@ def test_chaos_sigkill_a_random_worker_every_half_second(fresh_database_url, sub
                 os.kill(random.choice(pids), signal.SIGKILL)
                 kills += 1
             time.sleep(0.5)  # the chaos cadence, not a wait for a condition
-            assert kills < 100, f"still not done after {kills} kills: {completed(url)} of {total}"
+        wait_until(lambda: completed(url) >= total, 120, what=f"{total} workflows after the kills")
         wait_until(lambda: len(child_pids(supervisor.process.pid)) == 3, what="the last replacement")
     finally:
         assert supervisor.stop() == 0
