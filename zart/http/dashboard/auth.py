@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request, cookie_parser
 from starlette.responses import RedirectResponse, Response
@@ -107,7 +107,8 @@ def safe_next(target: str | None) -> str:
 async def read_form(request: Request, *, csrf: bool = True) -> dict[str, str]:
     """The urlencoded body of a dashboard form, its CSRF token and origin checked (ApiError if not)."""
     origin = request.headers.get("origin")
-    if csrf and origin is not None and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
+    # The host only: behind a proxy that ends TLS the page is https and this server sees http.
+    if csrf and origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
         raise ApiError(403, "forbidden", f"this action came from another site ({origin})")
     chunks: list[bytes] = []
     total = 0
