@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zart.client import AttemptRecord, ExecutionInfo, StepRecord
@@ -112,6 +112,7 @@ def test_rows_are_capped_and_the_rest_counted():
     assert len(drawn.rows) == MAX_ROWS and drawn.hidden == 25
 
 
+@settings(max_examples=40, deadline=None)
 @given(
     st.lists(
         st.tuples(st.floats(0, 1e6), st.floats(0, 1e6), st.sampled_from(["succeeded", "failed", None])),

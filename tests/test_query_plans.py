@@ -178,10 +178,13 @@ def test_no_sequential_scan_of_a_big_table(backlog, name, generic):
     nodes, ms = explain(backlog, statement, params, generic)
     scans = [(node["Node Type"], node.get("Relation Name"), node.get("Index Name")) for node in nodes]
     assert not [scan for scan in scans if scan[0] == "Seq Scan" and scan[1] in BIG_TABLES], scans
-    # The best of three runs: one run on a machine shared with another test process can be slowed
-    # past the bound by a neighbour; a scan of a big table is slow every time.
-    best = min([ms] + [explain(backlog, statement, params, generic)[1] for _ in range(2)])
-    assert best < MAX_MS, f"{name}: {best:.1f} ms, {scans}"
+    # The best of up to three runs: one run on a machine shared with another test process can be
+    # slowed past the bound by a neighbour; a scan of a big table is slow every time.
+    for _ in range(2):
+        if ms < MAX_MS:
+            break
+        ms = min(ms, explain(backlog, statement, params, generic)[1])
+    assert ms < MAX_MS, f"{name}: {ms:.1f} ms, {scans}"
 
 
 def test_finishing_deletes_every_task_of_the_execution(backlog):
