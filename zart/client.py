@@ -368,9 +368,17 @@ def _fetch(url: str, execution_id: str) -> ExecutionInfo:
 
 def get(execution_id: str, *, database_url: str | None = None) -> ExecutionHandle:
     """The handle of an existing execution; ExecutionNotFound otherwise."""
+    return get_with_info(execution_id, database_url=database_url)[0]
+
+
+def get_with_info(
+    execution_id: str, *, database_url: str | None = None
+) -> tuple[ExecutionHandle, ExecutionInfo]:
+    """The handle of an existing execution and the row it was made from, read once (for a reader
+    that shows both: the HTTP API's and the dashboard's execution)."""
     url = resolve_url(database_url)
     info = _fetch(url, execution_id)
-    return ExecutionHandle(info.id, info.workflow, url, created=False)
+    return ExecutionHandle(info.id, info.workflow, url, created=False), info
 
 
 def list_executions(

@@ -1402,8 +1402,6 @@ SELECT id, name, payload::text, key, created_at, consumed_by, consumed_at FROM z
 WHERE execution_id = %(id)s ORDER BY id LIMIT %(limit)s
 """
 
-DASHBOARD_NOW = "SELECT zart_now()"
-
 _DASHBOARD_FILTERS = {
     "status": f"status = %(status)s AND {_NOT_SHOWN_PAUSED}",
     "paused": _PAUSED,
@@ -1515,6 +1513,7 @@ FROM zart_steps WHERE execution_id = ANY(%(ids)s::text[])
 
 # -- schedules (zart.scheduler) ----------------------------------------------------------------------
 
+# The engine's clock (migration 0016), read by schedules, the dashboard and the test kit.
 DATABASE_NOW = "SELECT zart_now()"
 
 # A worker registers the schedules its workflows declare (`schedule=`), `zart.schedule` one at a time.
@@ -1585,9 +1584,6 @@ SELECT_SCHEDULE_RULE = "SELECT cron, timezone, catch_up FROM zart_schedules WHER
 
 # -- the test kit's clock (zart.testing) -----------------------------------------------------------------
 
-# How far the engine's clock (zart_now(), migration 0016) is ahead of the database's.
-ENGINE_CLOCK_OFFSET = "SELECT extract(epoch FROM zart_now() - now())::float8, zart_now()"
-
 
 def engine_clock(offset_seconds: float) -> list[str]:
     """The DDL that sets the engine's clock `offset_seconds` ahead of the database's, in one test
@@ -1618,13 +1614,13 @@ SELECT (SELECT count(*) FROM zart_tasks WHERE claimed_by IS NOT NULL AND run_at 
        (SELECT count(*) FROM zart_schedules WHERE NOT paused AND next_fire_at <= zart_now())
 """
 
-# The next moment something falls due by the clock alone: a timer of a task no worker holds (a
-# sleep's end, a retry's back-off, an event wait's or a delayed start's moment), or a schedule's
-# firing; NULL when nothing waits for the clock.
+# Seconds from the engine's now to the next moment something falls due by the clock alone: a timer
+# of a task no worker holds (a sleep's end, a retry's back-off, an event wait's or a delayed start's
+# moment), or a schedule's firing; NULL when nothing waits for the clock.
 TEST_NEXT_DUE = """
-SELECT least(
+SELECT extract(epoch FROM least(
     (SELECT min(run_at) FROM zart_tasks
      WHERE claimed_by IS NULL AND NOT paused AND run_at > zart_now() AND run_at < 'infinity'),
     (SELECT min(next_fire_at) FROM zart_schedules WHERE NOT paused AND next_fire_at > zart_now())
-)
+) - zart_now())::float8
 """

@@ -128,8 +128,7 @@ async def get_execution(request: Request) -> Response:
     execution_id = segment(request, "id", "execution id")
 
     def fetch(url: str) -> dict[str, Any]:
-        handle = client.get(execution_id, database_url=url)
-        info = handle.info()
+        handle, info = client.get_with_info(execution_id, database_url=url)
         children = handle.children(limit=SHOWN_CHILDREN) if info.children else []
         return execution_json(info, handle.steps(), children)
 

@@ -95,7 +95,7 @@ def _check_content_type(request: Request) -> None:
             raise ApiError(400, "unsupported_content_type", f"JSON bodies are UTF-8, not {value.strip()!r}")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     too_large = ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes", CLOSE)
     length = request.headers.get("content-length")
     if length is not None:
@@ -121,7 +121,7 @@ async def json_object(request: Request, fields: tuple[str, ...], *, required: bo
         except ApiError as exc:  # answered before the body was read
             exc.headers = {**(exc.headers or {}), **CLOSE}
             raise
-    body = await _read_body(request, request.app.state.settings.max_body_size)
+    body = await read_body(request, request.app.state.settings.max_body_size)
     if not body and not required:
         return {}
     if not required:

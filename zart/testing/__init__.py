@@ -96,7 +96,7 @@ class WorkflowEnv:
     def now(self) -> datetime:
         """The engine's clock: the database's, plus what the test skipped."""
         with transaction(self.database_url) as conn:
-            return conn.execute(sql.ENGINE_CLOCK_OFFSET).fetchone()[1]
+            return conn.execute(sql.DATABASE_NOW).fetchone()[0]
 
     @property
     def skipped(self) -> timedelta:
@@ -133,11 +133,8 @@ class WorkflowEnv:
     def _until_next_due(self) -> float | None:
         """Seconds from the engine's now to the next moment due (a hair past it), None if none."""
         with transaction(self.database_url) as conn:
-            (due,) = conn.execute(sql.TEST_NEXT_DUE).fetchone()
-            now = conn.execute(sql.ENGINE_CLOCK_OFFSET).fetchone()[1]
-        if due is None:
-            return None
-        return max((due - now).total_seconds(), 0.0) + 0.001
+            (seconds,) = conn.execute(sql.TEST_NEXT_DUE).fetchone()
+        return None if seconds is None else max(seconds, 0.0) + 0.001
 
     def run_until_idle(self, *, timeout: float = 10.0) -> None:
         """Wait (real time, at most `timeout` s) until no task is held by the worker, none is due and no

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ApiError
 from ..middleware import is_api_path
+from ..validation import read_body
 from .render import error_page, html_response, page
 from .session import COOKIE, CSRF_FIELD, CSRF_HEADER, SESSION_SECONDS, Signer, token_matches
 
@@ -110,18 +111,12 @@ async def read_form(request: Request, *, csrf: bool = True) -> dict[str, str]:
     # The host only: behind a proxy that ends TLS the page is https and this server sees http.
     if csrf and origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
         raise ApiError(403, "forbidden", f"this action came from another site ({origin})")
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_FORM_BYTES:
-            raise ApiError(413, "body_too_large", f"the form is larger than {MAX_FORM_BYTES} bytes")
-        chunks.append(chunk)
+    body = await read_body(request, MAX_FORM_BYTES)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if total and media_type != FORM_TYPE:
+    if body and media_type != FORM_TYPE:
         raise ApiError(400, "unsupported_content_type", f"a dashboard form is sent as {FORM_TYPE}")
     try:
-        text = b"".join(chunks).decode("utf-8")
+        text = body.decode("utf-8")
         parsed = parse_qs(text, keep_blank_values=True, max_num_fields=50, errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "bad_request", f"the form could not be read: {exc}") from None

@@ -68,7 +68,7 @@ class Overview:
 
 def overview(url: str) -> Overview:
     with transaction(url) as conn:
-        (now,) = conn.execute(sql.DASHBOARD_NOW).fetchone()
+        (now,) = conn.execute(sql.DATABASE_NOW).fetchone()
         live = conn.execute(sql.METRICS_LIVE_EXECUTIONS).fetchall()
         ended = conn.execute(sql.METRICS_FINISHED_EXECUTIONS, {"seconds": FINISHED_WINDOW_SECONDS}).fetchall()
         minutes = conn.execute(sql.DASHBOARD_THROUGHPUT).fetchall()
@@ -179,10 +179,9 @@ class Detail:
 
 def execution(url: str, execution_id: str) -> Detail:
     """ExecutionNotFound for an unknown id."""
-    handle = client.get(execution_id, database_url=url)
-    info = handle.info()
+    handle, info = client.get_with_info(execution_id, database_url=url)
     with transaction(url) as conn:
-        (now,) = conn.execute(sql.DASHBOARD_NOW).fetchone()
+        (now,) = conn.execute(sql.DATABASE_NOW).fetchone()
         events = [
             Event(ident, name, serde.loads(payload), key, created, consumed_by, consumed_at)
             for ident, name, payload, key, created, consumed_by, consumed_at in conn.execute(
