@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -120,6 +121,11 @@ class Fragment:
     # with branches running): close them all as (outcome, error_type, error_message).
     close_attempts: tuple[str, str, str] | None = None
 
+    def ends_run(self) -> bool:
+        """Whether its commit ends the runner's hold on the task: it hands the task back, ends
+        the branch or ends the execution."""
+        return self.release_after is not None or self.finish_execution or self.finish_task
+
     def is_empty(self) -> bool:
         return not (
             self.attempt_starts
@@ -178,8 +184,13 @@ class Completer:
         worker_id: str,
         max_batch: int = 2000,
         connection: TrioConnection | None = None,
+        on_doubt: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
+        # Called after a batch whose first try may have landed unanswered: children that try
+        # claimed for this worker at once may now be claimed in its name without being held
+        # (WorkerState.in_doubt: the next claim hands them back).
+        self._on_doubt = on_doubt
         # Plain batches go through this connection from the trio loop (no thread hop) when given.
         self._connection = connection
         self._limiter = limiter
@@ -247,7 +258,9 @@ class Completer:
         fragments = [fragment for fragment, _ in batch]
         began = trio.current_time()
         try:
-            written = await self._write_with_retries(fragments)
+            written, doubtful = await self._write_with_retries(fragments)
+            if doubtful:
+                written = await self._after_doubt(fragments, written)
         except CommitAbandoned as exc:
             for _, waiter in batch:
                 waiter.error = CommitAbandoned(str(exc))
@@ -280,8 +293,9 @@ class Completer:
             waiter.committed = written.outcome(fragment.task_id)
             waiter.done.set()
 
-    async def _write_with_retries(self, fragments: list[Fragment]) -> Written:
-        """Commit a batch, retrying for as long as the database is unreachable.
+    async def _write_with_retries(self, fragments: list[Fragment]) -> tuple[Written, bool]:
+        """Commit a batch, retrying for as long as the database is unreachable; whether a try
+        failed before the one that answered (the first may then have landed: `_after_doubt`).
 
         Safe to repeat even when a commit's outcome is unknown: every write of a batch is
         idempotent (ON CONFLICT, upserts, re-checked fencing tokens), and if the leases lapse
@@ -312,7 +326,63 @@ class Completer:
                 continue
             if lost_at is not None:
                 log_event(log, "database.reconnected", after_seconds=round(trio.current_time() - lost_at, 1))
+            return written, lost_at is not None
+
+    async def _after_doubt(self, fragments: list[Fragment], written: Written) -> Written:
+        """The answer to a batch retried after a try whose outcome is unknown.
+
+        A fragment that ends its run (the execution's end, a branch's end, a hand-back) and whose
+        first try landed finds, on the retry, its task gone or unclaimed: the fencing token calls
+        it lost, though it was its own write. Those are looked for by what they left
+        (sql.CONFIRM_LANDED) and count as written, so their runners end as they did, not with a
+        `lease.lost`. A fragment whose task the retry still found held was written by the retry
+        (every write is idempotent); one that does not end its run and was not held really lost
+        its lease (its runner must stop: it cannot know what else ran meanwhile).
+        """
+        if self._on_doubt is not None:
+            self._on_doubt()
+        ending = [f for f in fragments if f.task_id not in written.held and f.ends_run()]
+        if not ending:
             return written
+        evidence = orjson.dumps(
+            [
+                [
+                    f.task_id,
+                    f.claims,
+                    f.execution_id,
+                    f.execution[0] if f.execution and f.execution[0] in sql.TERMINAL_STATUSES else None,
+                    [step[0] for step in f.steps],
+                ]
+                for f in ending
+            ]
+        ).decode()
+
+        landed: list[int] = []
+        for delay in (0.0, 0.1, 0.5):  # the connection that just answered, or a fresh one
+            await trio.sleep(delay)
+            try:
+                with trio.CancelScope(shield=True):
+                    landed = await self._confirm_landed(evidence)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+        # Not confirmed (or unknown again): lost, as the fencing token says; nothing is wrong.
+        if landed:
+            log_event(log, "commit.confirmed", fragments=len(landed), of=len(ending))
+        return Written(written.held | set(landed), written.paused)
+
+    async def _confirm_landed(self, evidence: str) -> list[int]:
+        params = {"fragments": evidence}
+        if self._connection is not None:
+            rows = await self._connection.query(sql.CONFIRM_LANDED, params)
+            return [int(row[0] or 0) for row in rows]
+
+        def confirm() -> list[int]:
+            with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn:
+                return [row[0] for row in conn.execute(sql.CONFIRM_LANDED, params)]
+
+        return await trio.to_thread.run_sync(confirm, limiter=self._limiter)
 
     async def _write_plain(self, connection: TrioConnection, fragments: list[Fragment]) -> Written:
         """A batch of plain fragments: WRITE_BATCH alone, from the trio loop (zart.trio_pg)."""

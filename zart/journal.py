@@ -184,7 +184,7 @@ class Journal:
         pending = self.pending
         # A commit that hands the task back or ends it goes on as it is when the execution was
         # paused meanwhile: the pause then keeps the task from every claim.
-        ends_run = pending.release_after is not None or pending.finish_execution or pending.finish_task
+        ends_run = pending.ends_run()
         if self.inline_branches:
             committed = await self._commit_with_siblings()
         else:

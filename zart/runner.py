@@ -206,8 +206,7 @@ class Runner:
             error=error,
         )
         if not state.stopping:  # at a stop, the hand-back of the held tasks covers it
-            state.in_doubt = True
-            state.wake_claimer()
+            state.set_in_doubt()
 
     async def _fail_alone(self, task: ClaimedTask, error: BaseException) -> None:
         """End one execution `failed` with `error`, in a fragment of the engine's own text only."""

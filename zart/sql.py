@@ -899,6 +899,27 @@ SELECT array(SELECT id FROM held),
 
 WRITE_BATCH = _WRITE_BATCH_WRITES + _WRITE_BATCH_ANSWER + "\n"
 
+# A batch whose first try's COMMIT may have landed with its answer lost (the connection dropped: a
+# failover, a restart) is tried again; its fragments that end their run (the execution's end, a
+# branch's end, a hand-back) then find their task gone or no longer claimed, and count as lost,
+# though it was their own first try that ended it. Which of them did land, by what that try leaves:
+# the execution's final status, every history entry the fragment wrote, or (a hand-back with
+# neither) the task unclaimed at the same fencing token. Read-only; run only after such a retry.
+# One element per fragment: [task id, claims, execution id, final status or null, [step keys]].
+CONFIRM_LANDED = """
+SELECT (f->>0)::bigint
+FROM jsonb_array_elements(%(fragments)s::jsonb) AS f
+WHERE (f->>3 IS NULL OR EXISTS (
+           SELECT 1 FROM zart_execution_runs r WHERE r.id = f->>2 AND r.status = f->>3))
+  AND NOT EXISTS (
+           SELECT 1 FROM jsonb_array_elements_text(f->4) AS k(step_key)
+           WHERE NOT EXISTS (SELECT 1 FROM zart_steps s
+                             WHERE s.execution_id = f->>2 AND s.step_key = k.step_key))
+  AND (f->>3 IS NOT NULL OR jsonb_array_length(f->4) > 0 OR EXISTS (
+           SELECT 1 FROM zart_tasks t
+           WHERE t.id = (f->>0)::bigint AND t.claims = (f->>1)::int AND t.claimed_by IS NULL))
+"""
+
 # -- streams (zart.emit, zart.streams) ---------------------------------------------------------------
 
 # Emitted values, in the completer's transaction with the history entries that record their emits

@@ -312,7 +312,11 @@ class Worker:
             # cancels the runners, and the completer is still there to answer the ones waiting
             # for a commit. If it dies, it answers them all (CommitAbandoned) as it goes.
             self._completer = Completer(
-                pool, db.limiter, self.worker_id, connection=TrioConnection(self.database_url)
+                pool,
+                db.limiter,
+                self.worker_id,
+                connection=TrioConnection(self.database_url),
+                on_doubt=self._state.set_in_doubt,
             )
             async with trio.open_nursery() as services:
                 services.start_soon(self._completer.run)

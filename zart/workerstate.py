@@ -101,6 +101,12 @@ class WorkerState:
         """Make the claimer look again now (whichever event it is waiting on)."""
         self.wake.set()
 
+    def set_in_doubt(self) -> None:
+        """Tasks may be claimed in this worker's name that it does not hold: the claimer hands
+        them back now (from the trio thread only, as every writer of `in_doubt`)."""
+        self.in_doubt = True
+        self.wake.set()
+
 
 @attrs.frozen
 class WorkerDb:
