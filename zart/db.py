@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
@@ -98,6 +99,56 @@ def _configure(conn: psycopg.Connection) -> None:
             conn.execute(settings)
 
 
+# TCP keepalives for every connection whose URL does not set its own: without them a connection to a
+# server that vanished without a goodbye (a failed-over host, a cut network) looks alive for the
+# kernel's two hours, and a worker's LISTEN connection, or a statement waiting for its answer, would
+# wait as long. A dead peer is noticed within about 10 + 3 x 5 s, and data left unacknowledged for 30 s
+# ends the connection (tcp_user_timeout, Linux). Each is an outage like any other: retried.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+def _keepalives(url: str) -> dict[str, str]:
+    """The keepalive settings `url` leaves unset (psycopg's keyword arguments override the URL's)."""
+    try:
+        given = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return {}  # connect() reports the malformed URL
+    if str(given.get("host", "")).startswith("/"):
+        return {}  # a Unix socket: no TCP
+    return {name: value for name, value in KEEPALIVES.items() if name not in given}
+
+
+# SQLSTATE 25006, read_only_sql_transaction: the server this connection reached is (now) a standby,
+# after a failover that left the connection open. The connection is closed, so that the next one
+# finds the primary (a URL with target_session_attrs=read-write skips standbys).
+READ_ONLY = "25006"
+
+
+def discard_if_read_only(conn: psycopg.Connection, exc: BaseException) -> None:
+    """Close `conn` if `exc` says its server is read-only: a pool then replaces it."""
+    if isinstance(exc, psycopg.Error) and exc.sqlstate == READ_ONLY and not conn.closed:
+        conn.close()
+
+
+def check_alive(conn: psycopg.Connection) -> None:
+    """A pool's check of a connection it hands out, without a round trip: an idle connection has
+    nothing to read, unless its server closed it (a restart, a failover: PostgreSQL says goodbye
+    with an error, then closes). Raises then, and the pool hands out another one instead, so the
+    first statement after a failover does not fail on a connection that died while idle. (A
+    connection whose server vanished without a word is noticed by its keepalives instead.)"""
+    if conn.closed or select.select([conn.pgconn.socket], [], [], 0)[0]:
+        # Readable while idle: a goodbye, or the end of the stream (anything else, a notice say,
+        # is rare enough that a new connection costs nothing worth keeping this one for).
+        conn.close()  # else the pool takes it back as it is, and hands it out again
+        raise psycopg.OperationalError("the server closed or wrote to the connection while it was idle")
+
+
 def connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection:
     """A plain connection, with a clear error when the server cannot be reached.
 
@@ -106,7 +157,9 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psyc
     amount of waiting helps: the caller must fail at once).
     """
     try:
-        conn = psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
+        conn = psycopg.connect(
+            url, autocommit=autocommit, connect_timeout=max(1, int(timeout)), **_keepalives(url)
+        )
     except psycopg.OperationalError as exc:
         message = f"cannot connect to PostgreSQL at {redact(url)}: {first_line(exc)}"
         if _CONFIGURATION_PROBLEMS.search(str(exc)):
@@ -151,7 +204,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
     if state is not None:
-        return state[:2] in _TRANSIENT_CLASSES or state == "55P03"  # 55P03: lock_not_available
+        # 55P03: lock_not_available; 25006: a standby's refusal (discard_if_read_only)
+        return state[:2] in _TRANSIENT_CLASSES or state in ("55P03", READ_ONLY)
     return unreachable(exc)
 
 
@@ -237,8 +291,9 @@ def open_pool(
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **_keepalives(url)},
             configure=_configure,
+            check=check_alive,
             name=name,
             open=False,
             **extra,

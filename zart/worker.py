@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool
 from . import queues, registry, sql
 from .claimer import Claimer
 from .completer import Completer
-from .db import Outage, open_pool, resolve_url
+from .db import Outage, open_pool, resolve_url, with_session_settings
 from .durations import parse_duration
 from .errors import WorkerCrashed
 from .leases import Leases
@@ -152,6 +152,8 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._state = WorkerState(self.worker_id)
         self._pool: ConnectionPool | None = None
+        # The database URL of the engine's own connections (set by _setup: see there).
+        self._engine_url = ""
         self._transactions: TransactionRunner | None = None
         self._completer: Completer | None = None
         self._thread: threading.Thread | None = None
@@ -315,7 +317,7 @@ class Worker:
                 pool,
                 db.limiter,
                 self.worker_id,
-                connection=TrioConnection(self.database_url),
+                connection=TrioConnection(self._engine_url),
                 on_doubt=self._state.set_in_doubt,
             )
             async with trio.open_nursery() as services:
@@ -368,7 +370,7 @@ class Worker:
             lookahead=self.lookahead,
             shared=self._claims,
             rank=self._claim_rank,
-            connection=TrioConnection(self.database_url),
+            connection=TrioConnection(self._engine_url),
         )
         with trio.CancelScope() as self._cancel_scope:
             if state.stopping:  # stop() came while we were connecting
@@ -485,6 +487,15 @@ class Worker:
         url = resolve_url(self.database_url)
         self.database_url = url
         ensure_migrated(url)
+        # The engine's own connections: a transaction of theirs left open longer than a lease (the
+        # process stopped half-way through one: SIGSTOP, a frozen VM) is ended by the server, so
+        # that its row locks do not keep the tasks it held from the workers that take them over
+        # (they claim with SKIP LOCKED). Not the transactional steps' connections: those run the
+        # application's own code.
+        self._engine_url = with_session_settings(
+            url, "zart-worker", {"idle_in_transaction_session_timeout": f"{int(self.lease * 1000)}ms"}
+        )
+        url = self._engine_url
         pool = open_pool(url, min_size=1, max_size=_POOL_SIZE, name="zart-worker", keep_reconnecting=True)
         try:
             with pool.connection() as conn:

@@ -17,6 +17,7 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
+from .db import discard_if_read_only
 from .logs import log_event
 from .replay import Checkpoint, LastAttempt, PendingEvent
 
@@ -129,7 +130,11 @@ class WorkerDb:
 
         def call() -> T:
             with pool.connection(timeout=timeout) as conn:
-                return fn(conn, *args)
+                try:
+                    return fn(conn, *args)
+                except psycopg.Error as exc:
+                    discard_if_read_only(conn, exc)
+                    raise
 
         return await trio.to_thread.run_sync(call, limiter=self.limiter)
 

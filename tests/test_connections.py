@@ -1,0 +1,88 @@
+"""Connections that outlive their server: what a restart or a failover leaves behind in a pool.
+
+(The failover itself, with a real standby promoted, is tests/test_failover.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import psycopg
+import pytest
+
+import zart
+from tests.apps import core_app as app
+from zart.db import KEEPALIVES, connect, discard_if_read_only, is_transient, open_pool
+from zart.pools import shared_pool
+
+from .helpers import scalar, wait_until
+
+
+def _client_socket_option(conn: psycopg.Connection, option: int) -> int:
+    sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, option)
+    finally:
+        sock.close()
+
+
+def test_every_connection_has_tcp_keepalives_unless_its_url_sets_them(database_url):
+    """Read off the client's own socket (the server's SHOW tells of its side only)."""
+    with connect(database_url) as conn:
+        assert _client_socket_option(conn, socket.TCP_KEEPIDLE) == 10
+        assert _client_socket_option(conn, socket.TCP_KEEPINTVL) == 5
+        assert _client_socket_option(conn, socket.TCP_KEEPCNT) == 3
+        assert _client_socket_option(conn, socket.TCP_USER_TIMEOUT) == 30000
+    with connect(database_url + " keepalives_idle=42") as conn:
+        assert _client_socket_option(conn, socket.TCP_KEEPIDLE) == 42
+    assert set(KEEPALIVES) >= {"keepalives", "keepalives_idle", "tcp_user_timeout"}
+
+
+def test_a_client_pool_hands_out_no_connection_its_server_closed_while_idle(fresh_database_url):
+    """After a restart or a failover every idle pooled connection is dead. The pool's check sees
+    it without a round trip (the server's goodbye is waiting on the socket) and opens another,
+    so the first zart.start after it succeeds instead of failing."""
+    url = fresh_database_url
+    zart.start(app.three_steps, {"n": 1}, database_url=url)
+    pool = shared_pool(url)
+    with pool.connection() as conn:
+        backend = conn.info.backend_pid
+    assert scalar(url, "SELECT pg_terminate_backend(%s)", [backend]) is True
+    wait_until(lambda: not scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [backend]))
+    for n in range(5):  # every pooled connection, the dead one included, is handed out in turn
+        handle = zart.start(app.three_steps, {"n": n}, database_url=url)
+        assert handle.id
+
+
+def test_a_connection_to_a_standby_is_closed_and_replaced(database_url):
+    """A connection left open on a server that became a standby refuses writes (25006): that is an
+    outage to retry, on another connection, never an execution's bad value."""
+    pool = open_pool(database_url, min_size=1, max_size=1, name="zart-test-read-only")
+    try:
+        with pool.connection() as conn:
+            conn.execute("SET default_transaction_read_only = on")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as refused:
+                try:
+                    conn.execute("CREATE TEMP TABLE t (x int)")
+                except psycopg.Error as exc:
+                    discard_if_read_only(conn, exc)
+                    raise
+            assert conn.closed
+        assert is_transient(refused.value)
+        with pool.connection() as conn:  # a new one: writes again
+            conn.execute("CREATE TEMP TABLE t (x int)")
+    finally:
+        pool.close()
+
+
+def test_the_engines_own_transactions_end_when_left_open_longer_than_a_lease(database_url):
+    """A worker stopped in the middle of a transaction (SIGSTOP) would hold its row locks, and keep
+    its tasks from the workers that claim them with SKIP LOCKED once its lease ran out, for as long
+    as it stays stopped. The server ends such a transaction after one lease."""
+    with zart.Worker(database_url, lease="7s") as worker:
+        pool = worker._pool
+        assert pool is not None
+        with pool.connection() as conn:
+            assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "7s"
+            assert conn.execute("SHOW application_name").fetchone()[0] == "zart-worker"
