@@ -48,6 +48,9 @@ SETTINGS = {
     "synchronous_standby_names": f"'{STANDBY_NAME}'",
     "synchronous_commit": "on",
     "hot_standby": "on",
+    # A standby whose primary restarted reconnects within this (default 5 s, during which every
+    # commit on the primary would wait for it).
+    "wal_retrieve_retry_interval": "'200ms'",
     "fsync": "off",
     "full_page_writes": "off",
     "shared_buffers": "'32MB'",
@@ -325,11 +328,16 @@ class ReplicatedCluster:
         return timing
 
     def restart_primary(self) -> float:
-        """`pg_ctl restart -m fast` of the current primary (the same server comes back): seconds."""
+        """`pg_ctl restart -m fast` of the current primary (the same server comes back): the seconds
+        until it accepted connections again; then, if it has a standby, waits for it to be
+        synchronous again (`timings["resynced"]`)."""
         assert self.primary is not None
         began = time.monotonic()
         self.primary.pg_ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.primary.logfile))
         seconds = time.monotonic() - began
+        if self.standby is not None:
+            self.wait_synchronous()  # until then, every commit waits for the standby to reconnect
+            self.timings.setdefault("resynced", []).append(time.monotonic() - began)
         self.timings["restarts"].append(seconds)
         return seconds
 

@@ -34,6 +34,16 @@ def test_write_on_the_primary_read_on_the_standby_fail_over_write_on_the_new_pri
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         execute(standby.url("harness"), "INSERT INTO notes VALUES (2, 'on the standby')")
 
+    # A restart of the primary (the same server): the standby reconnects and is synchronous again.
+    seconds = cluster.restart_primary()
+    print(
+        f"restart of the primary: {seconds:.2f} s, synchronous again after {cluster.timings['resynced'][-1]:.2f} s"
+    )
+    execute(url, "INSERT INTO notes VALUES (10, 'after the restart')")
+    cluster.wait_replayed()
+    assert scalar(standby.url("harness"), "SELECT count(*) FROM notes") == 2
+    execute(url, "DELETE FROM notes WHERE id = 10")
+
     timing = cluster.failover()
     print(f"failover: {timing}")
     assert not old_primary.running()
