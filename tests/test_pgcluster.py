@@ -36,9 +36,8 @@ def test_write_on_the_primary_read_on_the_standby_fail_over_write_on_the_new_pri
 
     # A restart of the primary (the same server): the standby reconnects and is synchronous again.
     seconds = cluster.restart_primary()
-    print(
-        f"restart of the primary: {seconds:.2f} s, synchronous again after {cluster.timings['resynced'][-1]:.2f} s"
-    )
+    resynced = cluster.timings["resynced"][-1]
+    print(f"restart of the primary: {seconds:.2f} s, synchronous again after {resynced:.2f} s")
     execute(url, "INSERT INTO notes VALUES (10, 'after the restart')")
     cluster.wait_replayed()
     assert scalar(standby.url("harness"), "SELECT count(*) FROM notes") == 2

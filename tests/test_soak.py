@@ -35,5 +35,6 @@ def test_soak_1000_workflows_under_chaos():
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1200)
 def test_soak_10000_workflows_under_chaos():
     run_and_check(10_000)
