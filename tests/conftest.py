@@ -18,7 +18,9 @@ from psycopg import conninfo
 import zart
 from zart.schema import migrate
 
+from . import pgcluster
 from .helpers import EFFECTS_TABLE_SQL, local_server_url
+from .pgcluster import ReplicatedCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +80,16 @@ def _close_client_pools() -> None:
     from zart.pools import close_pools
 
     close_pools()
+
+
+@pytest.fixture
+def replicated_cluster() -> Iterator[ReplicatedCluster]:
+    """A primary and a synchronous streaming standby of the test's own (tests/pgcluster.py)."""
+    reason = pgcluster.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with ReplicatedCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
