@@ -130,7 +130,8 @@ def throughput(supervisors: int, procs: int, workflows: int, steps: int) -> dict
         _wait_done(db.url, workflows)
         with psycopg.connect(db.url, autocommit=True) as conn:
             (seconds,) = conn.execute(
-                "SELECT extract(epoch FROM max(finished_at) - min(created_at))::float8 FROM zart_execution_runs"
+                "SELECT extract(epoch FROM max(finished_at) - min(created_at))::float8"
+                " FROM zart_execution_runs"
             ).fetchone()
         close_pools(db.url)
     return {
