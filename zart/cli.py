@@ -376,10 +376,21 @@ def worker(database_url: str | None, apps: tuple[str, ...], metrics_port: int | 
 @click.option(
     "--procs", default=os.cpu_count() or 1, show_default="the number of CPUs", help="Worker processes."
 )
+@click.option(
+    "--name",
+    default=None,
+    metavar="NAME",
+    help="This supervisor's name among those sharing the database (default: HOST:PID).",
+)
 @worker_options
 @_handle_errors
 def supervise(
-    database_url: str | None, apps: tuple[str, ...], procs: int, metrics_port: int | None, **engine: Any
+    database_url: str | None,
+    apps: tuple[str, ...],
+    procs: int,
+    name: str | None,
+    metrics_port: int | None,
+    **engine: Any,
 ) -> None:
     """Fork PROCS worker processes and keep them running (SIGTERM/SIGINT drain them)."""
     from .durations import parse_duration
@@ -395,7 +406,7 @@ def supervise(
     # Started during an outage, it waits for the database (as its workers would), so that a
     # supervisor (re)started by systemd or Kubernetes before PostgreSQL comes up is not a crash loop.
     db.call_when_reachable(lambda: schema.migrate(url), logging.getLogger("zart.supervisor"))
-    sys.exit(Supervisor(url, procs, grace, settings).run())
+    sys.exit(Supervisor(url, procs, grace, settings, name=name).run())
 
 
 @main.command()

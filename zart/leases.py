@@ -58,12 +58,14 @@ class Leases:
                 self._on_orphaned()
             held = list(state.held.values())
             try:
-                kept = await self._db.run(self._beat, [h.task for h in held])
+                kept, groups = await self._db.run(self._beat, [h.task for h in held])
             except Exception as exc:
                 if not is_transient(exc):
                     raise
                 log_event(log, "heartbeat.failed", logging.WARNING, worker=state.worker_id, error=exc)
                 continue
+            if state.router is not None:
+                state.router.set_groups(groups)
             missed = {entry.task.id for entry in held if entry.task.id not in kept}
             for entry in held:
                 task_id = entry.task.id
@@ -78,9 +80,15 @@ class Leases:
                     entry.scope.cancel()
             suspects = missed
 
-    def _beat(self, conn: psycopg.Connection, tasks: list[ClaimedTask]) -> set[int]:
+    def _beat(self, conn: psycopg.Connection, tasks: list[ClaimedTask]) -> tuple[set[int], list[str]]:
+        """Renew the worker's row and `tasks`' leases; read the live groups (zart.wake_routing)."""
         conn.execute(sql.WORKER_HEARTBEAT, {"id": self._state.worker_id})
-        return self._extend(conn, tasks) if tasks else set()
+        kept = self._extend(conn, tasks) if tasks else set()
+        groups: list[str] = []
+        if self._state.router is not None:
+            rows = conn.execute(sql.LIVE_GROUPS, {"within": self._lease}).fetchall()
+            groups = [row[0] for row in rows]
+        return kept, groups
 
     def _extend(self, conn: psycopg.Connection, tasks: Iterable[ClaimedTask]) -> set[int]:
         tasks = sorted(tasks, key=lambda t: t.id)

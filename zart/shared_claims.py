@@ -74,6 +74,10 @@ class SharedClaims:
             if self.free[rank] >= margin and now - self.seen[rank] < self.alive_seconds
         ]
 
+    def any_room(self) -> bool:
+        """Whether any live worker of the supervisor, primary or spare, has a free slot."""
+        return bool(self._live_with_room(range(len(self.free))))
+
     def primary_has_room(self) -> bool:
         return bool(self._live_with_room(range(self.primaries)))
 

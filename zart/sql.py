@@ -11,6 +11,14 @@ from __future__ import annotations
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
 
 TASKS_CHANNEL = "zart_tasks"
+# What a NOTIFY on TASKS_CHANNEL says: whose workers it wakes (zart.wake_routing). A key of the
+# sending transaction (its id: the same for every NOTIFY of one transaction, so PostgreSQL still
+# folds them into one) picks one group of workers, a different one from one transaction to the
+# next; the empty payload wakes every group (a queue's limits changed: all may admit more).
+WAKE_KEY = "txid_current()::text"
+WAKE_EVERY_GROUP = ""
+# ... and this one, that a worker joined or left: read the groups again.
+GROUPS_CHANGED = "groups"
 # Executions that ended, one notification each (payload: the execution's id), for result() waiters.
 DONE_CHANNEL = "zart_done"
 # Stream values committed (zart.emit), one notification per execution and stream a transaction
@@ -68,7 +76,7 @@ WITH p AS (
 -- probe per id that existed, whatever the statistics: a join here was planned as a scan of the
 -- whole table while it had none).
 SELECT f.id, c.id IS NOT NULL, e.workflow, coalesce(e.status, 'pending'),
-       (SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created))
+       (SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) WHERE EXISTS (SELECT 1 FROM created))
 FROM f LEFT JOIN created c ON c.id = f.id
 LEFT JOIN LATERAL (
     SELECT r.workflow, r.status FROM zart_execution_runs r WHERE c.id IS NULL AND r.id = f.id
@@ -76,7 +84,7 @@ LEFT JOIN LATERAL (
 ORDER BY f.n
 """
 
-NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', '')"
+NOTIFY_TASKS = f"SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY})"
 
 # What an execution's end notification carries: a JSON array of its id and, when they fit in a
 # NOTIFY (8,000 bytes), its final status, result and error as the JSON texts stored, so that a waiter
@@ -212,7 +220,7 @@ WITH workflow_task AS (
     UPDATE zart_tasks SET paused = %(paused)s WHERE kind = 'step' AND execution_id = %(id)s
     RETURNING run_at <= zart_now() AS ready
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '')
+SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY})
 WHERE NOT %(paused)s AND (EXISTS (SELECT 1 FROM workflow_task WHERE ready)
                           OR EXISTS (SELECT 1 FROM step_tasks WHERE ready))
 """
@@ -245,7 +253,7 @@ WITH run AS (
     INSERT INTO zart_tasks (execution_id, kind, queue, queue_key, priority, admitted, run_at)
     SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, zart_now() FROM run
 )
-SELECT workflow FROM run, LATERAL (SELECT pg_notify('{TASKS_CHANNEL}', '')) n
+SELECT workflow FROM run, LATERAL (SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY})) n
 """
 
 # The position of a step key in an execution's history (fork's `from_step`).
@@ -300,7 +308,7 @@ WITH source AS (
     SELECT id, 'workflow', queue, coalesce(queue_key, ''), priority, false, zart_now() FROM created
 )
 SELECT (SELECT count(*) FROM created), (SELECT count(*) FROM copied),
-       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM created) n)
+       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) FROM created) n)
 """
 
 # -- workflow registry -------------------------------------------------------------------------------
@@ -388,7 +396,7 @@ WITH changed AS (
         overridden = true, version = q.version + 1, updated_at = zart_now()
     RETURNING q.name
 )
-SELECT name, pg_notify('{TASKS_CHANNEL}', '') FROM changed
+SELECT name, pg_notify('{TASKS_CHANNEL}', '{WAKE_EVERY_GROUP}') FROM changed
 """
 
 # `zart queues set NAME` with no limit: make sure the queue exists (so that starts may name it),
@@ -406,15 +414,36 @@ RETURNING name
 
 # -- workers -----------------------------------------------------------------------------------------
 
-REGISTER_WORKER = """
-INSERT INTO zart_workers (id, host, pid, supervisor_pid, concurrency)
-VALUES (%(id)s, %(host)s, %(pid)s, %(supervisor_pid)s, %(concurrency)s)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = zart_now()
+# The NOTIFY tells the listening workers that the groups may have changed (zart.wake_routing): they
+# read them again at once, rather than at their next heartbeat.
+REGISTER_WORKER = f"""
+WITH registered AS (
+    INSERT INTO zart_workers (id, host, pid, supervisor_pid, concurrency, worker_group, listens)
+    VALUES (%(id)s, %(host)s, %(pid)s, %(supervisor_pid)s, %(concurrency)s, %(group)s, %(listens)s)
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = zart_now()
+    RETURNING listens
+)
+SELECT pg_notify('{TASKS_CHANNEL}', '{GROUPS_CHANGED}') FROM registered WHERE listens
 """
 
 WORKER_HEARTBEAT = "UPDATE zart_workers SET heartbeat_at = zart_now() WHERE id = %(id)s"
 
-UNREGISTER_WORKER = "DELETE FROM zart_workers WHERE id = %(id)s"
+# The groups of workers that share the notifications (zart.wake_routing): each listening group
+# (a supervisor, or a worker of its own) with a heartbeat within `within` seconds, in order.
+LIVE_GROUPS = """
+SELECT DISTINCT coalesce(worker_group, id) FROM zart_workers
+WHERE listens AND heartbeat_at > zart_now() - make_interval(secs => %(within)s)
+ORDER BY 1
+"""
+
+# A notification handed on to the next group of its key's order (zart.wake_routing), by a group
+# that heard it with no room to take the work.
+FORWARD_WAKE = f"SELECT pg_notify('{TASKS_CHANNEL}', %(payload)s)"
+
+UNREGISTER_WORKER = f"""
+WITH gone AS (DELETE FROM zart_workers WHERE id = %(id)s RETURNING listens)
+SELECT pg_notify('{TASKS_CHANNEL}', '{GROUPS_CHANGED}') FROM gone WHERE listens
+"""
 
 # A worker process that its supervisor saw die (reaped: it can write nothing more): its row goes, and
 # the tasks it held are ready again at once instead of at the end of their leases. The fencing token
@@ -753,7 +782,7 @@ FROM unnest(%(ids)s::bigint[], %(claims)s::int[], %(delays)s::float8[], %(events
 WHERE t.id = f.id AND t.claims = f.claims AND t.claimed_by = %(worker)s
 RETURNING t.run_at <= zart_now() AS ready
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '') FROM released WHERE ready LIMIT 1
+SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) FROM released WHERE ready LIMIT 1
 """
 
 # Tasks claimed in this worker's name that it does not hold: a claim whose COMMIT landed but whose
@@ -798,7 +827,7 @@ _END_TASKS = """workflow_tasks AS (
 
 # Deleting an admitted workflow task frees its queue slot; a row comes back when that slot was a
 # limited queue's, and this wakes the claimers (an execution waiting for it may begin).
-_FREED_SLOT_NOTIFY = f"""SELECT pg_notify('{TASKS_CHANNEL}', '') FROM zart_queues q
+_FREED_SLOT_NOTIFY = f"""SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) FROM zart_queues q
 WHERE q.limited AND q.name IN (SELECT queue FROM workflow_tasks WHERE admitted)
 LIMIT 1"""
 
@@ -1038,7 +1067,7 @@ FROM (SELECT p.id
 WHERE t.id = picked.id
 RETURNING t.id
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '') FROM readied LIMIT 1
+SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) FROM readied LIMIT 1
 """
 
 WAKE_FANNED_IN = f"""
@@ -1050,7 +1079,7 @@ WHERE w.kind = 'workflow' AND w.execution_id = ANY(%(execution_ids)s::text[])
   AND NOT EXISTS ({_WAITING_CHILD.format(parent="w.execution_id")})
 RETURNING w.id
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '') FROM woken LIMIT 1
+SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) FROM woken LIMIT 1
 """
 
 # -- child workflows (zart.child, zart.map over a workflow; zart.children) ------------------------------
@@ -1134,7 +1163,7 @@ WITH c AS (
     WHERE s.execution_id = f.parent_id AND s.step_key = f.parent_key AND s.status = 'waiting'
       AND (NOT f.ours OR f.status IN {_TERMINAL})
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM created)
+SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) WHERE EXISTS (SELECT 1 FROM created)
 """
 
 # Executions that just ended (their rows' final update is in), in the same transaction: each that is
@@ -1182,7 +1211,7 @@ WITH ended AS MATERIALIZED (
       AND NOT EXISTS (SELECT 1 FROM zart_tasks b WHERE b.execution_id = w.execution_id AND b.kind = 'step')
     RETURNING w.id
 )
-SELECT pg_notify('{TASKS_CHANNEL}', '')
+SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY})
 WHERE EXISTS (SELECT 1 FROM readied) OR EXISTS (SELECT 1 FROM woken)
 """
 
@@ -1247,7 +1276,7 @@ WRITE_BATCH_WITH_CHILDREN = (
     + _WRITE_BATCH_ANSWER
     + f""",
        (SELECT json_agg(json_build_array(execution_id, id)) FROM children_claimed)::text,
-       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', '') FROM parent_woken LIMIT 1) n)
+       (SELECT count(*) FROM (SELECT pg_notify('{TASKS_CHANNEL}', {WAKE_KEY}) FROM parent_woken LIMIT 1) n)
 """
 )
 

@@ -63,13 +63,24 @@ def _describe(status: int) -> str:
 class Supervisor:
     """Runs `procs` workers with the given `Worker` options until told to stop."""
 
-    def __init__(self, database_url: str, procs: int, grace: float, worker_options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        procs: int,
+        grace: float,
+        worker_options: dict[str, Any],
+        name: str | None = None,
+    ) -> None:
         if procs < 1:
             raise ValueError("--procs must be at least 1")
+        if name is not None and not name.strip():
+            raise ValueError("--name must not be empty")
         self.database_url = database_url
         self.procs = procs
         self.grace = grace
-        self.worker_options = worker_options
+        # The group its workers form for notifications (zart.wake_routing): one per machine.
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_options = {**worker_options, "group": self.name}
         self._children: dict[int, _Child] = {}
         # Shared by the forked workers: the claim baton, and one primary worker per CPU. A primary
         # whose claim loop has not gone round for two poll intervals no longer holds the others back.
@@ -89,7 +100,7 @@ class Supervisor:
             self._claims.close()
 
     def _supervise(self, previous_mask: set[signal.Signals]) -> int:
-        log_event(log, "supervisor.started", pid=os.getpid(), procs=self.procs)
+        log_event(log, "supervisor.started", pid=os.getpid(), procs=self.procs, name=self.name)
         for slot in range(self.procs):
             self._spawn(slot, previous_mask)
         respawn_at: dict[int, float] = {}

@@ -41,7 +41,7 @@ from psycopg_pool import ConnectionPool
 from . import queues, registry, sql
 from .claimer import Claimer
 from .completer import Completer
-from .db import Outage, open_pool, resolve_url, with_session_settings
+from .db import Outage, is_transient, open_pool, resolve_url, with_session_settings
 from .durations import parse_duration
 from .errors import WorkerCrashed
 from .leases import Leases
@@ -54,6 +54,7 @@ from .schema import ensure_migrated
 from .shared_claims import SharedClaims
 from .transactional import TransactionRunner
 from .trio_pg import TrioConnection
+from .wake_routing import WakeRouter
 from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -119,6 +120,7 @@ class Worker:
         max_abandoned: int | None = 3,
         lookahead: Any = "250ms",
         inline_fanout: int = 32,
+        group: str | None = None,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be at least 1")
@@ -151,6 +153,9 @@ class Worker:
         self._supervisor_pid = supervisor_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._state = WorkerState(self.worker_id)
+        # The group whose workers share notifications as one (zart.wake_routing): the supervisor's
+        # name, or this worker alone.
+        self.group = group or self.worker_id
         self._pool: ConnectionPool | None = None
         # The database URL of the engine's own connections (set by _setup: see there).
         self._engine_url = ""
@@ -380,8 +385,14 @@ class Worker:
                 if handle_signals:
                     nursery.start_soon(self._essential, "handle_signals", self._handle_signals, nursery)
                 claims = self._claims
-                if self.listen and (claims is None or claims.is_primary(self._claim_rank)):
-                    listener = Listener(state, self.database_url)
+                if self._listens():
+                    state.router = WakeRouter(self.group, self._group_has_room)
+                    listener = Listener(
+                        state,
+                        self.database_url,
+                        forward=partial(self._forward_wake, db),
+                        read_groups=partial(self._read_groups, db),
+                    )
                     nursery.start_soon(self._essential, "listen", listener.run)
                 if claims is not None:  # a sibling's hand-over (the only wake-up of a spare)
                     nursery.start_soon(self._essential, "hand_overs", self._hand_overs, claims)
@@ -400,6 +411,36 @@ class Worker:
                     listen=self.listen,
                 )
                 self._ready.set()
+
+    def _listens(self) -> bool:
+        """Whether this worker LISTENs: unless told not to, or a spare of a supervisor."""
+        return self.listen and (self._claims is None or self._claims.is_primary(self._claim_rank))
+
+    def _group_has_room(self) -> bool:
+        """Whether any worker of this group may take more work now (zart.wake_routing)."""
+        if self._claims is not None:
+            return self._claims.any_room()
+        return len(self._state.held) < self.concurrency
+
+    async def _forward_wake(self, db: WorkerDb, payload: str) -> None:
+        """Hand a notification on to the next group (zart.wake_routing); a hint: a failure is dropped."""
+        try:
+            await db.run(lambda conn: conn.execute(sql.FORWARD_WAKE, {"payload": payload}))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+
+    async def _read_groups(self, db: WorkerDb) -> None:
+        """The live listening groups, for this worker's router (zart.wake_routing)."""
+        router = self._state.router
+        assert router is not None
+        try:
+            rows = await db.run(lambda conn: conn.execute(sql.LIVE_GROUPS, {"within": self.lease}).fetchall())
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            return  # stale still: read at the next notification or heartbeat
+        router.set_groups([row[0] for row in rows])
 
     async def _hand_overs(self, claims: SharedClaims) -> None:
         """Wake the claimer whenever a sibling worker hands the next claim to this one."""
@@ -507,6 +548,8 @@ class Worker:
                         "pid": os.getpid(),
                         "supervisor_pid": self._supervisor_pid,
                         "concurrency": self.concurrency,
+                        "group": self.group,
+                        "listens": self._listens(),
                     },
                 )
                 conn.execute(sql.FORGET_DEAD_WORKERS)

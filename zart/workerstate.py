@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from .db import discard_if_read_only
 from .logs import log_event
 from .replay import Checkpoint, LastAttempt, PendingEvent
+from .wake_routing import WakeRouter
 
 if TYPE_CHECKING:
     from .replay import ExecutionContext
@@ -89,6 +90,9 @@ class WorkerState:
     wake: trio.Event = attrs.field(factory=trio.Event)
     # Set when tasks may be claimed in this worker's name without being held (a claim whose answer
     # was lost, a runner that ended abnormally): the next claim hands them back first.
+    # Which notifications wake this worker, when several groups of workers share the database
+    # (zart.wake_routing); None: every one (a worker that does not listen).
+    router: WakeRouter | None = None
     in_doubt: bool = False
     # A drain stops the claims; `drained` is set by the last runner to end during a drain.
     draining: bool = False
