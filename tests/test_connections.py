@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import psycopg
 import pytest
 
 import zart
 from tests.apps import core_app as app
+from tests.apps import events_app
 from zart.db import KEEPALIVES, connect, discard_if_read_only, is_transient, open_pool
 from zart.pools import shared_pool
 
@@ -86,3 +88,43 @@ def test_the_engines_own_transactions_end_when_left_open_longer_than_a_lease(dat
         with pool.connection() as conn:
             assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "7s"
             assert conn.execute("SHOW application_name").fetchone()[0] == "zart-worker"
+
+
+def test_a_due_task_locked_by_another_transaction_does_not_make_the_claimer_spin(
+    fresh_database_url, monkeypatch
+):
+    """The claim passes over locked rows (SKIP LOCKED) and the next due time is then "now": the
+    claimer used to claim again at once, hundreds of times a second, for as long as the lock was
+    held (a SIGSTOPped worker's transaction). It backs off instead, and claims once the lock goes."""
+    url = fresh_database_url
+    monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
+    with zart.Worker(url, poll_interval="60s") as worker, psycopg.connect(url) as holder:
+        handle = zart.start(events_app.sleeper, {"seconds": 1.5}, database_url=url)
+        wait_until(
+            lambda: (
+                scalar(
+                    url,
+                    "SELECT count(*) FROM zart_steps WHERE execution_id = %s AND kind = 'sleep'",
+                    [handle.id],
+                )
+                and scalar(
+                    url,
+                    "SELECT count(*) FROM zart_tasks WHERE claimed_by IS NULL AND execution_id = %s",
+                    [handle.id],
+                )
+            ),
+            what="the execution to sleep, its task handed back",
+        )
+        holder.execute("SELECT 1 FROM zart_tasks WHERE execution_id = %s FOR UPDATE", [handle.id]).fetchall()
+        wait_until(
+            lambda: scalar(url, "SELECT count(*) FROM zart_tasks WHERE run_at <= now()") == 1,
+            what="the wake-up",
+        )
+        before = worker._state.claim_queries
+        wait_until(lambda: worker._state.claim_queries >= before + 3, what="claims while the row is locked")
+        began = time.monotonic()
+        time.sleep(1.0)  # a window to count claims in, not a wait for a condition
+        during = worker._state.claim_queries - before
+        holder.rollback()
+        assert handle.result(timeout=10) == ["before", "after"]
+    assert during <= 15, f"{during} claim queries in {time.monotonic() - began:.1f} s with the row locked"

@@ -41,6 +41,9 @@ log = logging.getLogger("zart.worker")
 _BATON_SECONDS = 2.0
 # How soon a claimer looks again at a limited queue that another claimer was admitting into.
 _CONTENDED_RETRY_SECONDS = 0.005
+# How soon a claimer that found due tasks all locked by another transaction looks again, at first
+# (doubling up to a second).
+_LOCKED_FIRST_RETRY = 0.01
 
 
 class Claimer:
@@ -83,6 +86,8 @@ class Claimer:
         self._connection = connection
         # The database's clock on trio's, for timers claimed ahead (read through `connection`).
         self._clock = DbClock()
+        # The back-off while due tasks are locked by others (see _run), 0 while claims take tasks.
+        self._locked_backoff = 0.0
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Claim until a drain begins; each claimed task's runner starts in `nursery`."""
@@ -167,6 +172,15 @@ class Claimer:
                         if not is_transient(exc):
                             raise
                         next_due = DB_RETRY_SECONDS  # the next claim finds out more
+                if next_due is not None and next_due <= 0 and not tasks:
+                    # Due, yet the claim took nothing: the due rows are locked by another
+                    # transaction (a claim under way elsewhere, or a stuck one: a SIGSTOPped
+                    # worker's, until the server ends it), which SKIP LOCKED passes over. Look again
+                    # after a back-off rather than at once, over and over.
+                    self._locked_backoff = min(max(2 * self._locked_backoff, _LOCKED_FIRST_RETRY), 1.0)
+                    next_due = self._locked_backoff
+                elif tasks:
+                    self._locked_backoff = 0.0
                 if next_due is not None:
                     wait = min(wait, max(next_due, 0.0))
             with trio.move_on_after(wait):
