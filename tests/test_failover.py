@@ -19,6 +19,9 @@ from .apps import chaos_app
 from .helpers import EFFECTS_TABLE_SQL, SupervisorProcess, child_pids, query, scalar, wait_until
 
 WORKFLOWS = 2000
+# Started after the failover through the test's own client pool, whose connections all went to the
+# old primary: the pool must find the new one by itself.
+AFTER = 50
 SUPERVISORS = 2
 PROCS = 1
 CONCURRENCY = 25
@@ -101,15 +104,19 @@ def test_2000_workflows_survive_a_failover_to_the_synchronous_standby(replicated
         workers = {supervisor.process.pid: supervisor.wait_workers(PROCS) for supervisor in supervisors}
         began = time.monotonic()
         zart.start_many(chaos_app.chaos, list(range(WORKFLOWS)), database_url=url)
-        close_pools(url)  # the test's own client pool would only hold connections to the old primary
         wait_until(
             lambda: completed(url) >= WORKFLOWS // 3, timeout=60, interval=0.05, what="a third completed"
         )
         at_failover = completed(url)
         failed_over_at = time.time()
         timing = cluster.failover()
+        late = zart.start_many(chaos_app.chaos, list(range(WORKFLOWS, WORKFLOWS + AFTER)), database_url=url)
+        assert len(late) == AFTER
         wait_until(
-            lambda: completed(url) == WORKFLOWS, timeout=90, interval=0.05, what=f"all {WORKFLOWS} workflows"
+            lambda: completed(url) == WORKFLOWS + AFTER,
+            timeout=90,
+            interval=0.05,
+            what=f"all {WORKFLOWS + AFTER} workflows",
         )
         seen_done = time.monotonic()
         # The supervisors and their workers are the ones started: none died, none was replaced.
@@ -175,7 +182,7 @@ def test_2000_workflows_survive_a_failover_to_the_synchronous_standby(replicated
     )
     assert codes == [0] * SUPERVISORS, logs
     assert scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE status <> 'completed'") == 0
-    assert_each_step_checkpointed_once(url, 3, WORKFLOWS)
+    assert_each_step_checkpointed_once(url, 3, WORKFLOWS + AFTER)
     # Only the steps in flight at the failover ran again: at most one per execution the workers
     # could hold at once, each at most a few times (its retries while the database was away).
     assert len(reran) <= SUPERVISORS * PROCS * CONCURRENCY, reran
