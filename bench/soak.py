@@ -432,6 +432,10 @@ def check(summary: dict[str, Any]) -> list[str]:
     bound = summary["capacity"] * (summary["kills"] + 3)
     if summary["steps_rerun"] > bound:
         problems.append(f"{summary['steps_rerun']} steps ran more than once, over the bound {bound}")
+    # ... and each extra run of a step's body has an attempt of its own on record (one cut short by
+    # a disruption): never a run after the step's checkpoint.
+    if summary["runs_beyond_attempts"]:
+        problems.append(f"{summary['runs_beyond_attempts']} step(s) ran more often than their attempts")
     if summary["sigkilled_seen"] != summary["kills"]:
         problems.append(
             f"{summary['kills']} SIGKILLs sent, {summary['sigkilled_seen']} seen by the supervisors"
