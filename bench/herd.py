@@ -97,9 +97,10 @@ def _fleet(stack: ExitStack, url: str, supervisors: int, procs: int, extra: list
 def _wait_done(url: str, count: int, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as conn:
-        while conn.execute("SELECT count(*) FROM zart_execution_runs WHERE status = 'completed'").fetchone()[
-            0
-        ] < count:
+        while (
+            conn.execute("SELECT count(*) FROM zart_execution_runs WHERE status = 'completed'").fetchone()[0]
+            < count
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not all of {count} executions completed in {timeout} s")
             time.sleep(0.02)

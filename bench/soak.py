@@ -33,12 +33,12 @@ import zart
 from tests.apps import soak_app
 from tests.helpers import (
     EFFECTS_TABLE_SQL,
-    REPO_ROOT,
     SupervisorProcess,
     child_pids,
     query,
     scalar,
     wait_until,
+    worker_env,
 )
 from tests.pgcluster import ReplicatedCluster
 from zart.pools import close_pools
@@ -57,14 +57,6 @@ LOG_EVENTS = (
     "execution.interrupted",
     "execution.failed_alone",
 )
-
-
-def _env(url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["ZART_DATABASE_URL"] = url
-    env.pop("ZART_TEST_EFFECTS_URL", None)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _retrying(action: Callable[[], Any], url: str, what: str, timeout: float = 60) -> Any:
@@ -333,7 +325,8 @@ def run_soak(
         log(f"soak: {workflows} workflows, seed {seed}, cluster built in {cluster.timings['build']:.1f} s")
         extra = ("--procs", str(procs), "--concurrency", str(concurrency), "--lease", f"{lease:g}s")
         processes = [
-            SupervisorProcess(_env(url), *extra, "--poll-interval", "1s", app=APP) for _ in range(supervisors)
+            SupervisorProcess(worker_env(url), *extra, "--poll-interval", "1s", app=APP)
+            for _ in range(supervisors)
         ]
         chaos = Chaos(cluster, url, processes, workflows, lease, chaos_seconds, rng, log)
         drained = None

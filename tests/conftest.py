@@ -6,7 +6,6 @@ else the embedded server (pgserver) in a temporary directory.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import zart
 from zart.schema import migrate
 
 from . import pgcluster
-from .helpers import EFFECTS_TABLE_SQL, local_server_url
+from .helpers import EFFECTS_TABLE_SQL, local_server_url, worker_env
 from .pgcluster import ReplicatedCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -102,8 +101,4 @@ def worker(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[zart.
 
 @pytest.fixture
 def subprocess_env(database_url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["ZART_DATABASE_URL"] = database_url
-    env.pop("ZART_TEST_EFFECTS_URL", None)
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return worker_env(database_url)

@@ -44,6 +44,16 @@ def local_server_url() -> str | None:
     return local
 
 
+def worker_env(url: str) -> dict[str, str]:
+    """The environment of a worker subprocess on `url`: its effects go to the database it works on,
+    and it imports the test apps from the repository."""
+    env = dict(os.environ)
+    env["ZART_DATABASE_URL"] = url
+    env.pop("ZART_TEST_EFFECTS_URL", None)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02, what: str = ""
 ) -> Any:
