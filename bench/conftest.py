@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
-from tests.conftest import database_url, fresh_database_url, server_url  # noqa: F401 - fixtures
+from tests.conftest import (  # noqa: F401 - fixtures
+    database_url,
+    fresh_database_url,
+    migrated_template,
+    server_url,
+)
 
 (Path(__file__).resolve().parent / "results").mkdir(exist_ok=True)

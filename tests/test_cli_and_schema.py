@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import subprocess
+import sys
 import uuid
 
 import orjson
@@ -14,7 +16,7 @@ import zart
 from zart.schema import available_migrations, migrate
 
 from .apps import core_app
-from .helpers import SupervisorProcess, WorkerProcess, run_cli, scalar
+from .helpers import REPO_ROOT, SupervisorProcess, WorkerProcess, run_cli, scalar
 
 
 def test_cli_start_wait_status_and_migrate(database_url, subprocess_env):
@@ -118,6 +120,32 @@ def test_public_api_is_what_the_contract_names():
         "WorkflowFailed",
     ):
         assert hasattr(zart, name), name
+
+
+def test_the_public_api_is_imported_on_first_use():
+    """`import zart` and the `zart` command import the engine (psycopg, trio, croniter) only when a
+    name of it is used (PEP 562); every public name resolves, and dir() lists them all."""
+    heavy = ("psycopg", "trio", "croniter", "zart.client", "zart.worker")
+    code = (
+        "import sys, zart, zart.cli\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+        "from zart import Worker, workflow\n"
+        "assert zart.Worker is Worker and zart.workflow is workflow and Worker.__module__ == 'zart.worker'\n"
+        "assert all(getattr(zart, name) is not None for name in zart.__all__)\n"
+        "assert set(zart.__all__) <= set(dir(zart))\n"
+        "try:\n    zart.no_such_name\nexcept AttributeError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "module 'zart' has no attribute 'no_such_name'"]
+
+
+def test_the_cli_names_the_engines_constants():
+    """The CLI's options spell out two constants of modules it imports only when a command runs."""
+    from zart import cli, client, db
+
+    assert cli.ENV_URL == db.ENV_URL
+    assert cli.STATUSES == client.STATUSES
 
 
 @pytest.mark.parametrize("command", ["worker", "supervise"])

@@ -214,7 +214,7 @@ def test_thousand_executions_each_released_by_one_event(fresh_database_url, monk
     url = fresh_database_url
     monkeypatch.setenv("ZART_TEST_EFFECTS_URL", url)
     with zart.Worker(url, concurrency=500, batch=200, lease="10s"):
-        handles = [zart.start(events_app.released_by_event, database_url=url) for _ in range(1000)]
+        handles = zart.start_many(events_app.released_by_event, [None] * 1000, database_url=url)
         wait_until(
             lambda: scalar(url, "SELECT count(*) FROM zart_execution_runs WHERE status = 'waiting'") == 1000,
             timeout=60,

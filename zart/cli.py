@@ -3,6 +3,9 @@
 Every command takes --database-url (default: $ZART_DATABASE_URL, else the embedded server). Errors
 are one line on stderr and a non-zero exit: 1 for an error of the request or the system, 2 for a
 usage error (click's convention).
+
+Each command imports the parts of the engine it uses (psycopg, the client, the worker...), in its
+body: a command that reads a status, and `zart --help`, do not pay for the worker's imports.
 """
 
 from __future__ import annotations
@@ -18,16 +21,29 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-import psycopg
 
-from . import client, db, operating, schema, streams, worker_metrics
+from . import worker_metrics
 from .apps import import_apps
-from .client import STATUSES
 from .errors import ZartError
-from .views import SHOWN_CHILDREN, execution_json, queue_json, schedule_json, status_json, summary_json
 
 if TYPE_CHECKING:
+    from . import client
     from .replay_check import Summary, Verdict
+
+# zart.db.ENV_URL and zart.client.STATUSES, which the options need when this module is imported; those
+# modules import psycopg (tests/test_cli.py checks that they are the same).
+ENV_URL = "ZART_DATABASE_URL"
+STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+)
 
 
 class InvalidInput(ZartError):
@@ -57,8 +73,15 @@ def _errors_exit(code: int) -> Callable[[Callable[..., Any]], Callable[..., Any]
                 _fail(str(exc), code)
             except (ValueError, TypeError) as exc:
                 _fail(str(exc), code)
-            except psycopg.Error as exc:  # the server went away mid-command, a statement timed out...
-                _fail(f"database error: {type(exc).__name__}: {db.first_line(exc)}", code)
+            except Exception as exc:
+                # the server went away mid-command, a statement timed out... (a command that did not
+                # import psycopg raised none of its errors)
+                psycopg = sys.modules.get("psycopg")
+                if psycopg is None or not isinstance(exc, psycopg.Error):
+                    raise
+                from .db import first_line
+
+                _fail(f"database error: {type(exc).__name__}: {first_line(exc)}", code)
 
         return wrapper
 
@@ -70,7 +93,7 @@ _handle_errors = _errors_exit(EXIT_ERROR)
 
 database_url_option = click.option(
     "--database-url",
-    envvar=db.ENV_URL,
+    envvar=ENV_URL,
     default=None,
     help="PostgreSQL URL (default: $ZART_DATABASE_URL, else the embedded server in ./.zart).",
 )
@@ -289,6 +312,8 @@ def main(log_level: str) -> None:
 @_handle_errors
 def migrate(database_url: str | None) -> None:
     """Create or upgrade Zart's tables (idempotent)."""
+    from . import db, schema
+
     url = db.resolve_url(database_url)
     applied = schema.migrate(url)
     if applied:
@@ -393,11 +418,17 @@ def supervise(
     **engine: Any,
 ) -> None:
     """Fork PROCS worker processes and keep them running (SIGTERM/SIGINT drain them)."""
-    from .durations import parse_duration
-    from .supervisor import Supervisor
-
     if metrics_port is not None:  # before anything imports prometheus_client: its multiprocess mode
         worker_metrics.enable(metrics_port, processes=True)
+    import zart
+
+    from . import db, schema
+    from .durations import parse_duration
+    from .supervisor import Supervisor
+    from .worker import Worker  # noqa: F401 - imported once here, not in each forked process
+
+    for name in zart.__all__:  # the whole public API (the apps' workflows call it in the workers)
+        getattr(zart, name)
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
     url = db.resolve_url(database_url)
@@ -441,6 +472,8 @@ def start(
     apps: tuple[str, ...],
 ) -> None:
     """Start an execution of WORKFLOW; prints its id (or, with --wait, its result)."""
+    from . import client
+
     value = _parse_json(input_json, "--input")
     rank = 0 if priority is None else _whole_number(priority, "--priority")
     if delay is not None:
@@ -483,6 +516,8 @@ def send_event(
     execution_id: str, event: str, payload_json: str | None, key: str | None, database_url: str | None
 ) -> None:
     """Deliver EVENT to an execution (waking it if it waits for it)."""
+    from . import client
+
     payload = _parse_json(payload_json, "--payload")
     delivered = client.send_event(execution_id, event, payload, key=key, database_url=database_url)
     click.echo("delivered" if delivered else f"already delivered (key {key!r})")
@@ -495,6 +530,9 @@ def send_event(
 @_handle_errors
 def status(execution_id: str, as_json: bool, database_url: str | None) -> None:
     """Print an execution's status (and its result or error)."""
+    from . import client
+    from .views import status_json
+
     info = client.get(execution_id, database_url=database_url).info()
     if as_json:
         click.echo(_json(status_json(info)))
@@ -526,6 +564,9 @@ def list_(
     """List the newest executions (optionally of one status and/or workflow)."""
     from rich import box
     from rich.table import Table
+
+    from . import client
+    from .views import summary_json
 
     executions = client.list_executions(
         status=status, workflow=workflow, limit=limit, database_url=database_url
@@ -564,6 +605,9 @@ SHOWN_CHILD_LINES = 20
 def show(execution_id: str, as_json: bool, database_url: str | None) -> None:
     """Show an execution: its status, input, result or error, and a timeline of its steps."""
     from rich.table import Table
+
+    from . import client, streams
+    from .views import SHOWN_CHILDREN, execution_json
 
     handle = client.get(execution_id, database_url=database_url)
     info = handle.info()
@@ -669,6 +713,8 @@ def _children_table(children: list[client.ChildRecord], count: int) -> Any:
 @_handle_errors
 def cancel(execution_id: str, reason: str, database_url: str | None) -> None:
     """Cancel an execution: it ends `cancelled` and nothing of it runs any more."""
+    from . import client
+
     if client.cancel(execution_id, reason=reason, database_url=database_url):
         click.echo("cancelled")
     else:
@@ -686,6 +732,8 @@ def resume(execution_id: str, database_url: str | None) -> None:
     Its completed steps do not run again; the step that failed gets a fresh retry budget. Deploy
     the fix first: the workers replay its history with the code they run.
     """
+    from . import operating
+
     operating.resume(execution_id, database_url=database_url)
     click.echo("resumed")
 
@@ -702,6 +750,8 @@ def resume(execution_id: str, database_url: str | None) -> None:
 @_handle_errors
 def fork(execution_id: str, from_step: str, new_id: str | None, database_url: str | None) -> None:
     """Start a new execution that runs on from a step of this one's history (copied before it)."""
+    from . import operating
+
     point: str | int = int(from_step) if from_step.isdigit() else from_step
     handle = operating.fork(execution_id, from_step=point, id=new_id, database_url=database_url)
     click.echo(handle.id)
@@ -713,6 +763,8 @@ def fork(execution_id: str, from_step: str, new_id: str | None, database_url: st
 @_handle_errors
 def pause(execution_id: str, database_url: str | None) -> None:
     """Pause an execution: the step in flight finishes, then nothing of it runs until unpaused."""
+    from . import operating
+
     click.echo("paused" if operating.pause(execution_id, database_url=database_url) else "already paused")
 
 
@@ -722,6 +774,8 @@ def pause(execution_id: str, database_url: str | None) -> None:
 @_handle_errors
 def unpause(execution_id: str, database_url: str | None) -> None:
     """Let a paused execution run on; what came due meanwhile (a sleep's end, an event) runs at once."""
+    from . import operating
+
     changed = operating.unpause(execution_id, database_url=database_url)
     click.echo("unpaused" if changed else "not paused; nothing to do")
 
@@ -767,6 +821,7 @@ def queues(ctx: click.Context, as_json: bool, database_url: str | None) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from .queue_admin import queue_stats
+    from .views import queue_json
 
     found = queue_stats(database_url=database_url)
     if as_json:
@@ -819,6 +874,7 @@ def queues_set(
     in code until --reset.
     """
     from .queue_admin import set_queue
+    from .views import queue_json
 
     database_url = database_url or (ctx.parent.params.get("database_url") if ctx.parent else None)
     limits: dict[str, Any] = {}
@@ -866,6 +922,7 @@ def schedules(ctx: click.Context, as_json: bool, database_url: str | None) -> No
     from rich.table import Table
 
     from .scheduler import list_schedules
+    from .views import schedule_json
 
     found = list_schedules(database_url=database_url)
     if as_json:
@@ -938,6 +995,7 @@ def schedules_resume(ctx: click.Context, name: str, database_url: str | None) ->
 def prune(older_than: str, batch_size: int, dry_run: bool, database_url: str | None) -> None:
     """Delete finished executions (completed, failed, timed_out, cancelled) older than --older-than,
     with their steps, attempts and events, in batches."""
+    from . import db
     from .durations import parse_duration
     from .prune import prune as prune_executions
 
@@ -1028,6 +1086,7 @@ def replay_check(
     Lists every execution that would diverge (the first differing key), fail, or has no code, and
     exits 1 if there is any, 0 if every execution replays: a deploy gate. 2: the check could not run.
     """
+    from . import db
     from .durations import parse_duration
     from .replay_check import Summary
     from .replay_check import replay_check as check

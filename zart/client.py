@@ -10,13 +10,12 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import psycopg
 
 from . import group_start, serde, sql, starting, status_reads, streams, waiting
-from .completer import cancel_descendants
 from .db import ENV_URL, resolve_url
 from .errors import (
     Cancelled,
@@ -27,8 +26,10 @@ from .errors import (
     WorkflowTimedOut,
 )
 from .pools import transaction
-from .registry import Workflow
 from .threads import in_thread
+
+if TYPE_CHECKING:  # the workers' modules (trio, ...): a process that only reads statuses needs none
+    from .registry import Workflow
 
 T = TypeVar("T")
 
@@ -475,6 +476,8 @@ def cancel(execution_id: str, *, reason: str = "cancelled", database_url: str | 
         conn.execute(sql.DELETE_EXECUTION_TASKS, {"ids": [execution_id]})
         conn.execute(sql.ABANDON_OPEN_ATTEMPTS, {"id": execution_id})
         conn.execute(sql.NOTIFY_FINISHED, {"ids": [execution_id]})
+        from .completer import cancel_descendants
+
         cancel_descendants(conn, [execution_id], f"its parent execution {execution_id} was cancelled")
     return True
 

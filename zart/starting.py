@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
@@ -23,11 +23,13 @@ import psycopg
 from psycopg import conninfo
 from psycopg.pq import TransactionStatus
 
-from . import queues, registry, serde, sql, tracing
+from . import queues, serde, sql, tracing
 from .errors import DuplicateExecution, UnknownQueue, UnknownWorkflow
 from .names import check_name
 from .pools import transaction
-from .registry import Workflow
+
+if TYPE_CHECKING:
+    from .registry import Workflow
 
 MAX_ID_LENGTH = 255
 
@@ -125,6 +127,11 @@ def plan(
     many: bool = False,
 ) -> tuple[Plan, bool]:
     """Check a start call's arguments; (plan, whether the workflow's name needs the database)."""
+    # Here, not at the top: the registry imports the workers' modules (trio, ...), which the client's
+    # reads (a status, a list) do not need.
+    from . import registry
+    from .registry import Workflow
+
     if isinstance(workflow, Workflow):
         name, timeout, workflow_queue, local = workflow.name, workflow.timeout, workflow.queue, True
     elif isinstance(workflow, str):
@@ -176,6 +183,8 @@ def _from_registry(p: Plan, rows: list[tuple[Any, ...]]) -> Plan:
     worker that imported it registered them), or UnknownWorkflow."""
     registered = {name: (timeout, queue) for name, timeout, queue in rows}
     if p.workflow not in registered:
+        from . import registry
+
         known = sorted(set(registered) | set(registry.workflow_names()))
         listing = ", ".join(repr(n) for n in known) if known else "none"
         raise UnknownWorkflow(

@@ -7,11 +7,12 @@ same order.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .client import ChildRecord, ExecutionInfo, StepRecord
-from .queue_admin import QueueInfo
-from .scheduler import ScheduleInfo
+if TYPE_CHECKING:  # annotations only: `zart status` need not import the scheduler (trio, croniter)
+    from .client import ChildRecord, ExecutionInfo, StepRecord
+    from .queue_admin import QueueInfo
+    from .scheduler import ScheduleInfo
 
 
 def _execution_fields(info: ExecutionInfo, *, with_input: bool) -> dict[str, Any]:
