@@ -32,5 +32,6 @@ if __name__ == "__main__":
     with zart.Worker():  # this worker could run 100 executions at once; the queue lets 2 in
         documents = [{"name": f"report-{n}", "pages": 2} for n in range(1, 7)]
         handles = zart.start_many(render, documents, ids=[f"render-report-{n}" for n in range(1, 7)])
-        print(handles[0].result(timeout=30), handles[-1].result(timeout=30))
+        results = [handle.result(timeout=30) for handle in handles]  # every one ended
+        print(results[0], results[-1])
         print("in progress at once, at most:", most_at_once(handles))

@@ -18,7 +18,9 @@ from tests.apps import core_app as app
 from zart import sql
 from zart.wake_routing import FORWARD_SECONDS, GROUPS_CHANGED, Forwarder, WakeRouter, ranking
 
-from .helpers import scalar, wait_until
+from .helpers import SupervisorProcess, query, scalar, wait_until, worker_env
+
+APP = "tests.apps.core_app"
 
 names = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=8, unique=True)
 keys = st.integers(min_value=1, max_value=2**63).map(str)
@@ -129,3 +131,35 @@ def test_a_full_worker_hands_notifications_to_one_with_room(
     assert 13 < acted <= 13 + handed_on
     claims = sum(int(n) for n in re.findall(r"event=worker\.stopped .*claims=(\d+)", caplog.text))
     assert claims <= 2 * 13 + 4, f"{claims} claim queries for 13 notifications"
+
+
+def test_named_supervisors_share_the_notifications_between_them(fresh_database_url):
+    """Two real `zart supervise --name`, stand-ins for two machines: each registers as its group,
+    the executions started one at a time spread over both, and each start costs about one claim
+    query, not one per supervisor (every worker polls only every minute here)."""
+    url = fresh_database_url
+    supervisors = [
+        SupervisorProcess(worker_env(url), "--procs", "1", "--name", name, "--poll-interval", "60s", app=APP)
+        for name in ("machine-a", "machine-b")
+    ]
+    try:
+        for supervisor in supervisors:
+            supervisor.wait_workers(1)
+        wait_until(
+            lambda: (
+                query(url, "SELECT DISTINCT worker_group FROM zart_workers ORDER BY 1")
+                == [("machine-a",), ("machine-b",)]
+            ),
+            what="both groups registered",
+        )
+        for n in range(20):
+            handle = zart.start(app.three_steps, {"n": n}, database_url=url)
+            assert handle.result(timeout=10)["value"] == 2 * (n + 1)
+    finally:
+        codes = [supervisor.stop() for supervisor in supervisors]
+    assert codes == [0, 0]
+    logs = [supervisor.log() for supervisor in supervisors]
+    ran = [len(re.findall(r"event=worker\.stopped .*runs=([1-9]\d*)", log)) for log in logs]
+    assert ran == [1, 1], "both machines ran executions (all 20 on one: 1 in 500,000)"
+    claims = sum(int(n) for log in logs for n in re.findall(r"event=worker\.stopped .*claims=(\d+)", log))
+    assert claims <= 20 + 20 + 4, f"{claims} claim queries for 20 starts on two machines"

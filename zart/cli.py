@@ -427,8 +427,8 @@ def supervise(
     from .supervisor import Supervisor
     from .worker import Worker  # noqa: F401 - imported once here, not in each forked process
 
-    for name in zart.__all__:  # the whole public API (the apps' workflows call it in the workers)
-        getattr(zart, name)
+    for public in zart.__all__:  # the whole public API (the apps' workflows call it in the workers)
+        getattr(zart, public)
     import_apps(apps)
     logging.getLogger("zart").setLevel(min(logging.getLogger().level, logging.INFO))
     url = db.resolve_url(database_url)
