@@ -80,6 +80,13 @@ def _safe_scalar(url: str, statement: str, params: Any = None) -> Any:
         return None
 
 
+def _safe_query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    try:
+        return query(url, statement, params)
+    except psycopg.Error:
+        return []
+
+
 class Chaos:
     """The driver: starts the workflows, sends their events and disrupts everything on a schedule."""
 
@@ -170,7 +177,17 @@ class Chaos:
         Not the driver's loop: a worker stopped inside a transaction holds its tasks' row locks, and
         the driver's own calls (an event to one of those executions) wait for them until it resumes.
         """
-        pid = self.stopped_pid = self.sigstopped = self.rng.choice(self.workers())
+        holding = _safe_query(
+            self.url,
+            "SELECT w.pid FROM zart_workers w JOIN zart_tasks t ON t.claimed_by = w.id"
+            " WHERE t.run_at > now() GROUP BY w.pid ORDER BY count(*) DESC",
+        )
+        # A worker that holds executions now, so that stopping it past its lease costs it those
+        # (else the driver tries again at its next round).
+        candidates = [pid for (pid,) in holding if pid in self.workers()]
+        if not candidates:
+            return
+        pid = self.stopped_pid = self.sigstopped = candidates[0]
         os.kill(pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
         self.log(f"  {stopped_at - began:5.1f} s  SIGSTOP worker {pid}")

@@ -13,8 +13,12 @@ def test_four_supervisors_run_no_more_than_twice_the_claim_queries_per_notificat
 
 
 def test_four_supervisors_keep_the_throughput_of_one():
-    """The acceptance figure is 0.9x (docs/benchmarks.md: 1.0-1.1x measured alone); under CI's
-    parallel load the floor is lower, so that a neighbour's burst does not fail it."""
-    one = herd.throughput(supervisors=1, procs=2, workflows=1500, steps=3)
-    four = herd.throughput(supervisors=4, procs=2, workflows=1500, steps=3)
-    assert four["workflows_per_s"] >= 0.6 * one["workflows_per_s"], (one, four)
+    """The acceptance figure is 0.9x (docs/benchmarks.md: 1.0-1.1x measured alone). Under CI the
+    other test process loads the same two cores at random moments, and a run here lasts half a
+    second: each side takes the best of two runs, taken in turn, and the floor is lower."""
+    best = {1: 0, 4: 0}
+    for _ in range(2):
+        for supervisors in best:
+            rate = herd.throughput(supervisors=supervisors, procs=2, workflows=1500, steps=3)
+            best[supervisors] = max(best[supervisors], rate["workflows_per_s"])
+    assert best[4] >= 0.6 * best[1], best

@@ -150,6 +150,7 @@ def test_2000_workflows_survive_a_failover_to_the_synchronous_standby(replicated
             "database.reconnected",
             "claim.failing",
             "listen.lost",
+            "listen.reconnected",
             "execution.interrupted",
             "heartbeat.failed",
         )
@@ -192,6 +193,8 @@ def test_2000_workflows_survive_a_failover_to_the_synchronous_standby(replicated
         assert "event=worker.crashed" not in log and "event=supervisor.giving_up" not in log
         assert "Traceback" not in log, log
     assert drained < DRAIN_BOUND, f"the backlog drained {drained:.1f} s after the failover"
+    # Every worker's LISTEN connection went down with the old primary and listens on the new one.
+    assert counts["listen.lost"] == SUPERVISORS * PROCS == counts["listen.reconnected"], counts
     # No lease ran out (none is 30 s old): no worker should believe it lost one.
     lost = [line for log in logs for line in log.splitlines() if re.search(r"event=lease\.lost", line)]
     assert lost == [], "\n".join(lost + [explain(url, line.rsplit("execution=", 1)[1]) for line in lost])
