@@ -254,3 +254,13 @@ def test_bad_worker_options_are_refused_before_anything_runs(options, message):
 def test_cli_refuses_a_negative_inline_fanout(subprocess_env):
     done = run_cli("worker", "--inline-fanout", "-1", env=subprocess_env)
     assert done.returncode == 2 and "--inline-fanout" in done.stderr
+
+
+def test_cli_blank_supervisor_name_is_refused_before_anything_runs(subprocess_env):
+    """Checked by the option itself: nothing is migrated, no worker forked, on any database."""
+    result = run_cli(
+        "supervise", "--name", "  ", "--procs", "1", "--database-url", UNREACHABLE, env=subprocess_env
+    )
+    assert result.returncode == 2, result
+    assert "Invalid value for --name: must not be empty" in result.stderr
+    assert "cannot connect" not in result.stderr  # it never tried the database

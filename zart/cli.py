@@ -307,6 +307,13 @@ def main(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
+def _not_blank(value: str | None, option: str) -> str | None:
+    """An option's value, refused before anything is done when it is empty or only spaces."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("must not be empty", param_hint=option)
+    return value
+
+
 @main.command()
 @database_url_option
 @_handle_errors
@@ -405,6 +412,7 @@ def worker(database_url: str | None, apps: tuple[str, ...], metrics_port: int | 
     "--name",
     default=None,
     metavar="NAME",
+    callback=lambda _ctx, _param, value: _not_blank(value, "--name"),
     help="This supervisor's name among those sharing the database (default: HOST:PID).",
 )
 @worker_options
