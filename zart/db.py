@@ -142,11 +142,19 @@ def check_alive(conn: psycopg.Connection) -> None:
     with an error, then closes). Raises then, and the pool hands out another one instead, so the
     first statement after a failover does not fail on a connection that died while idle. (A
     connection whose server vanished without a word is noticed by its keepalives instead.)"""
-    if conn.closed or select.select([conn.pgconn.socket], [], [], 0)[0]:
+    if conn.closed or _readable(conn.pgconn.socket):
         # Readable while idle: a goodbye, or the end of the stream (anything else, a notice say,
         # is rare enough that a new connection costs nothing worth keeping this one for).
         conn.close()  # else the pool takes it back as it is, and hands it out again
         raise psycopg.OperationalError("the server closed or wrote to the connection while it was idle")
+
+
+def _readable(fd: int) -> bool:
+    """Whether `fd` has something to read now (poll, not select: an application with more than
+    1,024 open files has descriptors select() cannot take)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection:
