@@ -86,7 +86,7 @@ class Leases:
         kept = self._extend(conn, tasks) if tasks else set()
         groups: list[str] = []
         if self._state.router is not None:
-            rows = conn.execute(sql.LIVE_GROUPS, {"within": self._lease}).fetchall()
+            rows = conn.execute(sql.LIVE_GROUPS).fetchall()
             groups = [row[0] for row in rows]
         return kept, groups
 

@@ -418,8 +418,9 @@ RETURNING name
 # read them again at once, rather than at their next heartbeat.
 REGISTER_WORKER = f"""
 WITH registered AS (
-    INSERT INTO zart_workers (id, host, pid, supervisor_pid, concurrency, worker_group, listens)
-    VALUES (%(id)s, %(host)s, %(pid)s, %(supervisor_pid)s, %(concurrency)s, %(group)s, %(listens)s)
+    INSERT INTO zart_workers (id, host, pid, supervisor_pid, concurrency, worker_group, listens, lease)
+    VALUES (%(id)s, %(host)s, %(pid)s, %(supervisor_pid)s, %(concurrency)s, %(group)s, %(listens)s,
+            %(lease)s)
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = zart_now()
     RETURNING listens
 )
@@ -429,10 +430,11 @@ SELECT pg_notify('{TASKS_CHANNEL}', '{GROUPS_CHANGED}') FROM registered WHERE li
 WORKER_HEARTBEAT = "UPDATE zart_workers SET heartbeat_at = zart_now() WHERE id = %(id)s"
 
 # The groups of workers that share the notifications (zart.wake_routing): each listening group
-# (a supervisor, or a worker of its own) with a heartbeat within `within` seconds, in order.
+# (a supervisor, or a worker of its own) with a worker whose heartbeat is within its own lease, in
+# order: every machine reads the same list, whatever its own lease.
 LIVE_GROUPS = """
 SELECT DISTINCT coalesce(worker_group, id) FROM zart_workers
-WHERE listens AND heartbeat_at > zart_now() - make_interval(secs => %(within)s)
+WHERE listens AND heartbeat_at > zart_now() - make_interval(secs => lease)
 ORDER BY 1
 """
 

@@ -435,7 +435,7 @@ class Worker:
         router = self._state.router
         assert router is not None
         try:
-            rows = await db.run(lambda conn: conn.execute(sql.LIVE_GROUPS, {"within": self.lease}).fetchall())
+            rows = await db.run(lambda conn: conn.execute(sql.LIVE_GROUPS).fetchall())
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -550,6 +550,7 @@ class Worker:
                         "concurrency": self.concurrency,
                         "group": self.group,
                         "listens": self._listens(),
+                        "lease": self.lease,
                     },
                 )
                 conn.execute(sql.FORGET_DEAD_WORKERS)
