@@ -9,8 +9,10 @@ import os
 import socket
 import time
 
+import httpx
 import psycopg
 import pytest
+from psycopg import conninfo
 
 import zart
 from tests.apps import core_app as app
@@ -128,3 +130,29 @@ def test_a_due_task_locked_by_another_transaction_does_not_make_the_claimer_spin
         holder.rollback()
         assert handle.result(timeout=10) == ["before", "after"]
     assert during <= 15, f"{during} claim queries in {time.monotonic() - began:.1f} s with the row locked"
+
+
+def test_zart_serve_started_during_an_outage_waits_for_the_database(fresh_database_url):
+    """Started while nothing answers at its URL (a failover under way, PostgreSQL still starting),
+    `zart serve` logs the outage once and waits; once the address answers it migrates and serves.
+    It used to exit at once, leaving its restart to a process manager's back-off."""
+    from .tcpproxy import TcpProxy
+    from .test_http import ServeProcess, server_env
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free once closed: nothing listens there for now
+    params = conninfo.conninfo_to_dict(fresh_database_url)
+    later = conninfo.make_conninfo("", **{**params, "host": "127.0.0.1", "port": str(port)})
+    server = ServeProcess(server_env(later))
+    proxy = None
+    try:
+        wait_until(lambda: "event=database.unavailable" in server.log(), what="the outage to be logged")
+        assert server.process.poll() is None, server.log()
+        proxy = TcpProxy((params.get("host") or "127.0.0.1", int(params.get("port") or 5432)), port=port)
+        url = server.wait_ready()
+        assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        assert "event=database.reconnected" in server.log()
+    finally:
+        assert server.stop() == 0, server.log()
+        if proxy is not None:
+            proxy.close()

@@ -24,6 +24,7 @@ import orjson
 import psycopg
 import pytest
 from openapi_spec_validator import validate as validate_openapi
+from psycopg import conninfo
 
 import zart
 from zart.http import openapi_document, parse_size
@@ -783,10 +784,14 @@ def test_serve_with_several_workers_and_sigterm(database_url):
         ((), {"ZART_API_TOKEN": " "}, "ZART_API_TOKEN is set but empty"),
         (("--host", "192.0.2.1"), {}, "cannot listen on 192.0.2.1:0: Cannot assign requested address"),
         (("--app", "tests.apps.no_such_module"), {}, "cannot import app module 'tests.apps.no_such_module'"),
-        (("--database-url", "postgresql://postgres@127.0.0.1:1/nowhere"), {}, "cannot connect to PostgreSQL"),
+        # A database that does not exist fails at once (one that cannot be reached is waited for:
+        # tests/test_connections.py).
+        (("--database-url", "{unknown database}"), {}, "does not exist"),
     ],
 )
 def test_startup_errors_are_one_line(database_url, args, env, message):
+    unknown = conninfo.make_conninfo(database_url, dbname="zart_no_such_database")
+    args = tuple(unknown if arg == "{unknown database}" else arg for arg in args)
     result = run_cli("serve", "--port", "0", *args, env=server_env(database_url, **env))
     assert result.returncode == 1, result
     assert result.stderr.startswith("zart: error: ") and message in result.stderr, result.stderr

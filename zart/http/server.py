@@ -158,7 +158,9 @@ def serve(
         _seconds(statement_timeout, "--statement-timeout"),
         _seconds(client_timeout, "--client-timeout"),
     )
-    schema.migrate(settings.database_url)
+    # Started during an outage or a failover, it waits for the database (logging the outage once),
+    # as `zart supervise` does: a crash instead would put it in its process manager's back-off.
+    db.call_when_reachable(lambda: schema.migrate(settings.database_url), log)
     sock = _listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown_host = f"[{bound_host}]" if ":" in bound_host else bound_host
