@@ -165,11 +165,23 @@ class Chaos:
             self.events_sent += 1
 
     def kill_one(self) -> None:
+        """SIGKILL a random worker among those holding executions now (any, if none does): a kill
+        of an idle worker tests only its replacement, one mid-step cuts an attempt short."""
         pids = [pid for pid in self.workers() if pid != self.stopped_pid]
+        holding = [pid for pid in self._holding() if pid in pids]
         if pids:
-            pid = self.rng.choice(pids)
+            pid = self.rng.choice(holding or pids)
             os.kill(pid, signal.SIGKILL)
             self.kills.append(pid)
+
+    def _holding(self) -> list[int]:
+        """The workers holding executions now, those with the most first."""
+        rows = _safe_query(
+            self.url,
+            "SELECT w.pid FROM zart_workers w JOIN zart_tasks t ON t.claimed_by = w.id"
+            " WHERE t.run_at > now() GROUP BY w.pid ORDER BY count(*) DESC",
+        )
+        return [pid for (pid,) in rows]
 
     def sigstop(self, began: float) -> None:
         """SIGSTOP a worker; a timer thread sends SIGCONT once it is well past its lease.
@@ -177,14 +189,9 @@ class Chaos:
         Not the driver's loop: a worker stopped inside a transaction holds its tasks' row locks, and
         the driver's own calls (an event to one of those executions) wait for them until it resumes.
         """
-        holding = _safe_query(
-            self.url,
-            "SELECT w.pid FROM zart_workers w JOIN zart_tasks t ON t.claimed_by = w.id"
-            " WHERE t.run_at > now() GROUP BY w.pid ORDER BY count(*) DESC",
-        )
         # A worker that holds executions now, so that stopping it past its lease costs it those
         # (else the driver tries again at its next round).
-        candidates = [pid for (pid,) in holding if pid in self.workers()]
+        candidates = [pid for pid in self._holding() if pid in self.workers()]
         if not candidates:
             return
         pid = self.stopped_pid = self.sigstopped = candidates[0]
