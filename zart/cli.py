@@ -25,25 +25,15 @@ import orjson
 from . import worker_metrics
 from .apps import import_apps
 from .errors import ZartError
+from .sql import STATUSES
 
 if TYPE_CHECKING:
     from . import client
     from .replay_check import Summary, Verdict
 
-# zart.db.ENV_URL and zart.client.STATUSES, which the options need when this module is imported; those
-# modules import psycopg (tests/test_cli.py checks that they are the same).
+# zart.db.ENV_URL, which the options need when this module is imported; zart.db imports psycopg
+# (tests/test_cli.py checks that they are the same).
 ENV_URL = "ZART_DATABASE_URL"
-STATUSES = (
-    "pending",
-    "running",
-    "sleeping",
-    "waiting",
-    "paused",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-)
 
 
 class InvalidInput(ZartError):

@@ -34,18 +34,7 @@ if TYPE_CHECKING:  # the workers' modules (trio, ...): a process that only reads
 T = TypeVar("T")
 
 TERMINAL = sql.TERMINAL_STATUSES
-# Every status a read shows, in the order of an execution's life (`zart list --status`, the API's).
-STATUSES = (
-    "pending",
-    "running",
-    "sleeping",
-    "waiting",
-    "paused",
-    "completed",
-    "failed",
-    "timed_out",
-    "cancelled",
-)
+STATUSES = sql.STATUSES
 
 
 @attrs.frozen

@@ -9,6 +9,18 @@ from __future__ import annotations
 
 # The statuses an execution ends in (the engine's and the clients' test of "has it ended").
 TERMINAL_STATUSES = frozenset({"completed", "failed", "timed_out", "cancelled"})
+# Every status a read shows, in the order of an execution's life (`zart list --status`, the API's).
+STATUSES = (
+    "pending",
+    "running",
+    "sleeping",
+    "waiting",
+    "paused",
+    "completed",
+    "failed",
+    "timed_out",
+    "cancelled",
+)
 
 TASKS_CHANNEL = "zart_tasks"
 # What a NOTIFY on TASKS_CHANNEL says: whose workers it wakes (zart.wake_routing). A key of the
