@@ -174,3 +174,26 @@ def test_worker_processes_set_their_garbage_collector(database_url, subprocess_e
     with zart.Worker(database_url):
         pass
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+
+def test_the_public_names_are_listed_alike_in_all_three_places():
+    """zart/__init__.py spells the public API three times: imports for type checkers, `__all__`, and
+    where each name is imported from on first use (`_WHERE`). They must name the same things, from
+    the same modules."""
+    import ast
+
+    import zart
+
+    tree = ast.parse((REPO_ROOT / "zart" / "__init__.py").read_text())
+    checking = next(node for node in tree.body if isinstance(node, ast.If))  # `if TYPE_CHECKING:`
+    imported = {
+        alias.asname or alias.name: (node.module, alias.name)
+        for node in checking.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    where = {
+        name: (place, name) if isinstance(place, str) else place for name, place in zart._WHERE.items()
+    }
+    assert imported == where
+    assert set(zart.__all__) == set(where) | {"__version__"}

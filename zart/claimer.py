@@ -86,7 +86,7 @@ class Claimer:
         self._connection = connection
         # The database's clock on trio's, for timers claimed ahead (read through `connection`).
         self._clock = DbClock()
-        # The back-off while due tasks are locked by others (see _run), 0 while claims take tasks.
+        # The back-off while due tasks are locked by others (see _run), 0 otherwise.
         self._locked_backoff = 0.0
 
     async def run(self, nursery: trio.Nursery) -> None:
@@ -179,7 +179,7 @@ class Claimer:
                     # after a back-off rather than at once, over and over.
                     self._locked_backoff = min(max(2 * self._locked_backoff, _LOCKED_FIRST_RETRY), 1.0)
                     next_due = self._locked_backoff
-                elif tasks:
+                else:
                     self._locked_backoff = 0.0
                 if next_due is not None:
                     wait = min(wait, max(next_due, 0.0))

@@ -31,7 +31,7 @@ import trio
 from psycopg_pool import ConnectionPool
 
 from . import sql, worker_metrics
-from .db import discard_if_read_only, is_transient
+from .db import is_transient
 from .logs import log_event
 from .shielded import ShieldedEvent
 from .trio_pg import TrioConnection, parse_int_array
@@ -376,7 +376,7 @@ class Completer:
         params = {"fragments": evidence}
         if self._connection is not None:
             rows = await self._connection.query(sql.CONFIRM_LANDED, params)
-            return [int(row[0] or 0) for row in rows]
+            return [int(row[0]) for row in rows if row[0] is not None]
 
         def confirm() -> list[int]:
             with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn:
@@ -402,14 +402,10 @@ class Completer:
         one round trip and one commit; a batch with waits, branches or fan-in is one transaction
         in two round trips: the fencing statement, then the other writes with the COMMIT."""
         with self._pool.connection(timeout=_CHECKOUT_SECONDS) as conn:
-            try:
-                if all(_is_plain(f) for f in fragments):
-                    return self.write_batch(conn, fragments)
-                with conn.pipeline(), conn.transaction():
-                    return self.write_batch(conn, fragments)
-            except psycopg.Error as exc:
-                discard_if_read_only(conn, exc)
-                raise
+            if all(_is_plain(f) for f in fragments):
+                return self.write_batch(conn, fragments)
+            with conn.pipeline(), conn.transaction():
+                return self.write_batch(conn, fragments)
 
     def write_batch(self, conn: psycopg.Connection, fragments: list[Fragment]) -> Written:
         """The batch's statements (inside the caller's transaction unless every fragment is plain;

@@ -113,27 +113,27 @@ KEEPALIVES = {
 }
 
 
-def _keepalives(url: str) -> dict[str, str]:
-    """The keepalive settings `url` leaves unset (psycopg's keyword arguments override the URL's)."""
+def _defaults(url: str, writes: bool = True) -> dict[str, str]:
+    """The connection settings `url` leaves unset, as keyword arguments (psycopg's override the
+    URL's): the keepalives over TCP, and, for a connection that writes, a server that accepts
+    writes (`target_session_attrs=read-write`).
+
+    The latter is the one place standbys are kept out: a name that still leads to the old primary
+    after a failover (a DNS endpoint, a virtual IP being moved) reaches a standby, which libpq then
+    refuses at connect (from the parameters the server reports, no query), and the connection is
+    retried like any other outage. A server never turns read-only under an open connection (a
+    primary becomes a standby only through a restart), so no statement has to check it later.
+    """
     try:
         given = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return {}  # connect() reports the malformed URL
-    if str(given.get("host", "")).startswith("/"):
-        return {}  # a Unix socket: no TCP
-    return {name: value for name, value in KEEPALIVES.items() if name not in given}
-
-
-# SQLSTATE 25006, read_only_sql_transaction: the server this connection reached is (now) a standby,
-# after a failover that left the connection open. The connection is closed, so that the next one
-# finds the primary (a URL with target_session_attrs=read-write skips standbys).
-READ_ONLY = "25006"
-
-
-def discard_if_read_only(conn: psycopg.Connection, exc: BaseException) -> None:
-    """Close `conn` if `exc` says its server is read-only: a pool then replaces it."""
-    if isinstance(exc, psycopg.Error) and exc.sqlstate == READ_ONLY and not conn.closed:
-        conn.close()
+    defaults: dict[str, str] = {}
+    if not str(given.get("host", "")).startswith("/"):  # not a Unix socket: TCP
+        defaults.update(KEEPALIVES)
+    if writes:
+        defaults["target_session_attrs"] = "read-write"
+    return {name: value for name, value in defaults.items() if name not in given}
 
 
 def check_alive(conn: psycopg.Connection) -> None:
@@ -157,16 +157,19 @@ def _readable(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
-def connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection:
+def connect(
+    url: str, *, autocommit: bool = True, timeout: float = 10.0, writes: bool = True
+) -> psycopg.Connection:
     """A plain connection, with a clear error when the server cannot be reached.
 
     `DatabaseUnavailable` when the server cannot be reached now (an outage: worth waiting for),
     `ConfigurationError` when it answered and refused the URL's user, password or database (no
-    amount of waiting helps: the caller must fail at once).
+    amount of waiting helps: the caller must fail at once). `writes=False`: a reader that may use
+    a standby (zart replay-check).
     """
     try:
         conn = psycopg.connect(
-            url, autocommit=autocommit, connect_timeout=max(1, int(timeout)), **_keepalives(url)
+            url, autocommit=autocommit, connect_timeout=max(1, int(timeout)), **_defaults(url, writes)
         )
     except psycopg.OperationalError as exc:
         message = f"cannot connect to PostgreSQL at {redact(url)}: {first_line(exc)}"
@@ -212,8 +215,7 @@ def is_transient(exc: BaseException) -> bool:
     """
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
     if state is not None:
-        # 55P03: lock_not_available; 25006: a standby's refusal (discard_if_read_only)
-        return state[:2] in _TRANSIENT_CLASSES or state in ("55P03", READ_ONLY)
+        return state[:2] in _TRANSIENT_CLASSES or state == "55P03"  # 55P03: lock_not_available
     return unreachable(exc)
 
 
@@ -299,7 +301,7 @@ def open_pool(
             url,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True, **_keepalives(url)},
+            kwargs={"autocommit": True, **_defaults(url)},
             configure=_configure,
             check=check_alive,
             name=name,

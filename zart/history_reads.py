@@ -62,7 +62,7 @@ def recorded_executions(
         if workflow is None
         else (sql.CHECK_IN_FLIGHT_OF_WORKFLOW, sql.CHECK_FINISHED_OF_WORKFLOW)
     )
-    with connect(url, autocommit=False) as conn:
+    with connect(url, autocommit=False, writes=False) as conn:  # a standby will do
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         with conn.transaction():

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from .db import discard_if_read_only, open_pool
+from .db import open_pool
 from .schema import ensure_migrated
 
 _pools: dict[tuple[int, str], ConnectionPool] = {}
@@ -45,9 +45,6 @@ def transaction(url: str, isolation: psycopg.IsolationLevel | None = None) -> It
         try:
             with conn.transaction():
                 yield conn
-        except psycopg.Error as exc:
-            discard_if_read_only(conn, exc)
-            raise
         finally:
             conn.isolation_level = None
 

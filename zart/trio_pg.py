@@ -22,7 +22,7 @@ import psycopg
 import trio
 from psycopg import errors, pq
 
-from .db import READ_ONLY, connect
+from .db import connect
 
 Param = str | Sequence[int] | None
 
@@ -95,11 +95,6 @@ class TrioConnection:
         finally:
             if not finished:
                 self.close()
-        if (
-            result.status == pq.ExecStatus.FATAL_ERROR
-            and result.error_field(pq.DiagnosticField.SQLSTATE) == READ_ONLY.encode()
-        ):
-            self.close()  # a standby now (a failover): the next statement connects to the primary
         _raise_if_failed(result)  # the server refused the statement: the connection is fine
         return [
             [result.get_value(row, col) for col in range(result.nfields)] for row in range(result.ntuples)

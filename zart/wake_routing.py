@@ -49,8 +49,7 @@ class WakeRouter:
         self.me = me
         self._has_room = has_room
         self._groups: tuple[str, ...] = (me,)
-        self.heard = 0  # notifications, and of them those this group acted on
-        self.acted = 0
+        self.acted = 0  # notifications this group acted on, and of them those it handed on
         self.handed_on = 0
         self.stale = True  # the groups must be read (at the start, after a change)
 
@@ -71,7 +70,6 @@ class WakeRouter:
         if payload == GROUPS_CHANGED:
             self.stale = True
             return False, None
-        self.heard += 1
         key, _, hop_text = payload.partition("/")
         if not key or (hop_text and not hop_text.isdigit()):
             self.acted += 1

@@ -17,7 +17,6 @@ import psycopg
 import trio
 from psycopg_pool import ConnectionPool
 
-from .db import discard_if_read_only
 from .logs import log_event
 from .replay import Checkpoint, LastAttempt, PendingEvent
 from .wake_routing import WakeRouter
@@ -134,11 +133,7 @@ class WorkerDb:
 
         def call() -> T:
             with pool.connection(timeout=timeout) as conn:
-                try:
-                    return fn(conn, *args)
-                except psycopg.Error as exc:
-                    discard_if_read_only(conn, exc)
-                    raise
+                return fn(conn, *args)
 
         return await trio.to_thread.run_sync(call, limiter=self.limiter)
 

@@ -21,16 +21,21 @@ def score(applicant: str) -> int:
     return _flaky(applicant, 4)  # back-offs 8, 16, 32 and 60 min
 
 
-@zart.workflow("kit-approval")
-async def approval(application: dict) -> dict:
-    """Retries to an hour, sleeps 7 days, waits 2 days for a decision."""
-    points = await score(application["applicant"])
-    await zart.sleep("cool-off", "7d")
+async def _approve(scoring: zart.Step, application: dict, cool_off: str, decision_within: str) -> dict:
+    """The approval's body, the long and the short one alike: a score, a sleep, a decision."""
+    points = await scoring(application["applicant"])
+    await zart.sleep("cool-off", cool_off)
     try:
-        decision = await zart.wait_for_event("decision", timeout="2d")
+        decision = await zart.wait_for_event("decision", timeout=decision_within)
     except zart.EventTimeout:
         decision = None
     return {"score": points, "decision": decision}
+
+
+@zart.workflow("kit-approval")
+async def approval(application: dict) -> dict:
+    """Retries to an hour, sleeps 7 days, waits 2 days for a decision."""
+    return await _approve(score, application, "7d", "2d")
 
 
 @zart.step("kit-score-short", retry=zart.Retry.exponential(3, "100ms", "300ms"))
@@ -41,13 +46,7 @@ def score_short(applicant: str) -> int:
 @zart.workflow("kit-approval-short")
 async def approval_short(application: dict) -> dict:
     """The same shape in about two seconds of real time."""
-    points = await score_short(application["applicant"])
-    await zart.sleep("cool-off", "700ms")
-    try:
-        decision = await zart.wait_for_event("decision", timeout="500ms")
-    except zart.EventTimeout:
-        decision = None
-    return {"score": points, "decision": decision}
+    return await _approve(score_short, application, "700ms", "500ms")
 
 
 @zart.step("kit-blocks")
