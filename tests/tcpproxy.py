@@ -41,6 +41,15 @@ class TcpProxy:
         with self._lock:
             self._held = True
 
+    @contextmanager
+    def cut_on_exit(self) -> Iterator[None]:
+        """Cut every connection when the block ends, however it ends: inside a `zart.Worker` block, a
+        failing assertion would otherwise leave the worker's stop waiting for answers held forever."""
+        try:
+            yield
+        finally:
+            self.cut()
+
     def cut(self) -> int:
         """Close every relayed connection at once, and pass replies again; how many."""
         with self._lock:
