@@ -192,8 +192,6 @@ def test_the_public_names_are_listed_alike_in_all_three_places():
         if isinstance(node, ast.ImportFrom)
         for alias in node.names
     }
-    where = {
-        name: (place, name) if isinstance(place, str) else place for name, place in zart._WHERE.items()
-    }
+    where = {name: (place, name) if isinstance(place, str) else place for name, place in zart._WHERE.items()}
     assert imported == where
     assert set(zart.__all__) == set(where) | {"__version__"}
