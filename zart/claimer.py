@@ -103,6 +103,7 @@ class Claimer:
         state = self._state
         failing = False
         while not state.draining:
+            state.went_round("claim_loop")
             state.wake = trio.Event()
             free = self._concurrency - len(state.held)
             wait = self._poll_interval

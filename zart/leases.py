@@ -62,8 +62,10 @@ class Leases:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
+                state.went_round("heartbeat")  # answered, if by an error: not hung
                 log_event(log, "heartbeat.failed", logging.WARNING, worker=state.worker_id, error=exc)
                 continue
+            state.went_round("heartbeat")
             if state.router is not None:
                 state.router.set_groups(groups)
             missed = {entry.task.id for entry in held if entry.task.id not in kept}

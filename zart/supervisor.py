@@ -34,6 +34,7 @@ from .durations import parse_duration
 from .errors import ZartError
 from .logs import log_event
 from .shared_claims import SharedClaims
+from .watchdog import Liveness, default_limit
 
 log = logging.getLogger("zart.supervisor")
 
@@ -52,6 +53,7 @@ class _Child:
     slot: int
     pid: int
     started: float
+    killed: bool = False  # by the watchdog, and not yet reaped
 
 
 def _describe(status: int) -> str:
@@ -70,6 +72,7 @@ class Supervisor:
         grace: float,
         worker_options: dict[str, Any],
         name: str | None = None,
+        watchdog: Any = None,
     ) -> None:
         if procs < 1:
             raise ValueError("--procs must be at least 1")
@@ -86,9 +89,29 @@ class Supervisor:
         # whose claim loop has not gone round for two poll intervals no longer holds the others back.
         poll = parse_duration(worker_options.get("poll_interval") or "5s", "poll_interval")
         self._claims = SharedClaims.create(len(os.sched_getaffinity(0)), procs, alive_seconds=2 * poll + 1)
+        self._liveness = self._watchdog(watchdog, poll)
         self._startup_failures = 0
         self._database_exits = 0  # workers in a row that exited because the database was unreachable
         self._stopping = False
+
+    def _watchdog(self, watchdog: Any, poll: float) -> Liveness | None:
+        """The watchdog's shared memory (zart.watchdog), None when it is off (`--watchdog 0`)."""
+        lease = parse_duration(self.worker_options.get("lease") or "30s", "lease")
+        if watchdog is None:
+            limit = default_limit(lease, poll)
+        else:
+            limit = parse_duration(watchdog, "--watchdog")
+            if limit == 0:
+                return None
+            # The heartbeat goes round every third of a lease, the claim loop every poll interval:
+            # a shorter limit would kill healthy workers.
+            floor = max(lease, 2 * poll)
+            if limit < floor:
+                raise ValueError(
+                    f"--watchdog {watchdog} is shorter than the lease or two poll intervals "
+                    f"({floor:g}s): healthy workers would be killed (0 turns the watchdog off)"
+                )
+        return Liveness.create(self.procs, limit)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit 0) or repeated start-up failures (exit 1)."""
@@ -144,6 +167,33 @@ class Supervisor:
             for slot in [s for s, at in respawn_at.items() if at <= now]:
                 del respawn_at[slot]
                 self._spawn(slot, previous_mask)
+            self._watch()
+
+    def _watch(self) -> None:
+        """Kill each worker the watchdog finds stuck (zart.watchdog); the reap replaces it."""
+        liveness = self._liveness
+        if liveness is None:
+            return
+        for child in list(self._children.values()):
+            stuck = liveness.stuck(child.slot)
+            if stuck is None or child.killed:
+                continue
+            loop, seconds = stuck
+            log_event(
+                log,
+                "worker.unresponsive",
+                logging.ERROR,
+                pid=child.pid,
+                slot=child.slot,
+                loop=loop,
+                seconds=round(seconds, 1),
+                action="SIGKILL",
+                hint="a blocking call in an async step stalls the worker's event loop (make it a def "
+                "step: those run in threads), or a database connection never answers",
+            )
+            child.killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
 
     def _reap(self) -> list[tuple[int, _Child, int]]:
         dead = []
@@ -198,6 +248,8 @@ class Supervisor:
         log_event(log, "worker.released", pid=child.pid, tasks=len(released))
 
     def _spawn(self, slot: int, previous_mask: set[signal.Signals]) -> None:
+        if self._liveness is not None:
+            self._liveness.unwatch(slot)  # watched from the new worker's first round on
         pid = os.fork()
         if pid == 0:  # the child: never returns
             code = 1
@@ -212,6 +264,7 @@ class Supervisor:
                     self.database_url,
                     claims=self._claims,
                     claim_rank=slot,
+                    liveness=self._liveness,
                     supervisor_pid=os.getppid(),
                     grace=self.grace,
                     **self.worker_options,

@@ -55,6 +55,7 @@ from .shared_claims import SharedClaims
 from .transactional import TransactionRunner
 from .trio_pg import TrioConnection
 from .wake_routing import WakeRouter
+from .watchdog import Liveness
 from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -116,6 +117,7 @@ class Worker:
         grace: Any = "30s",
         claims: SharedClaims | None = None,
         claim_rank: int = 0,
+        liveness: Liveness | None = None,
         supervisor_pid: int | None = None,
         max_abandoned: int | None = 3,
         lookahead: Any = "250ms",
@@ -150,9 +152,13 @@ class Worker:
         # `claim_rank` is this worker's place among them (its supervisor slot).
         self._claims = claims
         self._claim_rank = claim_rank
+        # The supervisor's watchdog (zart.watchdog): this worker's loops mark their rounds there.
+        self._liveness = liveness
         self._supervisor_pid = supervisor_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._state = WorkerState(self.worker_id)
+        if liveness is not None:
+            self._state.went_round = partial(liveness.went_round, claim_rank)
         # The group whose workers share notifications as one (zart.wake_routing): the supervisor's
         # name, or this worker alone.
         self.group = group or self.worker_id
@@ -246,6 +252,7 @@ class Worker:
         """Stop claiming; give in-flight work `grace` seconds; then stop (handing back the rest)."""
         state = self._state
         state.draining = True
+        self._unwatch()  # the claim loop ends now, by design
         state.wake_claimer()
         log_event(
             log,
@@ -270,10 +277,17 @@ class Worker:
         # CommitAbandoned once the completer gives up: a stop never waits on a database that does
         # not answer.
         self._state.stopping = True
+        self._unwatch()
         if self._completer is not None:
             self._completer.give_up_after(_STOP_COMMIT_SECONDS)
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
+
+    def _unwatch(self) -> None:
+        """From a drain or a stop on, the watchdog leaves this worker alone: its loops end."""
+        self._state.went_round = lambda loop: None
+        if self._liveness is not None:
+            self._liveness.unwatch(self._claim_rank)
 
     async def _main(self, handle_signals: bool = False) -> None:
         self._token = trio.lowlevel.current_trio_token()

@@ -75,6 +75,10 @@ class Held:
     execution: ExecutionContext | None = None  # set once the runner has built it
 
 
+def _unwatched(loop: str) -> None:
+    """`WorkerState.went_round` outside a supervisor: nobody watches."""
+
+
 @attrs.define
 class WorkerState:
     """The worker's shared state; each field says who writes it and why others read it."""
@@ -87,12 +91,15 @@ class WorkerState:
     # Set to make the claimer look again now (a notification, a free slot, a rescheduled task); the
     # claimer replaces it by a fresh event at each round.
     wake: trio.Event = attrs.field(factory=trio.Event)
-    # Set when tasks may be claimed in this worker's name without being held (a claim whose answer
-    # was lost, a runner that ended abnormally): the next claim hands them back first.
     # Which notifications wake this worker, when several groups of workers share the database
     # (zart.wake_routing); None: every one (a worker that does not listen).
     router: WakeRouter | None = None
+    # Set when tasks may be claimed in this worker's name without being held (a claim whose answer
+    # was lost, a runner that ended abnormally): the next claim hands them back first.
     in_doubt: bool = False
+    # Called by the heartbeat and the claim loop each time they go round, with the loop's name: the
+    # supervisor's watchdog (zart.watchdog) kills a worker whose loops stopped going round.
+    went_round: Callable[[str], None] = _unwatched
     # A drain stops the claims; `drained` is set by the last runner to end during a drain.
     draining: bool = False
     drained: trio.Event = attrs.field(factory=trio.Event)

@@ -10,6 +10,7 @@ import dataclasses
 import gc
 import os
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -187,3 +188,23 @@ def measure() -> dict:
 @zart.workflow("nan-step-result")
 async def nan_step_result(payload: dict) -> dict:
     return await measure()
+
+
+@zart.step("stall-once")
+async def stall_once(marker: str) -> str:
+    """On its first attempt, blocks the worker's event loop (a blocking call in an async step, the
+    mistake the watchdog exists for) for far longer than any test; on a later one, returns."""
+    await trio.to_thread.run_sync(record_effect, marker)
+    if not Path(marker).exists():
+        Path(marker).touch()
+        time.sleep(600)  # on purpose: the watchdog must find the loop stuck
+    return "went on"
+
+
+@zart.workflow("stalls-once")
+async def stalls_once(payload: dict) -> list:
+    """A step, a durable sleep (the worker idle but healthy), then a step whose first attempt
+    blocks the worker's loop for good."""
+    a = await add_one(payload["n"])
+    await zart.sleep("nap", payload["nap"])
+    return [a, await stall_once(payload["marker"])]
