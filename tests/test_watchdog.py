@@ -11,6 +11,7 @@ import psycopg
 
 import zart
 from tests.apps import core_app as app
+from zart.supervisor import Supervisor
 from zart.watchdog import Liveness, default_limit
 
 from .helpers import (
@@ -56,6 +57,17 @@ def test_a_watchdog_that_would_kill_healthy_workers_is_refused(subprocess_env):
     bad = run_cli("supervise", "--app", "tests.apps.core_app", "--watchdog", "soon", env=env)
     assert bad.returncode != 0 and "invalid --watchdog 'soon'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_watchdog_of_0_is_off_and_the_default_follows_the_lease():
+    off = Supervisor("postgresql://127.0.0.1:1/x", 1, 1.0, {"lease": "2s"}, watchdog="0")
+    default = Supervisor("postgresql://127.0.0.1:1/x", 1, 1.0, {"lease": "40s", "poll_interval": "1s"})
+    try:
+        assert off._liveness is None
+        assert default._liveness is not None and default._liveness.limit == 160
+    finally:
+        off._claims.close()
+        default._claims.close()
 
 
 def _kills(log: str) -> list[str]:

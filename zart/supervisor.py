@@ -99,10 +99,10 @@ class Supervisor:
         lease = parse_duration(self.worker_options.get("lease") or "30s", "lease")
         if watchdog is None:
             limit = default_limit(lease, poll)
+        elif str(watchdog).strip() in ("0", "off"):
+            return None
         else:
             limit = parse_duration(watchdog, "--watchdog")
-            if limit == 0:
-                return None
             # The heartbeat goes round every third of a lease, the claim loop every poll interval:
             # a shorter limit would kill healthy workers.
             floor = max(lease, 2 * poll)
