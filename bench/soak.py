@@ -50,6 +50,7 @@ LOG_EVENTS = (
     "worker.spawned",
     "worker.released",
     "worker.crashed",
+    "worker.unresponsive",
     "supervisor.giving_up",
     "database.lost",
     "claim.failing",
@@ -460,7 +461,9 @@ def check(summary: dict[str, Any]) -> list[str]:
     spawned = summary["log_events"]["worker.spawned"]
     if spawned != summary["initial_workers"] + summary["kills"]:
         problems.append(f"{spawned} workers spawned for {summary['kills']} SIGKILLs")
-    for event in ("worker.crashed", "supervisor.giving_up", "execution.failed_alone"):
+    # worker.unresponsive: the watchdog (its default limit, a minute) took a worker waiting out the
+    # restart, the failover or its SIGSTOP for a hung one.
+    for event in ("worker.crashed", "worker.unresponsive", "supervisor.giving_up", "execution.failed_alone"):
         if summary["log_events"][event]:
             problems.append(f"{summary['log_events'][event]} {event} in the logs")
     if summary["tracebacks"]:
