@@ -5,6 +5,7 @@ is left alone, and a limit that would kill healthy workers is refused before any
 from __future__ import annotations
 
 import re
+import signal
 import time
 
 import psycopg
@@ -16,6 +17,7 @@ from zart.watchdog import Liveness, default_limit
 
 from .helpers import (
     SupervisorProcess,
+    WorkerProcess,
     assert_no_checkpointed_step_ran_twice,
     run_cli,
     scalar,
@@ -57,6 +59,14 @@ def test_a_watchdog_that_would_kill_healthy_workers_is_refused(subprocess_env):
     bad = run_cli("supervise", "--app", "tests.apps.core_app", "--watchdog", "soon", env=env)
     assert bad.returncode != 0 and "invalid --watchdog 'soon'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_zart_worker_refuses_a_watchdog_shorter_than_its_lease(subprocess_env):
+    env = dict(subprocess_env, ZART_DATABASE_URL="postgresql://127.0.0.1:1/never-reached")
+    short = run_cli("worker", "--app", "tests.apps.core_app", "--lease", "30s", "--watchdog", "10s", env=env)
+    assert short.returncode != 0
+    assert "--watchdog 10s is shorter than the lease" in short.stderr
+    assert "Traceback" not in short.stderr
 
 
 def test_a_watchdog_of_0_is_off_and_the_default_follows_the_lease():
@@ -138,3 +148,32 @@ def test_a_worker_whose_connections_never_answer_is_killed(fresh_database_url):
             proxy.cut()
             supervisor.stop()
     assert scalar(url, "SELECT count(*) FROM zart_tasks WHERE claimed_by IS NOT NULL") == 0
+
+
+def test_zart_worker_alone_kills_itself_when_its_event_loop_is_blocked(fresh_database_url, tmp_path):
+    """Without a supervisor, a thread of the worker's own process watches its loops: blocked, the
+    process kills itself (SIGKILL, for systemd or Kubernetes to restart it). Another worker takes
+    the execution over once its lease runs out, and the step before it does not run again."""
+    url = fresh_database_url
+    env = worker_env(url)
+    worker = WorkerProcess(env, "--lease", "2s", "--watchdog", "4s")
+    replacement = None
+    try:
+        worker.wait_started()
+        handle = zart.start(
+            app.stalls_once, {"n": 1, "nap": "1s", "marker": str(tmp_path / "stalled")}, database_url=url
+        )
+        assert worker.process.wait(timeout=30) == -signal.SIGKILL
+        (line,) = _kills(worker.log())
+        assert f"pid={worker.process.pid}" in line and "action=SIGKILL" in line
+        replacement = WorkerProcess(env, "--lease", "2s", "--watchdog", "4s")
+        replacement.wait_started()
+        assert handle.result(timeout=30) == [2, "went on"]
+    finally:
+        worker.stop()
+        if replacement is not None:
+            replacement.stop()
+    with psycopg.connect(url) as conn:
+        runs = dict(conn.execute("SELECT step_key, count(*) FROM test_effects GROUP BY step_key").fetchall())
+    assert runs == {"add-one#1": 1, "stall-once#1": 2}
+    assert_no_checkpointed_step_ran_twice(url)

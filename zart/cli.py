@@ -357,6 +357,15 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "many run at once (0: always as tasks any worker may claim).",
         ),
         click.option(
+            "--watchdog",
+            default=None,
+            metavar="DURATION",
+            show_default="4 leases or poll intervals, at least 60s",
+            help="SIGKILL a worker whose heartbeat or claim loop has not gone round for this long (a "
+            "step blocking the event loop, a connection that never answers): zart supervise replaces "
+            "it, zart worker kills itself for its process manager to restart; 0 turns it off.",
+        ),
+        click.option(
             "--metrics-port",
             default=None,
             type=click.IntRange(min=1, max=65535),
@@ -405,14 +414,6 @@ def worker(database_url: str | None, apps: tuple[str, ...], metrics_port: int | 
     callback=lambda _ctx, _param, value: _not_blank(value, "--name"),
     help="This supervisor's name among those sharing the database (default: HOST:PID).",
 )
-@click.option(
-    "--watchdog",
-    default=None,
-    metavar="DURATION",
-    show_default="4 leases or poll intervals, at least 60s",
-    help="Kill and replace a worker whose heartbeat or claim loop has not gone round for this long "
-    "(a step blocking the event loop, a connection that never answers); 0 turns it off.",
-)
 @worker_options
 @_handle_errors
 def supervise(
@@ -420,7 +421,6 @@ def supervise(
     apps: tuple[str, ...],
     procs: int,
     name: str | None,
-    watchdog: str | None,
     metrics_port: int | None,
     **engine: Any,
 ) -> None:
@@ -441,6 +441,7 @@ def supervise(
     url = db.resolve_url(database_url)
     settings = _worker_settings(engine)
     grace = parse_duration(settings.pop("grace"), "--grace")
+    watchdog = settings.pop("watchdog")  # the supervisor's, not each worker's own
     supervisor = Supervisor(url, procs, grace, settings, name=name, watchdog=watchdog)
     # Started during an outage, it waits for the database (as its workers would), so that a
     # supervisor (re)started by systemd or Kubernetes before PostgreSQL comes up is not a crash loop.

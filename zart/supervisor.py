@@ -34,7 +34,7 @@ from .durations import parse_duration
 from .errors import ZartError
 from .logs import log_event
 from .shared_claims import SharedClaims
-from .watchdog import Liveness, default_limit
+from .watchdog import HINT, Liveness, resolve_limit
 
 log = logging.getLogger("zart.supervisor")
 
@@ -97,21 +97,8 @@ class Supervisor:
     def _watchdog(self, watchdog: Any, poll: float) -> Liveness | None:
         """The watchdog's shared memory (zart.watchdog), None when it is off (`--watchdog 0`)."""
         lease = parse_duration(self.worker_options.get("lease") or "30s", "lease")
-        if watchdog is None:
-            limit = default_limit(lease, poll)
-        elif str(watchdog).strip() in ("0", "off"):
-            return None
-        else:
-            limit = parse_duration(watchdog, "--watchdog")
-            # The heartbeat goes round every third of a lease, the claim loop every poll interval:
-            # a shorter limit would kill healthy workers.
-            floor = max(lease, 2 * poll)
-            if limit < floor:
-                raise ValueError(
-                    f"--watchdog {watchdog} is shorter than the lease or two poll intervals "
-                    f"({floor:g}s): healthy workers would be killed (0 turns the watchdog off)"
-                )
-        return Liveness.create(self.procs, limit)
+        limit = resolve_limit(watchdog, lease, poll)
+        return None if limit is None else Liveness.create(self.procs, limit)
 
     def run(self) -> int:
         """Supervise until SIGTERM/SIGINT (exit 0) or repeated start-up failures (exit 1)."""
@@ -188,8 +175,7 @@ class Supervisor:
                 loop=loop,
                 seconds=round(seconds, 1),
                 action="SIGKILL",
-                hint="a blocking call in an async step stalls the worker's event loop (make it a def "
-                "step: those run in threads), or a database connection never answers",
+                hint=HINT,
             )
             child.killed = True
             with contextlib.suppress(ProcessLookupError):
@@ -265,6 +251,7 @@ class Supervisor:
                     claims=self._claims,
                     claim_rank=slot,
                     liveness=self._liveness,
+                    watchdog=0,  # the supervisor watches (or, --watchdog 0, nobody): not the worker
                     supervisor_pid=os.getppid(),
                     grace=self.grace,
                     **self.worker_options,

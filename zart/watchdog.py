@@ -15,18 +15,33 @@ its usual replacement follows (the dead worker's tasks handed back at once). Wat
 worker's first round, so a start-up that waits for the database is never counted, and ends when it
 starts to drain (its claim loop stops then, by design).
 
+`zart worker`, run alone (a process per container, say), watches itself the same way: a thread of
+its own process reads its marks (`watch_self`) and, when a loop is stuck, kills the process with
+SIGKILL for its process manager to restart. A thread still runs while a blocking call holds the trio
+loop (the call releases the GIL, or Python switches threads every few milliseconds); a process
+frozen as a whole (SIGSTOP) needs the supervisor.
+
 The marks are `time.monotonic()` readings: CLOCK_MONOTONIC is one clock for every process of the
 machine, and a wall-clock step (NTP) must not look like a hang.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
+import os
+import signal
+import threading
 import time
 from typing import Any
 
 import attrs
+
+from .durations import parse_duration
+from .logs import log_event
+
+log = logging.getLogger("zart.watchdog")
 
 # The loops a worker marks, by their place in its row of marks.
 LOOPS = ("heartbeat", "claim_loop")
@@ -39,6 +54,34 @@ def default_limit(lease: float, poll_interval: float) -> float:
     """How long a loop may go without a round by default: four leases or poll intervals, at least a
     minute. The heartbeat goes round every third of a lease and the claim loop every poll interval."""
     return max(MIN_DEFAULT_SECONDS, 4 * lease, 4 * poll_interval)
+
+
+def resolve_limit(watchdog: Any, lease: float, poll_interval: float) -> float | None:
+    """The limit `--watchdog` (`watchdog`) asks for, in seconds; None when it is off (0).
+
+    None asks for the default. A limit under the lease or two poll intervals is refused: the
+    heartbeat goes round every third of a lease and the claim loop every poll interval, so healthy
+    workers would be killed.
+    """
+    if watchdog is None:
+        return default_limit(lease, poll_interval)
+    if str(watchdog).strip() in ("0", "off"):
+        return None
+    limit = parse_duration(watchdog, "--watchdog")
+    floor = max(lease, 2 * poll_interval)
+    if limit < floor:
+        raise ValueError(
+            f"--watchdog {watchdog} is shorter than the lease or two poll intervals ({floor:g}s): "
+            "healthy workers would be killed (0 turns the watchdog off)"
+        )
+    return limit
+
+
+# What the log says a stuck worker may be doing.
+HINT = (
+    "a blocking call in an async step stalls the worker's event loop (make it a def step: those run in "
+    "threads), or a database connection never answers"
+)
 
 
 @attrs.frozen
@@ -82,3 +125,32 @@ class Liveness:
         ]
         age, loop = max(ages)
         return (loop, age) if age > self.limit else None
+
+
+def watch_self(liveness: Liveness, worker_id: str, every: float = 1.0) -> threading.Thread:
+    """Start a daemon thread that kills this process (SIGKILL) once one of its loops is stuck:
+    the watchdog of a worker without a supervisor (slot 0 of `liveness`)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            stuck = liveness.stuck(0)
+            if stuck is not None:
+                loop, seconds = stuck
+                log_event(
+                    log,
+                    "worker.unresponsive",
+                    logging.ERROR,
+                    worker=worker_id,
+                    pid=os.getpid(),
+                    loop=loop,
+                    seconds=round(seconds, 1),
+                    action="SIGKILL",
+                    hint=HINT,
+                )
+                logging.shutdown()  # the line above reaches its handlers before the kill
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="zart-watchdog", daemon=True)
+    thread.start()
+    return thread

@@ -55,7 +55,7 @@ from .shared_claims import SharedClaims
 from .transactional import TransactionRunner
 from .trio_pg import TrioConnection
 from .wake_routing import WakeRouter
-from .watchdog import Liveness
+from .watchdog import Liveness, resolve_limit, watch_self
 from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -103,6 +103,9 @@ class Worker:
     when no notification arrives, `lookahead` how early a timer that comes due may be claimed (it
     then waits in the worker, holding a slot, for its moment), `inline_fanout` the widest
     `zart.parallel`/`zart.map` whose branches run in the workflow's own worker rather than as tasks.
+    `watchdog` (zart.watchdog): under `run()` without a supervisor, the process kills itself when
+    its heartbeat or claim loop has not gone round for that long (None: the default limit, 0: off);
+    a worker started in a thread (`start()`) never does.
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class Worker:
         lookahead: Any = "250ms",
         inline_fanout: int = 32,
         group: str | None = None,
+        watchdog: Any = None,
     ) -> None:
         if concurrency < 1 or batch < 1:
             raise ValueError("concurrency and batch must be at least 1")
@@ -152,13 +156,18 @@ class Worker:
         # `claim_rank` is this worker's place among them (its supervisor slot).
         self._claims = claims
         self._claim_rank = claim_rank
-        # The supervisor's watchdog (zart.watchdog): this worker's loops mark their rounds there.
+        # The watchdog (zart.watchdog): this worker's loops mark their rounds there, for its
+        # supervisor to read or, without one, for a thread of its own process once `run()` starts.
         self._liveness = liveness
+        self._watch_slot = claim_rank
+        self._own_watchdog = (
+            None if liveness is not None else resolve_limit(watchdog, self.lease, self.poll_interval)
+        )
         self._supervisor_pid = supervisor_pid
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._state = WorkerState(self.worker_id)
         if liveness is not None:
-            self._state.went_round = partial(liveness.went_round, claim_rank)
+            self._state.went_round = partial(liveness.went_round, self._watch_slot)
         # The group whose workers share notifications as one (zart.wake_routing): the supervisor's
         # name, or this worker alone.
         self.group = group or self.worker_id
@@ -194,6 +203,11 @@ class Worker:
         worker's, so its garbage collector is set for it (`tune_gc`).
         """
         tune_gc()
+        if self._own_watchdog is not None:
+            # Its own process: a worker whose loops stop going round kills it (zart.watchdog).
+            self._liveness, self._watch_slot = Liveness.create(1, self._own_watchdog), 0
+            self._state.went_round = partial(self._liveness.went_round, self._watch_slot)
+            watch_self(self._liveness, self.worker_id)
         trio.run(self._main, True)
 
     def start(self, timeout: float = 30.0) -> Worker:
@@ -287,7 +301,7 @@ class Worker:
         """From a drain or a stop on, the watchdog leaves this worker alone: its loops end."""
         self._state.went_round = lambda loop: None
         if self._liveness is not None:
-            self._liveness.unwatch(self._claim_rank)
+            self._liveness.unwatch(self._watch_slot)
 
     async def _main(self, handle_signals: bool = False) -> None:
         self._token = trio.lowlevel.current_trio_token()
