@@ -18,6 +18,7 @@ import trio
 from . import sql
 from .db import is_transient
 from .logs import log_event
+from .wake_routing import read_live_groups
 from .workerstate import ClaimedTask, WorkerDb, WorkerState
 
 log = logging.getLogger("zart.worker")
@@ -86,10 +87,7 @@ class Leases:
         """Renew the worker's row and `tasks`' leases; read the live groups (zart.wake_routing)."""
         conn.execute(sql.WORKER_HEARTBEAT, {"id": self._state.worker_id})
         kept = self._extend(conn, tasks) if tasks else set()
-        groups: list[str] = []
-        if self._state.router is not None:
-            rows = conn.execute(sql.LIVE_GROUPS).fetchall()
-            groups = [row[0] for row in rows]
+        groups = read_live_groups(conn) if self._state.router is not None else []
         return kept, groups
 
     def _extend(self, conn: psycopg.Connection, tasks: Iterable[ClaimedTask]) -> set[int]:

@@ -34,7 +34,7 @@ from .durations import parse_duration
 from .errors import ZartError
 from .logs import log_event
 from .shared_claims import SharedClaims
-from .watchdog import HINT, Liveness, resolve_limit
+from .watchdog import Liveness, report_stuck, resolve_limit
 
 log = logging.getLogger("zart.supervisor")
 
@@ -165,18 +165,7 @@ class Supervisor:
             stuck = liveness.stuck(child.slot)
             if stuck is None or child.killed:
                 continue
-            loop, seconds = stuck
-            log_event(
-                log,
-                "worker.unresponsive",
-                logging.ERROR,
-                pid=child.pid,
-                slot=child.slot,
-                loop=loop,
-                seconds=round(seconds, 1),
-                action="SIGKILL",
-                hint=HINT,
-            )
+            report_stuck(child.pid, *stuck, slot=child.slot)
             child.killed = True
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child.pid, signal.SIGKILL)

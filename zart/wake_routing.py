@@ -26,15 +26,24 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
-# The payload of sql.GROUPS_CHANGED's NOTIFY (kept in step with it by tests/test_wake_routing.py).
-GROUPS_CHANGED = "groups"
+from .sql import GROUPS_CHANGED, LIVE_GROUPS
+
+if TYPE_CHECKING:
+    import psycopg
 
 # A group with no room hands notifications on at most this often: one hand-over wakes a group that
 # claims a whole batch, and under a saturating load (every group full) hand-overs would be wasted.
 FORWARD_SECONDS = 0.1
+
+
+def read_live_groups(conn: psycopg.Connection) -> list[str]:
+    """The live listening groups (sql.LIVE_GROUPS), for `WakeRouter.set_groups`: read by the
+    heartbeat in its transaction, and by the listener when they changed."""
+    return [row[0] for row in conn.execute(LIVE_GROUPS).fetchall()]
 
 
 def ranking(key: str, groups: Sequence[str]) -> list[str]:
@@ -94,7 +103,6 @@ class Forwarder:
         self._send = send
         self._pending: str | None = None
         self._offered = trio.Event()
-        self.sent = 0
 
     def offer(self, payload: str) -> None:
         self._pending = payload
@@ -108,5 +116,4 @@ class Forwarder:
             if payload is None:
                 continue
             await self._send(payload)
-            self.sent += 1
             await trio.sleep(FORWARD_SECONDS)

@@ -77,11 +77,21 @@ def resolve_limit(watchdog: Any, lease: float, poll_interval: float) -> float | 
     return limit
 
 
-# What the log says a stuck worker may be doing.
-HINT = (
-    "a blocking call in an async step stalls the worker's event loop (make it a def step: those run in "
-    "threads), or a database connection never answers"
-)
+def report_stuck(pid: int, loop: str, seconds: float, **where: Any) -> None:
+    """The one log line of a kill, from the supervisor or the worker's own thread: which process,
+    which loop, for how long, and what is likely wrong."""
+    log_event(
+        log,
+        "worker.unresponsive",
+        logging.ERROR,
+        **where,
+        pid=pid,
+        loop=loop,
+        seconds=round(seconds, 1),
+        action="SIGKILL",
+        hint="a blocking call in an async step stalls the worker's event loop (make it a def step: "
+        "those run in threads), or a database connection never answers",
+    )
 
 
 @attrs.frozen
@@ -136,18 +146,7 @@ def watch_self(liveness: Liveness, worker_id: str, every: float = 1.0) -> thread
             time.sleep(every)
             stuck = liveness.stuck(0)
             if stuck is not None:
-                loop, seconds = stuck
-                log_event(
-                    log,
-                    "worker.unresponsive",
-                    logging.ERROR,
-                    worker=worker_id,
-                    pid=os.getpid(),
-                    loop=loop,
-                    seconds=round(seconds, 1),
-                    action="SIGKILL",
-                    hint=HINT,
-                )
+                report_stuck(os.getpid(), *stuck, worker=worker_id)
                 logging.shutdown()  # the line above reaches its handlers before the kill
                 os.kill(os.getpid(), signal.SIGKILL)
 

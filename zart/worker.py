@@ -54,9 +54,9 @@ from .schema import ensure_migrated
 from .shared_claims import SharedClaims
 from .transactional import TransactionRunner
 from .trio_pg import TrioConnection
-from .wake_routing import WakeRouter
+from .wake_routing import WakeRouter, read_live_groups
 from .watchdog import Liveness, resolve_limit, watch_self
-from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState
+from .workerstate import DB_RETRY_SECONDS, WorkerDb, WorkerState, unwatched
 
 log = logging.getLogger("zart.worker")
 
@@ -299,7 +299,7 @@ class Worker:
 
     def _unwatch(self) -> None:
         """From a drain or a stop on, the watchdog leaves this worker alone: its loops end."""
-        self._state.went_round = lambda loop: None
+        self._state.went_round = unwatched
         if self._liveness is not None:
             self._liveness.unwatch(self._watch_slot)
 
@@ -463,12 +463,12 @@ class Worker:
         router = self._state.router
         assert router is not None
         try:
-            rows = await db.run(lambda conn: conn.execute(sql.LIVE_GROUPS).fetchall())
+            groups = await db.run(read_live_groups)
         except Exception as exc:
             if not is_transient(exc):
                 raise
             return  # stale still: read at the next notification or heartbeat
-        router.set_groups([row[0] for row in rows])
+        router.set_groups(groups)
 
     async def _hand_overs(self, claims: SharedClaims) -> None:
         """Wake the claimer whenever a sibling worker hands the next claim to this one."""

@@ -75,8 +75,8 @@ class Held:
     execution: ExecutionContext | None = None  # set once the runner has built it
 
 
-def _unwatched(loop: str) -> None:
-    """`WorkerState.went_round` outside a supervisor: nobody watches."""
+def unwatched(loop: str) -> None:
+    """`WorkerState.went_round` when nobody watches: no watchdog, or a worker draining or stopping."""
 
 
 @attrs.define
@@ -99,7 +99,7 @@ class WorkerState:
     in_doubt: bool = False
     # Called by the heartbeat and the claim loop each time they go round, with the loop's name: the
     # supervisor's watchdog (zart.watchdog) kills a worker whose loops stopped going round.
-    went_round: Callable[[str], None] = _unwatched
+    went_round: Callable[[str], None] = unwatched
     # A drain stops the claims; `drained` is set by the last runner to end during a drain.
     draining: bool = False
     drained: trio.Event = attrs.field(factory=trio.Event)
